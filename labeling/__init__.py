@@ -1,0 +1,1 @@
+"""Ingestion, the DuckDB store, label sources, imports and comparison."""

@@ -1,0 +1,1 @@
+"""CLALA-Net: the lesion-aware report generator, its datasets, trainer and evaluation."""

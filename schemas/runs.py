@@ -1,0 +1,51 @@
+"""Runs: one execution of a label source, with everything needed to trace its labels."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class RunKind(str, Enum):
+    llm = "llm"
+    rules = "rules"
+    imported = "import"
+    human = "human"
+    derived = "derived"
+    model = "model"
+
+
+class RunStatus(str, Enum):
+    running = "running"
+    complete = "complete"
+    incomplete = "incomplete"  # stopped with work left (server down, interrupted); resumable
+    failed = "failed"
+
+
+class RunSpec(BaseModel):
+    """What a run is, fixed when it is created."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$")
+    kind: RunKind
+    vocabulary_version: str
+    backend: str | None = None
+    model: str | None = None
+    prompt_name: str | None = None
+    prompt_sha256: str | None = None
+    decoding: dict[str, Any] = {}
+    params: dict[str, Any] = {}
+    source: str | None = Field(default=None, description="input file or parent run, for imports and derived runs")
+
+
+class RunInfo(RunSpec):
+    """A run as stored, with its state and totals."""
+
+    run_id: int
+    status: RunStatus
+    created_at: datetime
+    finished_at: datetime | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0

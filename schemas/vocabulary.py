@@ -1,0 +1,274 @@
+"""The label vocabulary: the 29 Chest ImaGenome regions and the findings, loaded from a
+versioned data file.
+
+A vocabulary is data, not code: `vocabulary_data/chest_imagenome.json` ships with clala and any
+file of the same shape can replace it (`--vocabulary PATH`). Its identity, recorded with every
+run, is `name@version` plus the enabled categories and the sha256 of the file's bytes, so two
+runs can only be compared cell for cell when they were made under the same vocabulary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Laterality = Literal["right", "left", "midline"]
+CATEGORIES = ("anatomicalfinding", "disease", "technicalassessment", "tubesandlines", "device")
+Category = Literal["anatomicalfinding", "disease", "technicalassessment", "tubesandlines", "device"]
+
+DEFAULT_VOCABULARY = "chest_imagenome.json"
+
+
+def normalize_phrase(text: str) -> str:
+    """Lower-case and single-space a phrase, the form in which synonyms are stored."""
+    return " ".join(text.lower().split())
+
+
+class Region(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    index: int
+    name: str
+    laterality: Laterality
+    synonyms: tuple[str, ...] = ()
+
+
+class MultiRegionPhrase(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    phrase: str
+    regions: tuple[str, ...]
+
+
+class Finding(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    category: Category
+    synonyms: tuple[str, ...] = ()
+    regions: tuple[str, ...] = Field(description="region names (group references resolved)")
+    chexpert: tuple[str, ...] = ()
+
+
+class VocabularyFile(BaseModel):
+    """The data file as written; `Vocabulary` is the resolved, queryable form."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    version: str
+    description: str = ""
+    default_categories: list[Category]
+    chexpert_observations: list[str]
+    regions: list[Region]
+    region_groups: dict[str, list[str]] = {}
+    multi_region_phrases: list[MultiRegionPhrase] = []
+    findings: list[Finding]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_groups(cls, data: dict) -> dict:
+        # "@group" references in finding regions expand to the group's region names.
+        groups = data.get("region_groups", {})
+        findings = []
+        for finding in data.get("findings", []):
+            names: list[str] = []
+            for ref in finding.get("regions", []):
+                if isinstance(ref, str) and ref.startswith("@"):
+                    if ref[1:] not in groups:
+                        raise ValueError(f"finding {finding.get('name')!r}: unknown region group {ref!r}")
+                    names.extend(groups[ref[1:]])
+                else:
+                    names.append(ref)
+            findings.append({**finding, "regions": list(dict.fromkeys(names))})
+        return {**data, "findings": findings}
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "VocabularyFile":
+        region_names = [r.name for r in self.regions]
+        if [r.index for r in self.regions] != list(range(len(self.regions))):
+            raise ValueError("regions must be listed in index order 0..N-1")
+        known = set(region_names)
+        for group, names in self.region_groups.items():
+            for name in names:
+                if name not in known:
+                    raise ValueError(f"region group {group!r}: unknown region {name!r}")
+        for phrase in self.multi_region_phrases:
+            for name in phrase.regions:
+                if name not in known:
+                    raise ValueError(f"multi-region phrase {phrase.phrase!r}: unknown region {name!r}")
+        seen_findings: set[str] = set()
+        for finding in self.findings:
+            if finding.name in seen_findings:
+                raise ValueError(f"finding {finding.name!r} listed twice")
+            seen_findings.add(finding.name)
+            for name in finding.regions:
+                if name not in known:
+                    raise ValueError(f"finding {finding.name!r}: unknown region {name!r}")
+            for obs in finding.chexpert:
+                if obs not in self.chexpert_observations:
+                    raise ValueError(f"finding {finding.name!r}: unknown CheXpert observation {obs!r}")
+        _check_unique_phrases(
+            [(normalize_phrase(s), r.name) for r in self.regions for s in (r.name, *r.synonyms)]
+            + [(normalize_phrase(p.phrase), p.phrase) for p in self.multi_region_phrases],
+            "region phrase",
+        )
+        _check_unique_phrases(
+            [(normalize_phrase(s), f.name) for f in self.findings for s in (f.name, *f.synonyms)],
+            "finding phrase",
+        )
+        return self
+
+
+def _check_unique_phrases(pairs: list[tuple[str, str]], what: str) -> None:
+    owner: dict[str, str] = {}
+    for phrase, name in pairs:
+        if phrase in owner and owner[phrase] != name:
+            raise ValueError(f"{what} {phrase!r} belongs to both {owner[phrase]!r} and {name!r}")
+        owner[phrase] = name
+
+
+class Vocabulary:
+    """Regions and the enabled findings, with phrase lookup in both directions."""
+
+    def __init__(self, data: VocabularyFile, categories: tuple[str, ...], sha256: str):
+        unknown = [c for c in categories if c not in CATEGORIES]
+        if unknown:
+            raise ValueError(f"unknown finding categories {unknown}; choose from {list(CATEGORIES)}")
+        self.data = data
+        self.categories = tuple(c for c in CATEGORIES if c in categories)
+        self.file_sha256 = sha256
+        self.regions: tuple[Region, ...] = tuple(data.regions)
+        self.findings: tuple[Finding, ...] = tuple(f for f in data.findings if f.category in self.categories)
+        self.region_names: tuple[str, ...] = tuple(r.name for r in self.regions)
+        self.finding_names: tuple[str, ...] = tuple(f.name for f in self.findings)
+        self._region_by_name = {r.name: r for r in self.regions}
+        self._finding_by_name = {f.name: f for f in self.findings}
+
+    # --- identity -------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.data.name
+
+    @property
+    def version(self) -> str:
+        """The string recorded with every run: name@version+categories#file-hash."""
+        return f"{self.data.name}@{self.data.version}+{'+'.join(self.categories)}#{self.file_sha256[:12]}"
+
+    # --- lookup ---------------------------------------------------------------------------
+    def region(self, name: str) -> Region:
+        try:
+            return self._region_by_name[name]
+        except KeyError:
+            raise KeyError(f"unknown region {name!r}") from None
+
+    def finding(self, name: str) -> Finding:
+        try:
+            return self._finding_by_name[name]
+        except KeyError:
+            raise KeyError(f"finding {name!r} is not in vocabulary {self.version}") from None
+
+    def region_index(self, name: str) -> int:
+        return self.region(name).index
+
+    def allows(self, finding: str, region: str | None) -> bool:
+        """Whether `finding` may be located in `region` (None = image level, always allowed)."""
+        return region is None or region in self.finding(finding).regions
+
+    def chexpert_findings(self, observation: str) -> tuple[str, ...]:
+        """The enabled findings that imply a CheXpert observation."""
+        if observation not in self.data.chexpert_observations:
+            raise KeyError(f"unknown CheXpert observation {observation!r}")
+        return tuple(f.name for f in self.findings if observation in f.chexpert)
+
+    # --- phrase resolution ------------------------------------------------------------------
+    @cached_property
+    def _region_phrases(self) -> dict[str, tuple[str, ...]]:
+        table: dict[str, tuple[str, ...]] = {}
+        for region in self.regions:
+            for phrase in (region.name, *region.synonyms):
+                table[normalize_phrase(phrase)] = (region.name,)
+        for multi in self.data.multi_region_phrases:
+            table[normalize_phrase(multi.phrase)] = tuple(multi.regions)
+        return table
+
+    @cached_property
+    def _finding_phrases(self) -> dict[str, str]:
+        return {normalize_phrase(p): f.name for f in self.findings for p in (f.name, *f.synonyms)}
+
+    @cached_property
+    def _region_pattern(self) -> re.Pattern[str]:
+        return _phrase_pattern(self._region_phrases)
+
+    @cached_property
+    def _finding_pattern(self) -> re.Pattern[str]:
+        return _phrase_pattern(self._finding_phrases)
+
+    def resolve_region(self, phrase: str) -> tuple[str, ...]:
+        """Regions named by a whole phrase ("right base", "bibasilar"); empty if none."""
+        return self._region_phrases.get(normalize_phrase(phrase), ())
+
+    def resolve_finding(self, phrase: str) -> str | None:
+        """The enabled finding a whole phrase names ("cardiomegaly"), or None."""
+        return self._finding_phrases.get(normalize_phrase(phrase))
+
+    def find_regions(self, text: str) -> list[tuple[int, int, tuple[str, ...]]]:
+        """Region mentions in free text: (start, end, regions), longest phrase first."""
+        return [
+            (m.start(), m.end(), self._region_phrases[normalize_phrase(m.group(0))])
+            for m in self._region_pattern.finditer(text)
+        ]
+
+    def find_findings(self, text: str) -> list[tuple[int, int, str]]:
+        """Finding mentions in free text: (start, end, finding name), longest phrase first."""
+        return [
+            (m.start(), m.end(), self._finding_phrases[normalize_phrase(m.group(0))])
+            for m in self._finding_pattern.finditer(text)
+        ]
+
+    def summary(self) -> dict:
+        return {
+            "version": self.version,
+            "regions": len(self.regions),
+            "findings": len(self.findings),
+            "categories": list(self.categories),
+        }
+
+
+def _phrase_pattern(phrases: dict) -> re.Pattern[str]:
+    # Longest alternatives first so "right lower lobe" wins over "right"; whitespace inside a
+    # phrase matches any run of whitespace (reports wrap lines mid-phrase).
+    alternatives = sorted(phrases, key=len, reverse=True)
+    body = "|".join(r"\s+".join(re.escape(word) for word in p.split()) for p in alternatives)
+    return re.compile(rf"(?<![\w/])(?:{body})(?![\w/])", re.IGNORECASE)
+
+
+def load_vocabulary(path: str | Path | None = None, categories: list[str] | tuple[str, ...] | None = None,
+                    enable: list[str] | tuple[str, ...] = ()) -> Vocabulary:
+    """Load a vocabulary file (the shipped one by default).
+
+    `categories` replaces the file's default categories; `enable` adds to them (for example
+    `enable=["tubesandlines", "device"]`).
+    """
+    if path is None:
+        raw = resources.files("schemas").joinpath("vocabulary_data", DEFAULT_VOCABULARY).read_bytes()
+        origin = DEFAULT_VOCABULARY
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: vocabulary file not found")
+        raw = path.read_bytes()
+        origin = str(path)
+    try:
+        data = VocabularyFile.model_validate(json.loads(raw))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{origin}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    except ValueError as exc:
+        first = str(exc).splitlines()
+        raise ValueError(f"{origin}: invalid vocabulary: {' '.join(first[:3])}") from None
+    chosen = tuple(categories) if categories else tuple(data.default_categories)
+    chosen = tuple(dict.fromkeys((*chosen, *enable)))
+    return Vocabulary(data, chosen, hashlib.sha256(raw).hexdigest())

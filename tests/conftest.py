@@ -1,0 +1,39 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("CLALA_SHARED_DATA", REPO.parent / "shared" / "data"))
+IU_REPORTS = SHARED_DATA / "iu_xray" / "indiana_reports.csv"
+
+needs_iu_xray = pytest.mark.skipif(not IU_REPORTS.is_file(), reason="../shared/data/iu_xray is absent")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "test.duckdb"
+
+
+@pytest.fixture
+def cli():
+    """Run the real clala CLI in-process: cli(args) -> (exit code, stdout, stderr)."""
+    from cli import app
+
+    runner = CliRunner()
+
+    def run(*args: str):
+        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+
+    return run
+
+
+def clala_subprocess(*args: str, **kwargs):
+    """The installed console script in a separate process (for locks and kills)."""
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", "from cli import app; app()", *map(str, args)],
+                          capture_output=True, text=True, cwd=kwargs.pop("cwd", None), **kwargs)
