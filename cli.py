@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
-import sys
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
@@ -18,7 +16,11 @@ app = typer.Typer(help="Per-region chest X-ray lesion labels from reports, with 
 reports_app = typer.Typer(help="List and show ingested reports.", no_args_is_help=True)
 export_app = typer.Typer(help="Export labels or reports to Parquet, CSV or JSONL.", no_args_is_help=True)
 schema_app = typer.Typer(help="The vocabulary and the label schema sent to LLM servers.", no_args_is_help=True)
+runs_app = typer.Typer(help="Label runs and their provenance.", no_args_is_help=True)
+prompts_app = typer.Typer(help="Prompt templates.", no_args_is_help=True)
 app.add_typer(reports_app, name="reports")
+app.add_typer(runs_app, name="runs")
+app.add_typer(prompts_app, name="prompts")
 app.add_typer(export_app, name="export")
 app.add_typer(schema_app, name="schema")
 
@@ -165,6 +167,123 @@ def schema_vocabulary(vocabulary: VocabularyOption = None, enable: EnableOption 
     from labeling.schema_views import show_vocabulary
 
     show_vocabulary(vocabulary, enable or [])
+
+
+@app.command()
+@user_errors
+def label(
+    db: DbOption = DEFAULT_DB,
+    name: Annotated[Optional[str], typer.Option(help="run name (default: backend-model-time)")] = None,
+    backend: Annotated[str, typer.Option(help="local (embedded llama.cpp server) | openai (any OpenAI-compatible "
+                                              "server) | vllm (in-process, GPU)")] = "local",
+    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="server URL, e.g. "
+                                                          "http://127.0.0.1:8000/v1; repeat to spread load")] = None,
+    model: Annotated[Optional[str], typer.Option(help="model name on the server (openai, vllm)")] = None,
+    model_path: Annotated[Optional[Path], typer.Option("--model-path", help="GGUF file for --backend local")] = None,
+    api_key_env: Annotated[str, typer.Option("--api-key-env", help="environment variable holding the API key")] = "OPENAI_API_KEY",
+    structured_output: Annotated[str, typer.Option("--structured-output", help="auto | json_schema | llama_cpp | none")] = "auto",
+    unit: Annotated[str, typer.Option(help="sentence | report")] = "sentence",
+    context: Annotated[int, typer.Option(help="neighbouring sentences sent as context")] = 0,
+    prompt: Annotated[str, typer.Option(help="prompt template name (clala prompts list)")] = "region_labels",
+    samples: Annotated[int, typer.Option(help="answers per unit; confidence = agreement")] = 1,
+    temperature: Annotated[Optional[float], typer.Option(help="default 0, or 0.7 with --samples > 1")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens")] = None,
+    max_retries: Annotated[int, typer.Option("--max-retries", help="re-asks of an invalid answer")] = 2,
+    timeout: Annotated[float, typer.Option(help="seconds per request")] = 120.0,
+    concurrency: Annotated[int, typer.Option(help="requests in flight")] = 4,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="reports per committed batch")] = 16,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="ask the model even for cached units")] = False,
+    dataset: Annotated[Optional[str], typer.Option(help="only this dataset's reports")] = None,
+    report: Annotated[Optional[list[str]], typer.Option("--report", help="only these report ids")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="at most this many reports")] = None,
+    vocabulary: VocabularyOption = None,
+    enable: EnableOption = None,
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="allow sending reports to a server that "
+                                                                       "is not on this machine")] = False,
+    resume: Annotated[Optional[str], typer.Option(help="finish an interrupted run")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="count units, cache hits and tokens; call nothing")] = False,
+) -> None:
+    """Label reports with an LLM: validated, grounded per-region labels stored as a run."""
+    from labeling.llm_source import LabelOptions
+    from labeling.run_views import run_label, show_dry_run
+
+    try:
+        options = LabelOptions(
+            backend=backend, base_urls=base_url or [], model=model, model_path=str(model_path) if model_path else None,
+            api_key_env=api_key_env, structured_output=structured_output, unit=unit, context=context, prompt=prompt,
+            samples=samples, temperature=temperature, max_tokens=max_tokens, max_retries=max_retries,
+            timeout=timeout, concurrency=concurrency, batch_size=batch_size, use_cache=not no_cache,
+            vocabulary=str(vocabulary) if vocabulary else None, enable=enable or [], dataset=dataset,
+            report_ids=report or [], limit=limit)
+    except ValueError as exc:
+        raise ClalaError(f"invalid option: {' '.join(str(exc).split())}") from None
+    if dry_run:
+        show_dry_run(db, options)
+    else:
+        summary = run_label(db, name, options, resume, allow_remote)
+        if summary.status.value != "complete":
+            raise typer.Exit(3)
+
+
+@runs_app.command("list")
+@user_errors
+def runs_list(db: DbOption = DEFAULT_DB) -> None:
+    """All runs with their status and counts."""
+    from labeling.run_views import show_runs
+
+    show_runs(db)
+
+
+@runs_app.command("show")
+@user_errors
+def runs_show(run: Annotated[str, typer.Argument(help="run name or id")], db: DbOption = DEFAULT_DB) -> None:
+    """A run's provenance: model, prompt sha256, vocabulary, decoding, work, labels, rejections."""
+    from labeling.run_views import show_run
+
+    show_run(db, run)
+
+
+@app.command()
+@user_errors
+def failures(run: Annotated[str, typer.Argument(help="run name or id")], db: DbOption = DEFAULT_DB,
+             limit: Annotated[int, typer.Option()] = 50) -> None:
+    """Units that failed validation after re-asking, with the raw model output."""
+    from labeling.run_views import show_failures
+
+    show_failures(db, run, limit)
+
+
+@prompts_app.command("list")
+@user_errors
+def prompts_list() -> None:
+    """Available prompt templates."""
+    from labeling.schema_views import show_prompts
+
+    show_prompts()
+
+
+@prompts_app.command("show")
+@user_errors
+def prompts_show(name: Annotated[str, typer.Argument()] = "region_labels") -> None:
+    """A prompt's template files as written."""
+    from labeling.schema_views import show_prompt_source
+
+    show_prompt_source(name)
+
+
+@prompts_app.command("render")
+@user_errors
+def prompts_render(
+    name: Annotated[str, typer.Argument()] = "region_labels",
+    text: Annotated[str, typer.Option(help="the unit text")] = "Small left pleural effusion.",
+    context: Annotated[Optional[str], typer.Option(help="context sentences")] = None,
+    vocabulary: VocabularyOption = None,
+    enable: EnableOption = None,
+) -> None:
+    """The exact chat one unit sends, with the prompt's sha256."""
+    from labeling.schema_views import render_prompt
+
+    render_prompt(name, text, context, vocabulary, enable or [])
 
 
 @app.command()

@@ -126,6 +126,20 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             updated_at      TIMESTAMP
         )""",
     ]),
+    (2, "rejected_labels; llm_cache records the run that made each entry", [
+        """CREATE TABLE rejected_labels (
+            run_id     INTEGER NOT NULL,
+            unit_key   VARCHAR NOT NULL,
+            report_key BIGINT NOT NULL,
+            finding    VARCHAR,
+            regions    VARCHAR[],
+            status     VARCHAR,
+            evidence   VARCHAR,
+            reason     VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+        )""",
+        "ALTER TABLE llm_cache ADD COLUMN run_id INTEGER",
+    ]),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

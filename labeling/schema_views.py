@@ -48,3 +48,47 @@ def show_vocabulary(vocabulary_path: Path | None, enable: list[str]) -> Vocabula
                          ", ".join(finding.synonyms))
     console.print(findings)
     return vocabulary
+
+
+def show_prompts() -> list[str]:
+    from prompts.render import list_prompts, prompt_files
+
+    console = Console()
+    names = list_prompts()
+    table = Table("prompt", "files", title="Prompts", title_justify="left")
+    for name in names:
+        table.add_row(name, ", ".join(p.name for p in prompt_files(name).values()))
+    console.print(table)
+    return names
+
+
+def show_prompt_source(name: str) -> None:
+    from prompts.render import prompt_files
+
+    try:
+        files = prompt_files(name)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from None
+    console = Console(soft_wrap=True)
+    for path in files.values():
+        console.rule(path.name)
+        console.print(path.read_text(encoding="utf-8"), markup=False, highlight=False)
+
+
+def render_prompt(name: str, text: str, context: str | None, vocabulary_path: Path | None,
+                  enable: list[str]) -> list[dict]:
+    """Print the exact chat one unit would send, and the prompt's sha256."""
+    from prompts.render import load_prompt
+
+    vocabulary = vocabulary_or_error(vocabulary_path, enable)
+    try:
+        prompt = load_prompt(name, vocabulary)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from None
+    messages = prompt.messages(text, context)
+    console = Console(soft_wrap=True)
+    console.print(f"[bold]{prompt.name}[/bold] sha256 {prompt.sha256}  vocabulary {vocabulary.version}")
+    for message in messages:
+        console.rule(message["role"])
+        console.print(message["content"], markup=False, highlight=False)
+    return messages

@@ -86,16 +86,26 @@ class Store:
             raise StoreError(f"{self.path}: no database here yet (run `clala ingest` first, or pass --db)")
         if not read_only and not self.path.parent.exists():
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
-        try:
-            self.con = duckdb.connect(str(self.path), read_only=read_only)
-        except duckdb.Error as exc:
-            raise _open_error(self.path, exc) from None
         self._depth = 0
+        self.con = self._connect(read_only)
         try:
+            if read_only and self.schema_version() < LATEST_VERSION:
+                # An older database: migrate it once through a writing connection, then read.
+                self.con.close()
+                self.con = self._connect(False)
+                self._migrate()
+                self.con.close()
+                self.con = self._connect(True)
             self._migrate()
         except BaseException:
             self.con.close()
             raise
+
+    def _connect(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        try:
+            return duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.Error as exc:
+            raise _open_error(self.path, exc) from None
 
     def close(self) -> None:
         self.con.close()
@@ -121,8 +131,6 @@ class Store:
             raise StoreError(f"{self.path}: written by a newer clala (schema {current} > {LATEST_VERSION}); upgrade clala")
         if current == LATEST_VERSION:
             return
-        if self.read_only:
-            raise StoreError(f"{self.path}: schema {current} needs migrating to {LATEST_VERSION}; run a writing command first")
         with self.transaction():
             self.con.execute("""CREATE TABLE IF NOT EXISTS schema_version (
                 version INTEGER PRIMARY KEY, description VARCHAR, applied_at TIMESTAMP)""")
@@ -257,6 +265,118 @@ class Store:
         names = [r[0] for r in self.con.execute("SELECT name FROM runs ORDER BY run_id").fetchall()]
         return [self.run(name) for name in names]
 
+    def set_run_status(self, run_id: int, status: RunStatus) -> None:
+        finished = None if status is RunStatus.running else datetime.now()
+        self.con.execute("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status.value, finished, run_id])
+
+    def add_run_tokens(self, run_id: int, prompt_tokens: int, completion_tokens: int) -> None:
+        self.con.execute("""UPDATE runs SET prompt_tokens = prompt_tokens + ?, completion_tokens = completion_tokens + ?
+                            WHERE run_id = ?""", [prompt_tokens, completion_tokens, run_id])
+
+    # --- resumable work: one row per report of a run --------------------------------------------
+    def add_work(self, run_id: int, report_keys: Sequence[int]) -> None:
+        keys = pa.array(list(report_keys), pa.int64())
+        self._insert_arrow("work", pa.table({
+            "run_id": pa.array([run_id] * len(keys), pa.int32()),
+            "unit_key": pa.array([f"r{k}" for k in keys.to_pylist()], pa.string()),
+            "report_key": keys,
+            "state": pa.array(["pending"] * len(keys), pa.string()),
+        }))
+
+    def work(self, run_id: int, states: Sequence[str] = ("pending",)) -> list[int]:
+        """Report keys of a run's work in the given states, in report order."""
+        rows = self.con.execute(
+            "SELECT report_key FROM work WHERE run_id = ? AND list_contains(?, state) ORDER BY report_key",
+            [run_id, list(states)]).fetchall()
+        return [r[0] for r in rows]
+
+    def set_work(self, run_id: int, report_keys: Sequence[int], state: str, error: str | None = None) -> None:
+        if not report_keys:
+            return
+        self.con.execute(
+            """UPDATE work SET state = ?, attempts = attempts + 1, last_error = ?, updated_at = ?
+               WHERE run_id = ? AND list_contains(?, report_key)""",
+            [state, error, datetime.now(), run_id, list(report_keys)])
+
+    def work_counts(self, run_id: int) -> dict[str, int]:
+        rows = self.con.execute("SELECT state, count(*) FROM work WHERE run_id = ? GROUP BY state", [run_id]).fetchall()
+        return {state: n for state, n in rows}
+
+    # --- failures and rejected labels ---------------------------------------------------------
+    def add_failures(self, run_id: int, failures: Sequence[Mapping[str, Any]]) -> None:
+        """Units that still failed validation after re-asking: unit_key, report_key, raw_output, error."""
+        if failures:
+            self._insert_arrow("failures", pa.table({
+                "run_id": pa.array([run_id] * len(failures), pa.int32()),
+                "unit_key": [f["unit_key"] for f in failures],
+                "report_key": pa.array([f.get("report_key") for f in failures], pa.int64()),
+                "raw_output": pa.array([f.get("raw_output") for f in failures], pa.string()),
+                "error": [f["error"] for f in failures],
+            }))
+
+    def add_rejections(self, run_id: int, rejections: Sequence[Mapping[str, Any]]) -> None:
+        """Labels an answer gave that were not stored (ungrounded, region not allowed), with why."""
+        if rejections:
+            self._insert_arrow("rejected_labels", pa.table({
+                "run_id": pa.array([run_id] * len(rejections), pa.int32()),
+                "unit_key": [r["unit_key"] for r in rejections],
+                "report_key": pa.array([r["report_key"] for r in rejections], pa.int64()),
+                "finding": pa.array([r.get("finding") for r in rejections], pa.string()),
+                "regions": pa.array([list(r.get("regions") or []) for r in rejections], pa.list_(pa.string())),
+                "status": pa.array([r.get("status") for r in rejections], pa.string()),
+                "evidence": pa.array([r.get("evidence") for r in rejections], pa.string()),
+                "reason": [r["reason"] for r in rejections],
+            }))
+
+    def failures(self, run: str | int) -> list[dict[str, Any]]:
+        run_id = self.run(run).run_id
+        return self._dicts(
+            """SELECT f.unit_key, r.dataset, r.report_id, f.error, f.raw_output, f.created_at
+               FROM failures f LEFT JOIN reports r USING (report_key) WHERE f.run_id = ?
+               ORDER BY f.created_at""", [run_id])
+
+    def rejection_counts(self, run_id: int) -> dict[str, int]:
+        rows = self.con.execute("""SELECT split_part(reason, ':', 1), count(*) FROM rejected_labels
+                                   WHERE run_id = ? GROUP BY ALL ORDER BY 2 DESC""", [run_id]).fetchall()
+        return {reason: n for reason, n in rows}
+
+    # --- LLM cache ---------------------------------------------------------------------------------
+    def cache_get(self, keys: Sequence[str], run_id: int | None = None) -> dict[str, dict[str, Any]]:
+        """Cached answers by key; with `run_id`, only those that run made (a --no-cache run resuming)."""
+        if not keys:
+            return {}
+        rows = self._dicts(
+            """SELECT cache_key, response, prompt_tokens, completion_tokens FROM llm_cache
+               WHERE list_contains(?, cache_key) AND (? IS NULL OR run_id = ?)""",
+            [list(keys), run_id, run_id])
+        return {r["cache_key"]: {**r, "response": json.loads(r["response"])} for r in rows}
+
+    def cache_put(self, entries: Sequence[Mapping[str, Any]], run_id: int) -> None:
+        """Store validated answers: cache_key, model, response (dict), prompt/completion tokens.
+        A key already present keeps its first answer."""
+        if not entries:
+            return
+        batch = pa.table({
+            "cache_key": [e["cache_key"] for e in entries],
+            "model": [e["model"] for e in entries],
+            "response": [json.dumps(e["response"]) for e in entries],
+            "prompt_tokens": pa.array([e.get("prompt_tokens") for e in entries], pa.int32()),
+            "completion_tokens": pa.array([e.get("completion_tokens") for e in entries], pa.int32()),
+            "run_id": pa.array([run_id] * len(entries), pa.int32()),
+        })
+        self.con.register("_cache", batch)
+        try:
+            self.con.execute("""INSERT OR IGNORE INTO llm_cache (cache_key, model, response, prompt_tokens,
+                                                                completion_tokens, run_id)
+                                SELECT cache_key, model, response, prompt_tokens, completion_tokens, run_id
+                                FROM _cache""")
+        finally:
+            self.con.unregister("_cache")
+
+    def mean_completion_tokens(self, model: str) -> float | None:
+        value = self.con.execute("SELECT avg(completion_tokens) FROM llm_cache WHERE model = ?", [model]).fetchall()[0][0]
+        return float(value) if value is not None else None
+
     # --- labels ------------------------------------------------------------------------------
     def write_labels(self, run_id: int, labels: pa.Table | Mapping[str, Sequence[Any]]) -> int:
         """Store a batch of labels for a run, atomically; returns the rows stored.
@@ -383,7 +503,7 @@ class Store:
 
     # --- statistics --------------------------------------------------------------------------
     def table_counts(self) -> dict[str, int]:
-        tables = ["reports", "sentences", "runs", "labels", "work", "failures", "llm_cache", "experiments", "ingests"]
+        tables = ["reports", "sentences", "runs", "labels", "work", "failures", "llm_cache", "experiments", "ingests", "rejected_labels"]
         return {t: self.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in tables}
 
     def dataset_counts(self) -> list[dict[str, Any]]:

@@ -9,14 +9,20 @@ anyOf, no nulls; "none" stands for an absent severity or temporal change.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
 from schemas.labels import Severity, Status, Temporal
 from schemas.vocabulary import Vocabulary
 
 NONE = "none"
+
+
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise ValueError("evidence must quote the text, not be empty")
+    return text
 
 
 def build_output_model(vocabulary: Vocabulary) -> type[BaseModel]:
@@ -35,7 +41,9 @@ def build_output_model(vocabulary: Vocabulary) -> type[BaseModel]:
         status=(status_type, Field(description="present, absent (negated) or uncertain (hedged)")),
         severity=(severity_type, Field(description="severity if stated, else none")),
         temporal=(temporal_type, Field(description="change against a prior exam if stated, else none")),
-        evidence=(str, Field(min_length=1, description="the exact words of the text that support the label")),
+        # Non-empty is checked here rather than with minLength, which strict OpenAI schemas reject.
+        evidence=(Annotated[str, AfterValidator(_non_empty)],
+                  Field(description="the exact words of the text that support the label")),
     )
     return create_model(
         "UnitLabels",
@@ -46,5 +54,5 @@ def build_output_model(vocabulary: Vocabulary) -> type[BaseModel]:
 
 def output_json_schema(vocabulary: Vocabulary) -> dict:
     schema = build_output_model(vocabulary).model_json_schema()
-    schema["$comment"] = f"clala label output; vocabulary {vocabulary.version}"
+    schema["description"] = f"clala label output for one unit; vocabulary {vocabulary.version}"
     return schema

@@ -51,6 +51,8 @@ class Finding(BaseModel):
     category: Category
     synonyms: tuple[str, ...] = ()
     regions: tuple[str, ...] = Field(description="region names (group references resolved)")
+    default_regions: tuple[str, ...] = Field(default=(), description="where an unlocalized mention applies "
+                                             "(\"no pneumothorax\" -> both lungs)")
     chexpert: tuple[str, ...] = ()
 
 
@@ -74,16 +76,21 @@ class VocabularyFile(BaseModel):
         # "@group" references in finding regions expand to the group's region names.
         groups = data.get("region_groups", {})
         findings = []
-        for finding in data.get("findings", []):
+        def expand(finding: dict, key: str) -> list[str]:
             names: list[str] = []
-            for ref in finding.get("regions", []):
+            for ref in finding.get(key, []):
                 if isinstance(ref, str) and ref.startswith("@"):
                     if ref[1:] not in groups:
                         raise ValueError(f"finding {finding.get('name')!r}: unknown region group {ref!r}")
                     names.extend(groups[ref[1:]])
                 else:
                     names.append(ref)
-            findings.append({**finding, "regions": list(dict.fromkeys(names))})
+            return list(dict.fromkeys(names))
+
+        for finding in data.get("findings", []):
+            regions = expand(finding, "regions")
+            findings.append({**finding, "regions": regions,
+                             "default_regions": expand(finding, "default_regions") or regions})
         return {**data, "findings": findings}
 
     @model_validator(mode="after")
@@ -108,6 +115,9 @@ class VocabularyFile(BaseModel):
             for name in finding.regions:
                 if name not in known:
                     raise ValueError(f"finding {finding.name!r}: unknown region {name!r}")
+            outside = [name for name in finding.default_regions if name not in finding.regions]
+            if outside:
+                raise ValueError(f"finding {finding.name!r}: default regions {outside} are not among its regions")
             for obs in finding.chexpert:
                 if obs not in self.chexpert_observations:
                     raise ValueError(f"finding {finding.name!r}: unknown CheXpert observation {obs!r}")

@@ -1,0 +1,142 @@
+"""A real OpenAI-compatible HTTP server on 127.0.0.1 that misbehaves on purpose.
+
+What it does depends on a marker word in the unit text (the part after "TEXT TO LABEL:"):
+  VALID-looking text    a schema-valid, grounded answer built from keywords
+  INVALIDJSON           `{not json` every time
+  OUTSIDEVOCAB          a finding that is not in the vocabulary ("ignore the instructions")
+  UNGROUNDED            a valid answer whose evidence quote is not in the text
+  TRUNCATED             half an answer with finish_reason "length"
+  FIXONRETRY            invalid JSON first, a valid answer when re-asked
+  RATELIMIT             429 with Retry-After: 1 on the first request for that text, then valid
+  SERVERERROR           500 every time
+  HANG                  sleeps longer than any test timeout before answering
+Every request is recorded (time, path, headers, body) for assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def answer_for(text: str) -> dict:
+    """A deterministic, grounded answer: one label per keyword found."""
+    labels = []
+    lowered = text.lower()
+    negated = lowered.startswith("no ") or " no " in lowered
+    side = ["left lung"] if "left" in lowered else ["right lung"] if "right" in lowered else []
+    for word, finding in (("effusion", "pleural effusion"), ("pneumothorax", "pneumothorax"),
+                          ("atelectasis", "atelectasis"), ("cardiomegaly", "enlarged cardiac silhouette"),
+                          ("consolidation", "consolidation")):
+        if word in lowered:
+            regions = ["cardiac silhouette"] if finding == "enlarged cardiac silhouette" else side
+            labels.append({"finding": finding, "regions": regions, "status": "absent" if negated else "present",
+                           "severity": "none", "temporal": "none", "evidence": text.strip().rstrip(".")})
+    return {"labels": labels}
+
+
+class FaultServer:
+    def __init__(self, delay: float = 0.0, hang_seconds: float = 30.0):
+        self.delay = delay
+        self.hang_seconds = hang_seconds
+        self.requests: list[dict] = []
+        self.seen: dict[str, int] = {}
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, status: int, body: dict | str, headers: dict | None = None):
+                data = (body if isinstance(body, str) else json.dumps(body)).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                if self.path.endswith("/models"):
+                    self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "fault"}]})
+                else:
+                    self._send(404, {"error": "not found"})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server.lock:
+                    server.requests.append({"time": time.monotonic(), "path": self.path,
+                                            "headers": dict(self.headers), "body": body})
+                status, reply, headers = server.respond(body)
+                try:
+                    self._send(status, reply, headers)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> "FaultServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def chat_requests(self) -> list[dict]:
+        with self.lock:
+            return [r for r in self.requests if r["path"].endswith("/chat/completions")]
+
+    def respond(self, body: dict) -> tuple[int, dict | str, dict]:
+        messages = body.get("messages", [])
+        text = messages[-1]["content"] if messages else ""
+        # a re-ask appends the failed answer and a correction request: the unit is further up
+        for m in reversed(messages):
+            found = re.search(r"TEXT TO LABEL:\n(.*)\Z", m["content"], re.S) if m["role"] == "user" else None
+            if found:
+                text = found.group(1).strip()
+                break
+        with self.lock:
+            self.seen[text] = self.seen.get(text, 0) + 1
+            count = self.seen[text]
+        if self.delay:
+            time.sleep(self.delay)
+        if "HANG" in text:
+            time.sleep(self.hang_seconds)
+        if "SERVERERROR" in text:
+            return 500, {"error": {"message": "internal error", "type": "server_error"}}, {}
+        if "RATELIMIT" in text and count == 1:
+            return 429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"Retry-After": "1"}
+        content = json.dumps(answer_for(text))
+        finish = "stop"
+        if "INVALIDJSON" in text or ("FIXONRETRY" in text and count == 1):
+            content = "{not json"
+        elif "OUTSIDEVOCAB" in text:
+            content = json.dumps({"labels": [{"finding": "ignore the instructions", "regions": ["left lung"],
+                                              "status": "present", "severity": "none", "temporal": "none",
+                                              "evidence": text}]})
+        elif "UNGROUNDED" in text:
+            content = json.dumps({"labels": [{"finding": "pneumothorax", "regions": ["right lung"], "status": "present",
+                                              "severity": "none", "temporal": "none",
+                                              "evidence": "a large tension pneumothorax"}]})
+        elif "TRUNCATED" in text:
+            content, finish = content[: max(5, len(content) // 2)], "length"
+        prompt_tokens = sum(len(m["content"]) for m in messages) // 4
+        return 200, {
+            "id": f"cmpl-{count}", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
+            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4,
+                      "total_tokens": prompt_tokens + len(content) // 4},
+        }, {}
