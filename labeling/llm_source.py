@@ -67,7 +67,7 @@ class LabelOptions(BaseModel):
 
     def decoding(self, dialect: str) -> dict[str, Any]:
         temperature = self.temperature if self.temperature is not None else (0.7 if self.samples > 1 else 0.0)
-        max_tokens = self.max_tokens or (2048 if self.unit == "report" else 512)
+        max_tokens = self.max_tokens or (2048 if self.unit == "report" else 384)
         return {"temperature": temperature, "max_tokens": max_tokens, "seed": self.seed, "samples": self.samples,
                 "structured_output": dialect, "unit": self.unit, "context": self.context}
 

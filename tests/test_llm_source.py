@@ -200,3 +200,49 @@ def test_dry_run_counts_units_and_cache_hits(tmp_path):
     with FaultServer() as server:
         label_reports(db, "warm", options(server))
     assert dry_run(db, opts).cache_hits == 2
+
+
+@pytest.mark.slow
+def test_kill_minus_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    sides = ["left", "right"]
+    findings = ["effusion", "pneumothorax", "atelectasis", "consolidation"]
+    texts = {f"r{i:02d}": f"FINDINGS: Small {sides[i % 2]} {findings[i % 4]} number {i}. No cardiomegaly {i}."
+             for i in range(40)}
+    db = make_db(tmp_path, texts)
+    with FaultServer(delay=0.15) as server:
+        args = ["label", "--db", str(db), "--backend", "openai", "--base-url", server.base_url, "--model", "fake-model",
+                "--structured-output", "json_schema", "--concurrency", "2", "--batch-size", "4"]
+        proc = subprocess.Popen([sys.executable, "-c", "from cli import app; app()", *args, "--name", "killed"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 120
+        while len(server.chat_requests()) < 30 and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        with Store(db, read_only=True) as s:
+            run_id = s.run("killed").run_id
+            done_before = s.work_counts(run_id).get("done", 0)
+            labeled_before = s.con.execute("SELECT count(DISTINCT report_key) FROM labels WHERE run_id = ?",
+                                           [run_id]).fetchall()[0][0]
+        assert 0 < done_before < 40  # killed midway, with whole batches committed
+        assert labeled_before == done_before
+        resumed = subprocess.run([sys.executable, "-c", "from cli import app; app()", "label", "--db", str(db),
+                                  "--resume", "killed"], capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        calls_after_resume = len(server.chat_requests())
+        whole = subprocess.run([sys.executable, "-c", "from cli import app; app()", *args, "--name", "whole",
+                                "--no-cache"], capture_output=True, text=True, timeout=300)
+        assert whole.returncode == 0, whole.stderr
+    query = """SELECT l.report_key, l.region, l.finding, l.status, l.evidence_start, l.evidence_end, l.evidence_text
+               FROM labels l JOIN runs USING (run_id) WHERE name = ? ORDER BY ALL"""
+    killed, uninterrupted = rows(db, query, ["killed"]), rows(db, query, ["whole"])
+    assert killed == uninterrupted and len(killed) == 80  # two labels per report
+    assert rows(db, "SELECT count(*), count(DISTINCT (report_key, region, finding)) FROM labels JOIN runs USING (run_id) "
+                    "WHERE name = 'killed'")[0] == (len(killed), len(killed))  # no duplicate cells
+    assert rows(db, "SELECT status FROM runs WHERE name = 'killed'") == [("complete",)]
+    assert calls_after_resume < 30 + 80  # cached answers were not asked again

