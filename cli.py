@@ -9,6 +9,8 @@ from typing import Annotated, Callable, Optional
 import typer
 from rich.console import Console
 
+from labeling.terminal import output_console
+
 from labeling.errors import ClalaError
 
 app = typer.Typer(help="Per-region chest X-ray lesion labels from reports, with provenance, in DuckDB.",
@@ -122,7 +124,7 @@ def export_labels(
     from labeling.export import export_labels as export
 
     rows = export(db, run, out, fmt)
-    Console().print(f"wrote {rows:,} labels to {out}")
+    output_console().print(f"wrote {rows:,} labels to {out}")
 
 
 @export_app.command("reports")
@@ -139,7 +141,7 @@ def export_reports(
     from labeling.export import export_reports as export
 
     rows = export(db, out, fmt, dataset, run, all_versions)
-    Console().print(f"wrote {rows:,} reports to {out}")
+    output_console().print(f"wrote {rows:,} reports to {out}")
 
 
 VocabularyOption = Annotated[Optional[Path], typer.Option("--vocabulary", help="vocabulary file (default: shipped)")]

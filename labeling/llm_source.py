@@ -30,7 +30,7 @@ from labeling.units import UNIT_KINDS, Unit, build_units, cache_key
 from prompts.render import DEFAULT_PROMPT, load_prompt
 from schemas.labels import merge_labels
 from schemas.llm_output import build_output_model, output_json_schema
-from schemas.runs import RunKind, RunSpec, RunStatus
+from schemas.runs import RunKind, RunSpec, RunStatus, run_name_problem
 from schemas.vocabulary import load_vocabulary
 
 
@@ -318,10 +318,17 @@ def label_reports(db: str | Path, name: str | None, options: LabelOptions, resum
                 raise ClalaError(f"run {run.name!r} is a {run.kind.value} run, not an LLM run")
             options = LabelOptions.model_validate(run.params)
         else:
-            load_vocabulary(options.vocabulary, enable=options.enable)
-            select_reports(store, options)  # fail before starting a server
-            if name:
-                RunSpec(name=name, kind=RunKind.llm, vocabulary_version="-")
+            # everything that can be wrong is checked before a server is started
+            try:
+                load_vocabulary(options.vocabulary, enable=options.enable)
+            except (ValueError, FileNotFoundError) as exc:
+                raise ClalaError(str(exc)) from None
+            if name and run_name_problem(name):
+                raise ClalaError(f"--name: {run_name_problem(name)}")
+            if name and any(r.name == name for r in store.runs()):
+                raise ClalaError(f"{store.path}: a run named {name!r} already exists; choose another --name "
+                                 f"or finish it with --resume {name}")
+            select_reports(store, options)
         with open_backend(options, allow_remote) as (backend, model):
             if resume:
                 run_id = run.run_id

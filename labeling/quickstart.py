@@ -14,6 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from labeling.terminal import output_console
+
 from labeling.llm_source import LabelOptions
 from labeling.readers import Columns
 from labeling.run_views import run_label
@@ -31,7 +33,7 @@ def sample_reports_path() -> Path:
 
 def run_quickstart(workdir: str | Path = "clala-quickstart", console: Console | None = None) -> Path:
     """Run the quickstart in `workdir` (created if missing); returns the database path."""
-    console = console or Console()
+    console = console or output_console()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     reports = workdir / SAMPLE_REPORTS

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+
+from labeling.terminal import output_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -21,7 +23,7 @@ def _stats_line(summary: RunSummary) -> str:
 
 def run_label(db: str | Path, name: str | None, options: LabelOptions, resume: str | None = None,
               allow_remote: bool = False, console: Console | None = None) -> RunSummary:
-    console = console or Console(soft_wrap=True)
+    console = console or output_console()
     err = Console(stderr=True)
     with Progress(TextColumn("[bold]label[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("reports"),
                   TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as progress:
@@ -51,7 +53,7 @@ def run_label(db: str | Path, name: str | None, options: LabelOptions, resume: s
 
 
 def show_dry_run(db: str | Path, options: LabelOptions, console: Console | None = None) -> DryRun:
-    console = console or Console()
+    console = console or output_console()
     plan = dry_run(db, options)
     table = Table("", "count", title="Dry run (no model called)", title_justify="left")
     share = plan.calls_needed / plan.sentences if plan.sentences else 0.0
@@ -67,7 +69,7 @@ def show_dry_run(db: str | Path, options: LabelOptions, console: Console | None 
 
 
 def show_runs(db: str | Path, console: Console | None = None) -> list[dict]:
-    console = console or Console()
+    console = console or output_console()
     with Store(db, read_only=True) as store:
         rows = store.run_counts()
         models = {r.run_id: (r.backend or "", r.model or "") for r in store.runs()}
@@ -82,7 +84,7 @@ def show_runs(db: str | Path, console: Console | None = None) -> list[dict]:
 
 
 def show_run(db: str | Path, run: str, console: Console | None = None) -> dict:
-    console = console or Console(soft_wrap=True)
+    console = console or output_console()
     with Store(db, read_only=True) as store:
         info = store.run(run)
         work = store.work_counts(info.run_id)
@@ -103,7 +105,7 @@ def show_run(db: str | Path, run: str, console: Console | None = None) -> dict:
 
 
 def show_failures(db: str | Path, run: str, limit: int = 50, console: Console | None = None) -> list[dict]:
-    console = console or Console(soft_wrap=True)
+    console = console or output_console()
     with Store(db, read_only=True) as store:
         rows = store.failures(run)
     table = Table("report", "error", "raw output", title=f"Failures of {run} ({len(rows):,})", title_justify="left")

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 from rich.console import Console
+
+from labeling.terminal import output_console
 from rich.table import Table
 
 from labeling.errors import InputError
@@ -36,7 +38,7 @@ def export_label_schema(out: Path | None, vocabulary_path: Path | None, enable: 
 
 def show_vocabulary(vocabulary_path: Path | None, enable: list[str]) -> Vocabulary:
     vocabulary = vocabulary_or_error(vocabulary_path, enable)
-    console = Console()
+    console = output_console()
     console.print(f"[bold]{vocabulary.version}[/bold]")
     regions = Table("index", "region", "laterality", "synonyms", title="Regions", title_justify="left")
     for region in vocabulary.regions:
@@ -53,7 +55,7 @@ def show_vocabulary(vocabulary_path: Path | None, enable: list[str]) -> Vocabula
 def show_prompts() -> list[str]:
     from prompts.render import list_prompts, prompt_files
 
-    console = Console()
+    console = output_console()
     names = list_prompts()
     table = Table("prompt", "files", title="Prompts", title_justify="left")
     for name in names:
@@ -69,7 +71,7 @@ def show_prompt_source(name: str) -> None:
         files = prompt_files(name)
     except KeyError as exc:
         raise InputError(str(exc.args[0])) from None
-    console = Console(soft_wrap=True)
+    console = output_console()
     for path in files.values():
         console.rule(path.name)
         console.print(path.read_text(encoding="utf-8"), markup=False, highlight=False)
@@ -86,7 +88,7 @@ def render_prompt(name: str, text: str, context: str | None, vocabulary_path: Pa
     except KeyError as exc:
         raise InputError(str(exc.args[0])) from None
     messages = prompt.messages(text, context)
-    console = Console(soft_wrap=True)
+    console = output_console()
     console.print(f"[bold]{prompt.name}[/bold] sha256 {prompt.sha256}  vocabulary {vocabulary.version}")
     for message in messages:
         console.rule(message["role"])

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+
+from labeling.terminal import output_console
 from rich.table import Table
 from rich.text import Text
 
@@ -30,7 +32,7 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
 
 def show_stats(db: str | Path, console: Console | None = None) -> dict:
     """Print counts per table, per dataset and per run; return them too."""
-    console = console or Console()
+    console = console or output_console()
     with Store(db, read_only=True) as store:
         tables = store.table_counts()
         datasets = store.dataset_counts()
@@ -51,7 +53,7 @@ def show_stats(db: str | Path, console: Console | None = None) -> dict:
 
 def show_report_list(db: str | Path, dataset: str | None = None, limit: int = 20, offset: int = 0,
                      all_versions: bool = False, console: Console | None = None) -> list[dict]:
-    console = console or Console()
+    console = console or output_console()
     with Store(db, read_only=True) as store:
         rows = store.list_reports(dataset, limit, offset, all_versions)
     console.print(_table("Reports", ["dataset", "report id", "version", "patient", "study", "chars", "sentences"],
@@ -63,7 +65,7 @@ def show_report_list(db: str | Path, dataset: str | None = None, limit: int = 20
 def show_report(db: str | Path, report_id: str, dataset: str | None = None, version: int | None = None,
                 console: Console | None = None) -> dict:
     """Print one report with its sections and sentence boundaries, and its labels per run."""
-    console = console or Console()
+    console = console or output_console()
     with Store(db, read_only=True) as store:
         versions = store.find_reports(report_id, dataset)
         if not versions:
@@ -116,7 +118,7 @@ def run_ingest(db: str | Path, path: str | Path, console: Console | None = None,
         task = progress.add_task("ingest", total=None)
         result = ingest(db, path, on_progress=lambda done, total: progress.update(task, completed=done, total=total),
                         **options)
-    out = Console(soft_wrap=True)
+    out = output_console()
     out.print(f"{result.source} ({result.format}) -> dataset {result.dataset!r} in {db}")
     out.print(f"read {result.read:,}; added {len(result.added):,}; changed {len(result.changed):,} "
               f"(stored as new versions); unchanged {result.unchanged:,}; sentences {result.sentences:,}")

@@ -9,6 +9,19 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$"
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a run, or None."""
+    import re
+
+    if not (1 <= len(name) <= 200) or not re.match(RUN_NAME_PATTERN, name):
+        return (f"run name {name!r}: use up to 200 letters, digits and _ . : @ + -, "
+                "starting with a letter or digit")
+    return None
+
+
 class RunKind(str, Enum):
     llm = "llm"
     rules = "rules"
@@ -28,7 +41,7 @@ class RunStatus(str, Enum):
 class RunSpec(BaseModel):
     """What a run is, fixed when it is created."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$")
+    name: str = Field(min_length=1, max_length=200, pattern=RUN_NAME_PATTERN)
     kind: RunKind
     vocabulary_version: str
     backend: str | None = None

@@ -1,16 +1,21 @@
 import json
 
+import pytest
+
 from conftest import clala_subprocess
 
 
+@pytest.mark.slow
 def test_quickstart_ingests_samples_and_prints_stats(tmp_path):
     result = clala_subprocess("quickstart", "--dir", tmp_path / "qs")
     assert result.returncode == 0, result.stderr
     assert "read 8; added 8" in result.stdout
     assert "samples" in result.stdout
+    assert "run quickstart-local: complete" in result.stdout  # labeled through the embedded local LLM
     assert (tmp_path / "qs" / "clala.duckdb").exists()
     again = clala_subprocess("quickstart", "--dir", tmp_path / "qs")
     assert "added 0" in again.stdout and "unchanged 8" in again.stdout
+    assert "already labeled: run quickstart-local" in again.stdout
 
 
 def test_reports_list_show_stats(tmp_path, cli):
@@ -55,3 +60,67 @@ def test_export_command(tmp_path, cli):
     assert code == 0 and "wrote 1 reports" in out
     code, _, err = cli("export", "labels", "--run", "nope", "--out", tmp_path / "l.csv", "--db", db)
     assert code == 1 and "no run named 'nope'" in err
+
+
+def test_prompts_commands(cli):
+    code, out, _ = cli("prompts", "list")
+    assert code == 0 and "region_labels" in out
+    code, out, _ = cli("prompts", "show", "region_labels")
+    assert code == 0 and "$findings" in out and "region_labels.examples.json" in out
+    code, out, _ = cli("prompts", "render", "--text", "Tiny right apical pneumothorax.")
+    assert code == 0 and "TEXT TO LABEL:\nTiny right apical pneumothorax." in out and "sha256" in out
+    code, _, err = cli("prompts", "render", "nope")
+    assert code == 1 and "prompt 'nope' not found" in err
+
+
+def test_label_runs_and_failures_commands(tmp_path, cli):
+    from fault_server import FaultServer
+
+    db = tmp_path / "c.duckdb"
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"id": "x1", "text": "FINDINGS: Small left pleural effusion."}) + "\n"
+                    + json.dumps({"id": "x2", "text": "FINDINGS: INVALIDJSON effusion."}) + "\n")
+    cli("ingest", path, "--db", db)
+    code, out, _ = cli("label", "--db", db, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                       "--model", "fake-model", "--dry-run")
+    assert code == 0 and "unique units" in out and "model calls needed" in out
+    code, _, err = cli("label", "--db", db, "--backend", "openai", "--base-url", "https://llm.example.com/v1",
+                       "--model", "m")
+    assert code == 1 and "needs --allow-remote" in err
+    with FaultServer() as server:
+        code, out, err = cli("label", "--db", db, "--backend", "openai", "--base-url", server.base_url, "--model",
+                             "fake-model", "--name", "cli-run", "--max-retries", "0")
+    assert code == 0, err
+    assert "run cli-run: complete" in out and "failed 1" in out and "clala failures cli-run" in out
+    code, out, _ = cli("runs", "list", "--db", db)
+    assert code == 0 and "cli-run" in out and "fake-model" in out
+    code, out, _ = cli("runs", "show", "cli-run", "--db", db)
+    assert code == 0 and "prompt_sha256" in out and "done 1, failed 1" in out
+    code, out, _ = cli("failures", "cli-run", "--db", db)
+    assert code == 0 and "x2" in out and "{not json" in out
+
+
+def test_unreachable_server_exits_3_with_resume_hint(tmp_path, cli):
+    db = tmp_path / "c.duckdb"
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"id": "x1", "text": "Left effusion."}) + "\n")
+    cli("ingest", path, "--db", db)
+    code, out, _ = cli("label", "--db", db, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
+                       "--model", "m", "--structured-output", "json_schema", "--name", "down", "--timeout", "1")
+    assert code == 3
+    assert "incomplete" in out and "clala label --resume down" in out
+
+
+def test_label_option_errors(tmp_path, cli):
+    db = tmp_path / "c.duckdb"
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"id": "x1", "text": "Left effusion."}) + "\n")
+    cli("ingest", path, "--db", db)
+    code, _, err = cli("label", "--db", db, "--name", "bad name!")
+    assert code == 1 and "--name: run name 'bad name!'" in err
+    code, _, err = cli("label", "--db", db, "--samples", "0")
+    assert code == 1 and "invalid option" in err and "samples" in err
+    code, _, err = cli("label", "--db", db, "--dataset", "nothing-here")
+    assert code == 1 and "no reports to label" in err
+    code, _, err = cli("label", "--db", db, "--backend", "openai")
+    assert code == 1 and "needs --base-url and --model" in err

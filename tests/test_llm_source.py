@@ -1,7 +1,6 @@
 """The LLM label source against a real misbehaving HTTP server on 127.0.0.1."""
 
 import json
-import os
 import socket
 
 import pytest
