@@ -134,9 +134,12 @@ class FaultServer:
         elif "TRUNCATED" in text:
             content, finish = content[: max(5, len(content) // 2)], "length"
         prompt_tokens = sum(len(m["content"]) for m in messages) // 4
+        choice = {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}
+        if body.get("logprobs"):  # every token at log-probability -0.1
+            choice["logprobs"] = {"content": [{"token": "t", "logprob": -0.1, "bytes": None, "top_logprobs": []}] * 5}
         return 200, {
             "id": f"cmpl-{count}", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
-            "choices": [{"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}],
+            "choices": [choice],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4,
                       "total_tokens": prompt_tokens + len(content) // 4},
         }, {}

@@ -245,3 +245,17 @@ def test_kill_minus_9_then_resume_equals_an_uninterrupted_run(tmp_path):
                     "WHERE name = 'killed'")[0] == (len(killed), len(killed))  # no duplicate cells
     assert rows(db, "SELECT status FROM runs WHERE name = 'killed'") == [("complete",)]
     assert calls_after_resume < 30 + 80  # cached answers were not asked again
+
+
+def test_logprob_confidence_and_several_servers(tmp_path):
+    import math
+
+    db = make_db(tmp_path, {f"r{i}": f"Small left effusion number {i}." for i in range(6)})
+    with FaultServer() as one, FaultServer() as two:
+        opts = options(one, base_urls=[one.base_url, two.base_url])
+        summary = label_reports(db, "spread", opts)
+        served = (len(one.chat_requests()), len(two.chat_requests()))
+        assert one.chat_requests()[0]["body"]["logprobs"] is True
+    assert summary.model_calls == 6 and served == (3, 3)
+    confidences = {r[0] for r in rows(db, "SELECT confidence FROM labels")}
+    assert len(confidences) == 1 and math.isclose(confidences.pop(), math.exp(-0.1), rel_tol=1e-5)
