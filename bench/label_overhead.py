@@ -6,7 +6,8 @@ X-ray, and the local backend end to end.
    token prompt prefix; later ones reuse llama.cpp's prefix cache), then kept for both sides.
    N distinct one-sentence reports are ingested into a fresh database. The raw side sends, with
    `openai.AsyncOpenAI` at concurrency C, exactly the chat clala builds for each sentence, with
-   the same llama.cpp response_format, temperature 0, max_tokens 512 and seed 0, and validates
+   the same llama.cpp response_format and the decoding clala uses (temperature 0, seed 0 and
+   clala's default max_tokens, read from `LabelOptions.decoding`), and validates
    each answer with the same pydantic model. The clala side is `label_reports` with backend
    "openai" pointed at the same running server (so no server start is timed), same
    concurrency, no cache. The sides alternate (raw, clala, raw, clala, ...); units/s per side is
@@ -54,7 +55,6 @@ REPO = Path(__file__).resolve().parent.parent
 DEFAULT_IU = REPO.parent / "shared" / "data" / "iu_xray" / "indiana_reports.csv"
 TARGET_RATIO = 0.9  # clala units/s over raw units/s
 TARGET_CALLS_PER_SENTENCE = 0.40
-TEMPERATURE, MAX_TOKENS, SEED = 0.0, 512, 0
 DEAD_URL = "http://127.0.0.1:9/v1"  # dry_run never calls it
 
 console = Console(soft_wrap=True)
@@ -120,8 +120,11 @@ def main() -> int:
 
 # --- part 1: engine overhead ----------------------------------------------------------------------
 
-async def raw_side(base_url: str, model: str, texts: list[str], concurrency: int) -> dict:
-    """Every text through the plain openai client, validated; seconds and token counts."""
+async def raw_side(base_url: str, model: str, texts: list[str], concurrency: int, decoding: dict) -> dict:
+    """Every text through the plain openai client, validated; seconds and token counts.
+
+    `decoding` is clala's (`LabelOptions.decoding`): the same temperature, max_tokens and seed.
+    """
     from openai import AsyncOpenAI
 
     vocabulary = load_vocabulary()
@@ -135,8 +138,8 @@ async def raw_side(base_url: str, model: str, texts: list[str], concurrency: int
     async def one(text: str) -> None:
         async with semaphore:
             completion = await client.chat.completions.create(
-                model=model, messages=prompt.messages(text), temperature=TEMPERATURE, max_tokens=MAX_TOKENS,
-                seed=SEED, extra_body={"response_format": fmt})
+                model=model, messages=prompt.messages(text), temperature=decoding["temperature"],
+                max_tokens=decoding["max_tokens"], seed=decoding["seed"], extra_body={"response_format": fmt})
         result["calls"] += 1
         if completion.usage is not None:
             result["prompt_tokens"] += completion.usage.prompt_tokens or 0
@@ -188,17 +191,19 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
     raw_runs: list[dict] = []
     clala_runs: list[dict] = []
     try:
-        t0 = time.perf_counter()
-        warm = asyncio.run(raw_side(server.base_url, server.model_name, ["Heart size is normal."], 1))
-        warm_seconds = time.perf_counter() - t0
-        console.print(f"server up in {start_seconds:.1f} s; warm-up request {warm_seconds:.1f} s "
-                      f"({warm['prompt_tokens']} prompt tokens)")
         options = LabelOptions(backend="openai", base_urls=[server.base_url], model=server.model_name,
                                structured_output="llama_cpp", concurrency=concurrency, use_cache=False,
                                batch_size=16)
+        decoding = options.decoding("llama_cpp")
+        t0 = time.perf_counter()
+        warm = asyncio.run(raw_side(server.base_url, server.model_name, ["Heart size is normal."], 1, decoding))
+        warm_seconds = time.perf_counter() - t0
+        console.print(f"server up in {start_seconds:.1f} s; warm-up request {warm_seconds:.1f} s "
+                      f"({warm['prompt_tokens']} prompt tokens); decoding both sides: temperature "
+                      f"{decoding['temperature']}, max_tokens {decoding['max_tokens']}, seed {decoding['seed']}")
         for r in range(rounds):
             cpu = time.process_time()
-            raw = asyncio.run(raw_side(server.base_url, server.model_name, unit_texts, concurrency))
+            raw = asyncio.run(raw_side(server.base_url, server.model_name, unit_texts, concurrency, decoding))
             raw["cpu"] = time.process_time() - cpu
             raw_runs.append(raw)
             console.print(f"round {r + 1}: raw   {raw['seconds']:6.2f} s, {n / raw['seconds']:.2f} units/s, "

@@ -244,7 +244,7 @@ class LabelRun:
                           "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens})
 
         with self.store.transaction():
-            self.store.cache_put(fresh, self.run_id)
+            self.store.cache_put(fresh, self.run_id, replace=not self.options.use_cache)
             self.store.add_failures(self.run_id, failures)
             done, failed, waiting = [], [], []
             rows: list[dict[str, Any]] = []

@@ -295,7 +295,7 @@ class Store:
             return
         self.con.execute(
             """UPDATE work SET state = ?, attempts = attempts + 1, last_error = ?, updated_at = ?
-               WHERE run_id = ? AND list_contains(?, report_key)""",
+               WHERE run_id = ? AND report_key IN (SELECT unnest(?))""",
             [state, error, datetime.now(), run_id, list(report_keys)])
 
     def work_counts(self, run_id: int) -> dict[str, int]:
@@ -347,13 +347,13 @@ class Store:
             return {}
         rows = self._dicts(
             """SELECT cache_key, response, prompt_tokens, completion_tokens FROM llm_cache
-               WHERE list_contains(?, cache_key) AND (? IS NULL OR run_id = ?)""",
+               WHERE cache_key IN (SELECT unnest(?)) AND (? IS NULL OR run_id = ?)""",
             [list(keys), run_id, run_id])
         return {r["cache_key"]: {**r, "response": json.loads(r["response"])} for r in rows}
 
-    def cache_put(self, entries: Sequence[Mapping[str, Any]], run_id: int) -> None:
+    def cache_put(self, entries: Sequence[Mapping[str, Any]], run_id: int, replace: bool = False) -> None:
         """Store validated answers: cache_key, model, response (dict), prompt/completion tokens.
-        A key already present keeps its first answer."""
+        A key already present keeps its first answer, unless `replace` (a --no-cache run)."""
         if not entries:
             return
         batch = pa.table({
@@ -366,7 +366,8 @@ class Store:
         })
         self.con.register("_cache", batch)
         try:
-            self.con.execute("""INSERT OR IGNORE INTO llm_cache (cache_key, model, response, prompt_tokens,
+            verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+            self.con.execute(f"""{verb} INTO llm_cache (cache_key, model, response, prompt_tokens,
                                                                 completion_tokens, run_id)
                                 SELECT cache_key, model, response, prompt_tokens, completion_tokens, run_id
                                 FROM _cache""")

@@ -54,7 +54,7 @@ def _readable(sentences: list[dict]) -> list[dict]:
 
 
 def load_report_texts(store: Store, report_keys: Sequence[int]) -> dict[int, str]:
-    rows = store.con.execute("SELECT report_key, text FROM reports WHERE list_contains(?, report_key)",
+    rows = store.con.execute("SELECT report_key, text FROM reports WHERE report_key IN (SELECT unnest(?))",
                              [list(report_keys)]).fetchall()
     return dict(rows)
 
@@ -67,7 +67,7 @@ def build_units(store: Store, report_keys: Sequence[int], unit: str = "sentence"
     texts = load_report_texts(store, report_keys)
     rows = store.con.execute(
         """SELECT report_key, sentence_index, section, start_char, end_char, text FROM sentences
-           WHERE list_contains(?, report_key) ORDER BY report_key, sentence_index""",
+           WHERE report_key IN (SELECT unnest(?)) ORDER BY report_key, sentence_index""",
         [list(report_keys)]).fetchall()
     by_report: dict[int, list[dict]] = {key: [] for key in report_keys}
     for key, index, section, start, end, text in rows:

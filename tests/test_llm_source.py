@@ -79,6 +79,8 @@ def test_second_identical_run_makes_no_model_calls(tmp_path):
     first, again = (rows(db, """SELECT l.report_key, l.region, l.finding, l.status, l.evidence_text FROM labels l
                                 JOIN runs USING (run_id) WHERE name = ? ORDER BY ALL""", [n]) for n in ("first", "second"))
     assert first == again and len(first) == 2
+    # --no-cache asked again and refreshed the cached answers
+    assert rows(db, "SELECT DISTINCT c.run_id = r.run_id FROM llm_cache c, runs r WHERE r.name = 'forced'") == [(True,)]
 
 
 def test_faults_end_as_specified(tmp_path):
