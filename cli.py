@@ -193,7 +193,7 @@ def label(
     max_retries: Annotated[int, typer.Option("--max-retries", help="re-asks of an invalid answer")] = 2,
     timeout: Annotated[float, typer.Option(help="seconds per request")] = 120.0,
     concurrency: Annotated[int, typer.Option(help="requests in flight")] = 4,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="reports per committed batch")] = 16,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="reports per committed batch (at least --concurrency)")] = 16,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ask the model even for cached units")] = False,
     dataset: Annotated[Optional[str], typer.Option(help="only this dataset's reports")] = None,
     report: Annotated[Optional[list[str]], typer.Option("--report", help="only these report ids")] = None,

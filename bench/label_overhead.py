@@ -2,7 +2,7 @@
 X-ray, and the local backend end to end.
 
 1. Engine overhead. One embedded llama.cpp server (`LocalLlamaServer()`, the shipped Gemma 3
-   270M GGUF) is started and warmed with one request (the first request evaluates the ~1,300
+   270M GGUF) is started and warmed with one request (the first request evaluates the ~1,600
    token prompt prefix; later ones reuse llama.cpp's prefix cache), then kept for both sides.
    N distinct one-sentence reports are ingested into a fresh database. The raw side sends, with
    `openai.AsyncOpenAI` at concurrency C, exactly the chat clala builds for each sentence, with
@@ -17,7 +17,7 @@ X-ray, and the local backend end to end.
 3. Local backend end to end. `label_reports` with the default `LabelOptions()` (backend local:
    starts its own server) on the 8 sample reports that ship with clala, timed with the start.
 
-    python bench/label_overhead.py [--n 40] [--concurrency 4] [--rounds 2]
+    python bench/label_overhead.py [--n 6] [--concurrency 4] [--rounds 2]
         [--iu ../shared/data/iu_xray/indiana_reports.csv] [--skip PART ...] [--keep DIR]
 
 Exits 0 whether or not the targets hold; prints PASS/FAIL per target, and exits 1 only when a
@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -80,7 +81,7 @@ def load() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=40, help="one-sentence reports for part 1")
+    parser.add_argument("--n", type=int, default=6, help="one-sentence reports for part 1")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight, both sides")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per side in part 1 (alternating)")
     parser.add_argument("--iu", type=Path, default=DEFAULT_IU, help="IU X-ray indiana_reports.csv (part 2)")
@@ -88,6 +89,8 @@ def main() -> int:
                         help="leave out a part (repeatable)")
     parser.add_argument("--keep", type=Path, default=None, help="write the databases into DIR and keep them")
     args = parser.parse_args()
+    # A plain `kill` would end Python without unwinding, leaving the llama.cpp server running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.n < 1 or args.concurrency < 1 or args.rounds < 1:
         sys.exit("--n, --concurrency and --rounds must be at least 1")
 
@@ -133,7 +136,7 @@ async def raw_side(base_url: str, model: str, texts: list[str], concurrency: int
     fmt = response_format("llama_cpp", output_json_schema(vocabulary))
     client = AsyncOpenAI(base_url=base_url, api_key="x", timeout=120.0)
     semaphore = asyncio.Semaphore(concurrency)
-    result = {"calls": 0, "invalid": 0, "labels": 0, "prompt_tokens": 0, "completion_tokens": 0}
+    result = {"calls": 0, "invalid": 0, "labels": 0, "prompt_tokens": 0, "completion_tokens": 0, "errors": []}
 
     async def one(text: str) -> None:
         async with semaphore:
@@ -146,8 +149,11 @@ async def raw_side(base_url: str, model: str, texts: list[str], concurrency: int
             result["completion_tokens"] += completion.usage.completion_tokens or 0
         try:
             parsed = answer_model.model_validate_json(completion.choices[0].message.content or "")
-        except ValueError:
+        except ValueError as exc:
             result["invalid"] += 1
+            result["errors"].append(f"{text!r}: finish_reason {completion.choices[0].finish_reason}, "
+                                    f"{completion.usage.completion_tokens if completion.usage else '?'} "
+                                    f"completion tokens: {str(exc).splitlines()[0]}")
             return
         result["labels"] += len(parsed.labels)
 
@@ -206,26 +212,32 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
             raw = asyncio.run(raw_side(server.base_url, server.model_name, unit_texts, concurrency, decoding))
             raw["cpu"] = time.process_time() - cpu
             raw_runs.append(raw)
-            console.print(f"round {r + 1}: raw   {raw['seconds']:6.2f} s, {n / raw['seconds']:.2f} units/s, "
+            console.print(f"round {r + 1}: raw   {raw['seconds']:6.2f} s, {n / raw['seconds']:.3f} units/s, "
                           f"{raw['invalid']} invalid; load {load()}")
             t0, cpu = time.perf_counter(), time.process_time()
             summary = label_reports(db, f"bench-{r + 1}", options)
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
             clala_runs.append({"seconds": wall, "engine_seconds": summary.seconds, "calls": summary.model_calls,
-                               "cpu": cpu,
+                               "cpu": cpu, "done": summary.reports_done, "failed": summary.reports_failed,
                                "prompt_tokens": summary.prompt_tokens,
                                "completion_tokens": summary.completion_tokens,
                                "labels": summary.labels, "failures": summary.unit_failures})
-            console.print(f"round {r + 1}: clala {wall:6.2f} s, {n / wall:.2f} units/s "
+            console.print(f"round {r + 1}: clala {wall:6.2f} s, {n / wall:.3f} units/s "
                           f"(engine {summary.seconds:.2f} s), {summary.model_calls} calls, "
                           f"{summary.unit_failures} unit failures; load {load()}")
-            if summary.status.value != "complete" or summary.reports_done != n:
+            # A report whose one unit failed validation is settled as failed, as the raw side counts
+            # the same answer invalid; the run must have settled every report.
+            if summary.status.value != "complete" or summary.reports_done + summary.reports_failed != n:
                 problems.append(f"clala round {r + 1}: run is {summary.status.value} with "
-                                f"{summary.reports_done}/{n} reports done ({summary.stopped_because})")
+                                f"{summary.reports_done} done and {summary.reports_failed} failed of {n} reports "
+                                f"({summary.stopped_because})")
             if summary.model_calls != n:
                 problems.append(f"clala round {r + 1}: {summary.model_calls} model calls, expected {n}")
     finally:
         server.stop()
+    with Store(db, read_only=True) as store:
+        clala_errors = [f"{f['report_id']}: {f['error']}" for r in range(len(clala_runs))
+                        for f in store.failures(f"bench-{r + 1}")]
 
     raw_rate = statistics.median(n / x["seconds"] for x in raw_runs)
     clala_rate = statistics.median(n / x["seconds"] for x in clala_runs)
@@ -241,9 +253,9 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
                       " / ".join(fmt.format(x[key]) for x in clala_runs))
 
     row("seconds per round", "seconds", "{:.2f}")
-    table.add_row("units/s per round", " / ".join(f"{n / x['seconds']:.2f}" for x in raw_runs),
-                  " / ".join(f"{n / x['seconds']:.2f}" for x in clala_runs))
-    table.add_row("units/s, median", f"{raw_rate:.2f}", f"{clala_rate:.2f}")
+    table.add_row("units/s per round", " / ".join(f"{n / x['seconds']:.3f}" for x in raw_runs),
+                  " / ".join(f"{n / x['seconds']:.3f}" for x in clala_runs))
+    table.add_row("units/s, median", f"{raw_rate:.3f}", f"{clala_rate:.3f}")
     table.add_row("seconds per unit, median", f"{1 / raw_rate:.3f}", f"{1 / clala_rate:.3f}")
     table.add_row("client CPU ms per unit (this process, all threads)",
                   " / ".join(f"{1000 * x['cpu'] / n:.1f}" for x in raw_runs),
@@ -257,9 +269,15 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
                   " / ".join(str(x["labels"]) for x in raw_runs), " / ".join(str(x["labels"]) for x in clala_runs))
     table.add_row("clala engine seconds (RunSummary.seconds)", "", " / ".join(
         f"{x['engine_seconds']:.2f}" for x in clala_runs))
+    table.add_row("reports done / failed (clala)", "", " / ".join(
+        f"{x['done']}/{x['failed']}" for x in clala_runs))
     console.print(table)
     console.print(f"server start {start_seconds:.1f} s and warm-up {warm_seconds:.1f} s (not timed in the rounds); "
                   f"import instructor+openai {import_seconds:.2f} s (done before the rounds)")
+    for error in sorted(set(e for x in raw_runs for e in x["errors"])):
+        console.print(f"raw side, invalid answer: {error}")
+    for error in sorted(set(clala_errors)):
+        console.print(f"clala, unit failure: {error[:200]}")
     verdict = "[bold green]PASS[/]" if ratio >= TARGET_RATIO else "[bold red]FAIL[/]"
     console.print(f"clala/raw throughput ratio: {ratio:.3f} (target >= {TARGET_RATIO}) {verdict}")
     return problems
@@ -320,6 +338,11 @@ def part_local(workdir: Path) -> list[str]:
     wall = time.perf_counter() - t0
     if summary.status.value != "complete":
         problems.append(f"local run is {summary.status.value} ({summary.stopped_because})")
+    with Store(db, read_only=True) as store:
+        answers = [json.loads(r[0]) for r in store.con.execute(
+            "SELECT response FROM llm_cache WHERE run_id = ?", [summary.run_id]).fetchall()]
+        failures = store.failures("bench-local")
+    empty = sum(1 for a in answers if not a.get("labels"))
     table = Table(title="3. local backend: Gemma 3 270M Q4_K_M via the embedded llama.cpp server")
     table.add_column("measure")
     table.add_column("value", justify="right")
@@ -328,6 +351,7 @@ def part_local(workdir: Path) -> list[str]:
                   f"{summary.reports_done} / {summary.reports_failed} / {summary.reports_pending}")
     table.add_row("units (sentences read) / unique units", f"{dry.sentences} / {dry.units}")
     table.add_row("model calls", f"{summary.model_calls}")
+    table.add_row("valid answers / with an empty label list", f"{len(answers)} / {empty}")
     table.add_row("unit failures", f"{summary.unit_failures}")
     table.add_row("labels stored", f"{summary.labels}")
     table.add_row("rejected labels", ", ".join(f"{k}: {v}" for k, v in summary.rejected.items()) or "0")
@@ -341,9 +365,12 @@ def part_local(workdir: Path) -> list[str]:
     table.add_row("completion tokens/s (completion_tokens / seconds)",
                   f"{summary.completion_tokens / summary.seconds:.1f}")
     console.print(table)
-    console.print("note: the default model is a tiny base model that proves the path end to end; it mostly "
-                  "answers with empty label lists, so completions are short and the time is mostly prompt "
-                  "evaluation (the first call evaluates the whole ~1,300-token prompt prefix).")
+    for failure in failures:
+        console.print(f"unit failure: report {failure['report_id']}: {failure['error'][:200]}")
+    console.print(f"note: the default model is a tiny base model (Gemma 3 270M) that proves the path end to end, "
+                  f"not a good labeler; here {empty} of its {len(answers)} valid answers had an empty label list. "
+                  f"The first call also evaluates the whole prompt prefix "
+                  f"(~{summary.prompt_tokens // max(1, summary.model_calls):,} prompt tokens per call).")
     return problems
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +105,18 @@ class DryRun:
     est_completion_tokens: int
 
 
+@dataclass
+class PreparedBatch:
+    batch: list[int]
+    units: dict[str, Unit]
+    report_units: dict[int, list[str]]
+    texts: dict[int, str]
+    keys: dict[str, list[str]]
+    cached: dict[str, dict[str, Any]]
+    todo: list[tuple[str, int]]
+    calls: list[asyncio.Future]
+
+
 def select_reports(store: Store, options: LabelOptions) -> list[int]:
     rows = store.con.execute(
         """SELECT report_key, report_id FROM current_reports
@@ -166,6 +179,8 @@ class LabelRun:
         run = store.run(run_id)
         self.summary = RunSummary(run_id, run.name, RunStatus.running)
         self.failed_units: dict[str, UnitFailed] = {}
+        self.inflight: dict[str, asyncio.Future] = {}  # cache key -> call, shared by overlapping batches
+        self.settled: set[str] = set()  # cache keys whose call was already accounted for
 
     def keys_of(self, unit: Unit) -> list[str]:
         return [cache_key(unit.identity, self.model, self.prompt.sha256, self.vocabulary.version, self.decoding, s)
@@ -187,15 +202,26 @@ class LabelRun:
         pending = self.store.work(self.run_id, ("pending",))
         self.summary.reports = sum(self.store.work_counts(self.run_id).values())
         semaphore = asyncio.Semaphore(self.options.concurrency)
-        for start in range(0, len(pending), self.options.batch_size):
-            batch = pending[start:start + self.options.batch_size]
-            stop = await self._batch(batch, semaphore)
+        size = max(self.options.batch_size, self.options.concurrency)  # a batch keeps every slot busy
+        batches = [pending[i:i + size] for i in range(0, len(pending), size)]
+        # The next batch's calls start before this batch is settled, so the server is not left
+        # idle while the slowest call of a batch finishes and its batch is committed.
+        prepared = deque([self._prepare(batches[0], semaphore)] if batches else [])
+        for i, batch in enumerate(batches):
+            if i + 1 < len(batches):
+                prepared.append(self._prepare(batches[i + 1], semaphore))
+            current = prepared.popleft()
+            stop = self._settle(current, await asyncio.gather(*current.calls))
             self.summary.seconds = time.monotonic() - started
             if self.on_progress:
                 self.on_progress(self.summary, len(batch))
             if stop:
                 self.summary.stopped_because = stop
                 break
+        leftover = [call for batch in prepared for call in batch.calls]
+        for call in leftover:
+            call.cancel()
+        await asyncio.gather(*leftover, return_exceptions=True)
         counts = self.store.work_counts(self.run_id)
         self.summary.reports_done = counts.get("done", 0)
         self.summary.reports_failed = counts.get("failed", 0)
@@ -206,25 +232,41 @@ class LabelRun:
         self.summary.seconds = time.monotonic() - started
         return self.summary
 
-    async def _batch(self, batch: list[int], semaphore: asyncio.Semaphore) -> str | None:
+    def _prepare(self, batch: list[int], semaphore: asyncio.Semaphore) -> "PreparedBatch":
+        """Read a batch's units and cached answers and start the calls it still needs."""
         units, report_units, texts = build_units(self.store, batch, self.options.unit, self.options.context)
         keys = {identity: self.keys_of(unit) for identity, unit in units.items()}
         all_keys = [k for ks in keys.values() for k in ks]
         cached = self.store.cache_get(all_keys, None if self.options.use_cache else self.run_id)
         todo = [(identity, sample) for identity, ks in keys.items() for sample, k in enumerate(ks)
                 if k not in cached and identity not in self.failed_units]
-        outcomes = await asyncio.gather(*(self._ask(units[i], s, semaphore) for i, s in todo))
+        calls = []
+        for identity, sample in todo:
+            key = keys[identity][sample]
+            if key not in self.inflight:
+                self.inflight[key] = asyncio.ensure_future(self._ask(units[identity], sample, semaphore))
+                self.summary.model_calls += 1
+            calls.append(self.inflight[key])
         self.summary.units += len(units)
-        self.summary.model_calls += len(todo)
         self.summary.cache_hits += len(all_keys) - len(todo)
+        return PreparedBatch(batch, units, report_units, texts, keys, cached, todo, calls)
 
+    def _settle(self, prepared: "PreparedBatch", outcomes: list[Any]) -> str | None:
+        """Commit a batch whose calls have all returned; a reason to stop, or None."""
+        batch, units, report_units, texts = prepared.batch, prepared.units, prepared.report_units, prepared.texts
+        keys, cached = prepared.keys, prepared.cached
         fresh, failures, transport, refused = [], [], {}, None
         prompt_tokens = completion_tokens = 0
-        for (identity, sample), outcome in zip(todo, outcomes):
+        for (identity, sample), outcome in zip(prepared.todo, outcomes):
+            key = keys[identity][sample]
+            first_time = key not in self.settled  # a call shared with the previous batch counts once
+            self.settled.add(key)
+            self.inflight.pop(key, None)
             if isinstance(outcome, (UnitFailed, TransportFailed, ServerRefused)):
                 if isinstance(outcome, UnitFailed):
-                    prompt_tokens += outcome.prompt_tokens
-                    completion_tokens += outcome.completion_tokens
+                    if first_time:
+                        prompt_tokens += outcome.prompt_tokens
+                        completion_tokens += outcome.completion_tokens
                     if identity not in self.failed_units:
                         self.failed_units[identity] = outcome
                         failures.append({"unit_key": keys[identity][sample],
@@ -236,12 +278,13 @@ class LabelRun:
                 else:
                     transport[identity] = str(outcome)
                 continue
-            prompt_tokens += outcome.prompt_tokens
-            completion_tokens += outcome.completion_tokens
             response = {**outcome.parsed.model_dump(), "mean_logprob": outcome.mean_logprob}
-            cached[keys[identity][sample]] = {"response": response}
-            fresh.append({"cache_key": keys[identity][sample], "model": self.model, "response": response,
-                          "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens})
+            cached[key] = {"response": response}
+            if first_time:
+                prompt_tokens += outcome.prompt_tokens
+                completion_tokens += outcome.completion_tokens
+                fresh.append({"cache_key": key, "model": self.model, "response": response,
+                              "prompt_tokens": outcome.prompt_tokens, "completion_tokens": outcome.completion_tokens})
 
         with self.store.transaction():
             self.store.cache_put(fresh, self.run_id, replace=not self.options.use_cache)
@@ -285,7 +328,7 @@ class LabelRun:
         self.summary.completion_tokens += completion_tokens
         if refused:
             return f"the server refused the request ({refused}); fix it and resume"
-        if todo and all(identity in transport for identity, _ in todo):
+        if prepared.todo and all(identity in transport for identity, _ in prepared.todo):
             return f"the server is unreachable ({next(iter(transport.values()))}); resume when it is back"
         return None
 

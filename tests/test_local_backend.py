@@ -54,3 +54,28 @@ def test_label_with_no_backend_options_uses_the_local_server(tmp_path):
         again = store.con.execute("""SELECT l.report_key, l.finding, l.region, l.status, l.evidence_text FROM labels l
                                      JOIN runs USING (run_id) GROUP BY ALL HAVING count(DISTINCT run_id) = 2""").fetchall()
     assert len(again) == len(labels)  # identical labels in both runs
+
+
+def test_local_server_stops_when_clala_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("from labeling.local_server import LocalLlamaServer\nimport time\n"
+              "s = LocalLlamaServer().start()\nprint(s.process.pid, flush=True)\ntime.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    server_pid = int(parent.stdout.readline())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.kill(server_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(server_pid, signal.SIGKILL)
+        raise AssertionError("the llama.cpp server outlived the killed clala process")
