@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from labeling.ingest import ingest
 from labeling.sections import detect_sections
 from labeling.sentences import _nlp, split_sentences_many
 from labeling.store import Store
+
+from _common import bench_workdir
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "iu_xray" / "indiana_reports.csv"
@@ -41,12 +42,7 @@ def main() -> int:
         sys.exit(f"{args.csv}: IU X-ray reports not found. Put the collection's indiana_reports.csv there "
                  "(../shared/data/iu_xray/ beside the repository) or pass --csv PATH.")
 
-    if args.keep is not None:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        workdir, cleanup = args.keep, None
-    else:
-        cleanup = tempfile.TemporaryDirectory(prefix="clala-bench-")
-        workdir = Path(cleanup.name)
+    workdir, cleanup = bench_workdir(args.keep)
     db = workdir / "bench_ingest_iu.duckdb"
     if db.exists():
         sys.exit(f"{db} already exists; choose another --keep folder")

@@ -33,7 +33,6 @@ import os
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +50,8 @@ from labeling.units import build_units
 from prompts.render import DEFAULT_PROMPT, load_prompt
 from schemas.llm_output import build_output_model, output_json_schema
 from schemas.vocabulary import load_vocabulary
+
+from _common import bench_workdir
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_IU = REPO.parent / "shared" / "data" / "iu_xray" / "indiana_reports.csv"
@@ -94,12 +95,7 @@ def main() -> int:
     if args.n < 1 or args.concurrency < 1 or args.rounds < 1:
         sys.exit("--n, --concurrency and --rounds must be at least 1")
 
-    if args.keep is not None:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        workdir, cleanup = args.keep, None
-    else:
-        cleanup = tempfile.TemporaryDirectory(prefix="clala-bench-")
-        workdir = Path(cleanup.name)
+    workdir, cleanup = bench_workdir(args.keep)
     for name in ("bench_overhead.duckdb", "bench_dedup.duckdb", "bench_local.duckdb"):
         if (workdir / name).exists():
             sys.exit(f"{workdir / name} already exists; choose another --keep folder")

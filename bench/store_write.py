@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +29,8 @@ from labeling.store import Store
 from schemas.labels import UNMENTIONED
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
+
+from _common import bench_workdir
 
 TARGET_RATIO = 50.0  # store path vs row-by-row
 TARGET_ROWS_PER_S = 200_000.0
@@ -133,12 +134,7 @@ def main() -> int:
     if min(args.rows, args.batch, args.sample, args.reports) < 1:
         parser.error("--rows, --batch, --sample and --reports must be positive")
 
-    if args.keep is not None:
-        args.keep.mkdir(parents=True, exist_ok=True)
-        workdir, cleanup = args.keep, None
-    else:
-        cleanup = tempfile.TemporaryDirectory(prefix="clala-bench-")
-        workdir = Path(cleanup.name)
+    workdir, cleanup = bench_workdir(args.keep)
     db = workdir / "bench_store_write.duckdb"
     if db.exists():
         sys.exit(f"{db} already exists; choose another --keep folder")
