@@ -333,10 +333,10 @@ class LabelRun:
         return None
 
 
-def start_run(store: Store, name: str, options: LabelOptions, model: str, dialect: str) -> int:
+def start_run(store: Store, name: str, options: LabelOptions, model: str, dialect: str,
+              reports: list[int]) -> int:
     vocabulary = load_vocabulary(options.vocabulary, enable=options.enable)
     prompt = load_prompt(options.prompt, vocabulary)
-    reports = select_reports(store, options)
     with store.transaction():
         run_id = store.create_run(RunSpec(
             name=name, kind=RunKind.llm, vocabulary_version=vocabulary.version, backend=options.backend,
@@ -371,7 +371,7 @@ def label_reports(db: str | Path, name: str | None, options: LabelOptions, resum
             if name and any(r.name == name for r in store.runs()):
                 raise ClalaError(f"{store.path}: a run named {name!r} already exists; choose another --name "
                                  f"or finish it with --resume {name}")
-            select_reports(store, options)
+            reports = select_reports(store, options)
         with open_backend(options, allow_remote) as (backend, model):
             if resume:
                 run_id = run.run_id
@@ -380,7 +380,7 @@ def label_reports(db: str | Path, name: str | None, options: LabelOptions, resum
                 store.set_run_status(run_id, RunStatus.running)
             else:
                 run_name = name or f"{options.backend}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
-                run_id = start_run(store, run_name, options, model, backend.dialect)
+                run_id = start_run(store, run_name, options, model, backend.dialect, reports)
             job = LabelRun(store, run_id, options, backend, model, on_progress)
             if on_start:
                 job.summary.reports = sum(store.work_counts(run_id).values())

@@ -245,10 +245,9 @@ class Store:
              datetime.now()]).fetchall()[0][0]
 
     def finish_run(self, run_id: int, status: RunStatus, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
-        self.con.execute(
-            """UPDATE runs SET status = ?, finished_at = ?, prompt_tokens = prompt_tokens + ?,
-                              completion_tokens = completion_tokens + ? WHERE run_id = ?""",
-            [status.value, datetime.now(), prompt_tokens, completion_tokens, run_id])
+        with self.transaction():
+            self.set_run_status(run_id, status)
+            self.add_run_tokens(run_id, prompt_tokens, completion_tokens)
 
     def run(self, ref: str | int) -> RunInfo:
         """A run by name or id."""
