@@ -245,6 +245,23 @@ def runs_show(run: Annotated[str, typer.Argument(help="run name or id")], db: Db
     show_run(db, run)
 
 
+@app.command("import")
+@user_errors
+def import_(
+    kind: Annotated[str, typer.Argument(help="scene-graphs | imagenome-gold | chexpert | mesh | labelstudio | synth-gold")],
+    path: Annotated[Path, typer.Argument(help="the file or folder to import")],
+    name: Annotated[str, typer.Option(help="name of the new run")],
+    db: DbOption = DEFAULT_DB,
+    dataset: Annotated[Optional[str], typer.Option(help="match reports of this dataset only")] = None,
+    vocabulary: VocabularyOption = None,
+    enable: EnableOption = None,
+) -> None:
+    """Import existing labels (scene graphs, CheXpert, MeSH, Label Studio, synthetic gold) as a run."""
+    from labeling.import_views import run_import
+
+    run_import(db, kind, path, name, dataset, str(vocabulary) if vocabulary else None, enable or [])
+
+
 @app.command()
 @user_errors
 def failures(run: Annotated[str, typer.Argument(help="run name or id")], db: DbOption = DEFAULT_DB,

@@ -227,6 +227,34 @@ class Store:
                 ORDER BY r.dataset, r.report_key LIMIT ? OFFSET ?""",
             [dataset, dataset, limit, offset])
 
+    def report_keys(self, values: Sequence[str], by: str = "report_id",
+                    dataset: str | None = None) -> dict[str, list[tuple[str, int]]]:
+        """value -> [(dataset, report_key)] of the current report versions whose `by` column
+        (report_id or study_id) has that value; values that match nothing are absent."""
+        if by not in ("report_id", "study_id"):
+            raise ValueError(f"cannot look reports up by {by!r}")
+        if not values:
+            return {}
+        self.con.register("_values", pa.table({"value": pa.array(sorted(set(values)), pa.string())}))
+        try:
+            rows = self.con.execute(
+                f"""SELECT v.value, r.dataset, r.report_key FROM current_reports r
+                    JOIN _values v ON v.value = r.{by}
+                    WHERE (? IS NULL OR r.dataset = ?) ORDER BY r.dataset""", [dataset, dataset]).fetchall()
+        finally:
+            self.con.unregister("_values")
+        found: dict[str, list[tuple[str, int]]] = {}
+        for value, ds, key in rows:
+            found.setdefault(value, []).append((ds, key))
+        return found
+
+    def report_texts(self, report_keys: Sequence[int]) -> dict[int, str]:
+        if not report_keys:
+            return {}
+        rows = self.con.execute("SELECT report_key, text FROM reports WHERE report_key IN (SELECT unnest(?))",
+                                [list(report_keys)]).fetchall()
+        return dict(rows)
+
     def sentences(self, report_key: int) -> list[dict[str, Any]]:
         return self._dicts(
             """SELECT sentence_index, section, start_char, end_char, text, norm_sha256
@@ -296,6 +324,27 @@ class Store:
             """UPDATE work SET state = ?, attempts = attempts + 1, last_error = ?, updated_at = ?
                WHERE run_id = ? AND report_key IN (SELECT unnest(?))""",
             [state, error, datetime.now(), run_id, list(report_keys)])
+
+    def add_done_work(self, run_id: int, report_keys: Sequence[int]) -> None:
+        """Record reports a run has covered in full (sources that finish each report at once)."""
+        keys = pa.array(sorted(set(report_keys)), pa.int64())
+        now = datetime.now()
+        self._insert_arrow("work", pa.table({
+            "run_id": pa.array([run_id] * len(keys), pa.int32()),
+            "unit_key": pa.array([f"r{k}" for k in keys.to_pylist()], pa.string()),
+            "report_key": keys,
+            "state": pa.array(["done"] * len(keys), pa.string()),
+            "attempts": pa.array([1] * len(keys), pa.int32()),
+            "updated_at": pa.array([now] * len(keys), pa.timestamp("us")),
+        }))
+
+    def covered_reports(self, run: str | int) -> np.ndarray:
+        """Report keys a run has finished (labeled, possibly with no label at all), sorted."""
+        run_id = self.run(run).run_id
+        rows = self.con.execute(
+            "SELECT report_key FROM work WHERE run_id = ? AND state = 'done' ORDER BY report_key",
+            [run_id]).fetchall()
+        return np.asarray([r[0] for r in rows], dtype=np.int64)
 
     def work_counts(self, run_id: int) -> dict[str, int]:
         rows = self.con.execute("SELECT state, count(*) FROM work WHERE run_id = ? GROUP BY state", [run_id]).fetchall()
