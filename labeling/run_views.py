@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from labeling.llm_source import DryRun, LabelOptions, RunSummary, dry_run, label_reports
+from labeling.rules_source import RulesSummary, label_with_rules
 from labeling.store import Store
 
 
@@ -21,8 +22,17 @@ def _stats_line(summary: RunSummary) -> str:
             f"{rate:,.1f} tok/s")
 
 
+def _resumes_rules_run(db: str | Path, resume: str | None) -> bool:
+    if not resume:
+        return False
+    with Store(db, read_only=True) as store:
+        return store.run(resume).kind.value == "rules"
+
+
 def run_label(db: str | Path, name: str | None, options: LabelOptions, resume: str | None = None,
-              allow_remote: bool = False, console: Console | None = None) -> RunSummary:
+              allow_remote: bool = False, console: Console | None = None) -> RunSummary | RulesSummary:
+    if options.backend == "rules" or _resumes_rules_run(db, resume):
+        return run_rules_label(db, name, options, resume, console)
     console = console or output_console()
     err = Console(stderr=True)
     with Progress(TextColumn("[bold]label[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("reports"),
@@ -49,6 +59,37 @@ def run_label(db: str | Path, name: str | None, options: LabelOptions, resume: s
         console.print(f"finish it with: clala label --resume {summary.name} --db {db}")
     if summary.reports_failed:
         console.print(f"see why: clala failures {summary.name} --db {db}")
+    return summary
+
+
+def run_rules_label(db: str | Path, name: str | None, options: LabelOptions, resume: str | None = None,
+                    console: Console | None = None) -> RulesSummary:
+    """`clala label --backend rules`: the same report selection as LLM runs, labeled by rules."""
+    from labeling.llm_source import select_reports
+
+    console = console or output_console()
+    err = Console(stderr=True)
+    with Progress(TextColumn("[bold]rules[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("reports"),
+                  TextColumn("{task.description}"), TimeElapsedColumn(), console=err, transient=True) as progress:
+        task = progress.add_task("building the pipeline ...", total=None)
+
+        def started(summary: RulesSummary) -> None:
+            progress.update(task, total=summary.reports, completed=summary.reports_done,
+                            description=f"run {summary.name}")
+
+        def advanced(summary: RulesSummary, n: int) -> None:
+            progress.update(task, advance=n, description=f"{summary.distinct_sentences:,} distinct sentences")
+
+        summary = label_with_rules(db, name, lambda store: select_reports(store, options), options.vocabulary,
+                                   options.enable, resume, on_start=started, on_progress=advanced)
+    rate = summary.reports_done / summary.seconds if summary.seconds else 0.0
+    console.print(f"run [bold]{summary.name}[/bold]: [green]{summary.status.value}[/green] in {summary.seconds:.1f} s "
+                  f"({rate:,.0f} reports/s)")
+    statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(summary.statuses.items())) or "none"
+    console.print(f"reports {summary.reports_done:,}; sentences read {summary.sentences:,} "
+                  f"({summary.distinct_sentences:,} distinct); labels {summary.labels:,} ({statuses})")
+    if summary.skipped_context:
+        console.print("not labeled (ConText): " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary.skipped_context.items())))
     return summary
 
 
