@@ -177,7 +177,7 @@ def label(
     db: DbOption = DEFAULT_DB,
     name: Annotated[Optional[str], typer.Option(help="run name (default: backend-model-time)")] = None,
     backend: Annotated[str, typer.Option(help="local (embedded llama.cpp server) | openai (any OpenAI-compatible "
-                                              "server) | vllm (in-process, GPU)")] = "local",
+                                              "server) | vllm (in-process, GPU) | rules (medspaCy, no model)")] = "local",
     base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="server URL, e.g. "
                                                           "http://127.0.0.1:8000/v1; repeat to spread load")] = None,
     model: Annotated[Optional[str], typer.Option(help="model name on the server (openai, vllm)")] = None,
@@ -205,7 +205,7 @@ def label(
     resume: Annotated[Optional[str], typer.Option(help="finish an interrupted run")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="count units, cache hits and tokens; call nothing")] = False,
 ) -> None:
-    """Label reports with an LLM: validated, grounded per-region labels stored as a run."""
+    """Label reports with an LLM (or --backend rules): validated, grounded per-region labels stored as a run."""
     from labeling.llm_source import LabelOptions
     from labeling.run_views import run_label, show_dry_run
 
@@ -303,6 +303,82 @@ def prompts_render(
     from labeling.schema_views import render_prompt
 
     render_prompt(name, text, context, vocabulary, enable or [])
+
+
+@app.command("compare")
+@user_errors
+def compare(
+    runs: Annotated[list[str], typer.Argument(help="two runs (the second is the reference), or several runs "
+                                                   "scored against --reference")],
+    db: DbOption = DEFAULT_DB,
+    reference: Annotated[Optional[str], typer.Option(help="the run the others are scored against")] = None,
+    level: Annotated[str, typer.Option(help="region (report, region, finding cells) | image (regions "
+                                            "collapsed)")] = "region",
+    findings: Annotated[Optional[list[str]], typer.Option("--findings", help="only these findings (repeat); "
+                                                          "default: those present or uncertain in any run")] = None,
+    regions: Annotated[Optional[list[str]], typer.Option("--regions", help="only these regions (region level)")] = None,
+    uncertain: Annotated[str, typer.Option(help="uncertain labels: exclude | positive | negative | own-class")] = "exclude",
+    metric: Annotated[str, typer.Option(help="heatmap value: f1 | kappa | agreement | precision | recall")] = "f1",
+    out: Annotated[Optional[Path], typer.Option("--out", help="folder for the CSV and heatmap PNG")] = None,
+    vocabulary: VocabularyOption = None,
+) -> None:
+    """Agreement, Cohen's kappa, precision, recall and F1 of runs against a reference, per finding and region."""
+    from labeling.compare_views import show_comparison
+
+    show_comparison(db, runs, reference, level, findings, regions, uncertain, metric, out,
+                    str(vocabulary) if vocabulary else None)
+
+
+@app.command("disagreements")
+@user_errors
+def disagreements(
+    run_a: Annotated[str, typer.Argument(help="run name or id")],
+    run_b: Annotated[str, typer.Argument(help="run name or id")],
+    out: Annotated[Path, typer.Option("--out", help="review queue file (.csv or .jsonl)")],
+    db: DbOption = DEFAULT_DB,
+    level: Annotated[str, typer.Option(help="region | image")] = "region",
+    findings: Annotated[Optional[list[str]], typer.Option("--findings", help="only these findings (repeat)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="at most this many cells (the queue's head)")] = None,
+    vocabulary: VocabularyOption = None,
+) -> None:
+    """A review queue of the cells two runs disagree on, the decisions that matter most first."""
+    from labeling.compare_views import show_disagreements
+
+    show_disagreements(db, run_a, run_b, out, level, findings, limit, str(vocabulary) if vocabulary else None)
+
+
+@app.command("export-labelstudio")
+@user_errors
+def export_labelstudio(
+    run: Annotated[str, typer.Argument(help="run name or id")],
+    out: Annotated[Path, typer.Option("--out", help="folder for tasks.json and labeling_config.xml")],
+    db: DbOption = DEFAULT_DB,
+    limit: Annotated[Optional[int], typer.Option(help="at most this many reports")] = None,
+    vocabulary: VocabularyOption = None,
+    enable: EnableOption = None,
+) -> None:
+    """Write a run's labels as Label Studio pre-annotated tasks, with the labeling config."""
+    from labeling.labelstudio_views import run_export_labelstudio
+
+    run_export_labelstudio(db, run, out, limit, str(vocabulary) if vocabulary else None, enable or [])
+
+
+@app.command()
+@user_errors
+def synth(
+    n: Annotated[int, typer.Option("--n", help="number of studies")] = 200,
+    out: Annotated[Path, typer.Option("--out", help="new folder for the cohort")] = Path("synth-cohort"),
+    seed: Annotated[int, typer.Option(help="the same seed writes the same cohort")] = 0,
+    size: Annotated[int, typer.Option(help="image height in pixels (width varies, 82-100% of it)")] = 256,
+    image_format: Annotated[str, typer.Option("--format", help="png | jpg")] = "png",
+    prevalence: Annotated[Optional[list[str]], typer.Option(
+        help="FINDING=RATE (repeatable) or a JSON object; findings as in the vocabulary")] = None,
+    workers: Annotated[int, typer.Option(help="processes drawing studies")] = 1,
+) -> None:
+    """Write a synthetic cohort (phantom images, reports, scene graphs, splits, gold) in the real layouts."""
+    from model.synth.views import run_synth
+
+    run_synth(out, n, seed, size, image_format, prevalence or [], workers)
 
 
 @app.command()
