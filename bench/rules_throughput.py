@@ -33,7 +33,7 @@ from _common import bench_workdir
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "iu_xray" / "indiana_reports.csv"
 TARGET_REPORTS_PER_S = 500
-console = Console(soft_wrap=True)
+console = Console(soft_wrap=True, width=160)
 
 
 def medspacy_default(texts: list[str]) -> tuple[float, int]:

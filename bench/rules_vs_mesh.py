@@ -1,0 +1,136 @@
+"""Benchmark: agreement of the rules label source with the IU X-ray MeSH codes (the human indexers'
+labels), at image and region level, against a keyword baseline in the same run.
+
+Ingests `indiana_reports.csv`, imports its MeSH codes (`clala import mesh`), labels the reports
+with the rules (`clala label --backend rules`) and, as the baseline, with keyword spotting alone
+(every synonym of a finding in a FINDINGS/IMPRESSION sentence is "present" in the finding's
+default regions: no negation, no uncertainty, no location words). Both are scored against the
+MeSH run over the reports both cover and over the findings the MeSH mapping can produce, with
+`--uncertain` (default exclude). Prints micro and macro F1, their ratio to the baseline, and
+the findings with the most disagreement.
+
+    python bench/rules_vs_mesh.py [--csv ../shared/data/iu_xray/indiana_reports.csv] [--uncertain exclude] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import pyarrow as pa
+from rich.console import Console
+from rich.table import Table
+
+from labeling.compare import compare_runs
+from labeling.importers import import_labels
+from labeling.ingest import ingest
+from labeling.rules_source import _reading_sentences, label_with_rules
+from labeling.source_runs import record_run
+from labeling.store import Store
+from schemas.runs import RunKind, RunSpec
+from schemas.vocabulary import load_vocabulary
+
+from _common import bench_workdir
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_CSV = REPO.parent / "shared" / "data" / "iu_xray" / "indiana_reports.csv"
+console = Console(soft_wrap=True, width=160)
+
+
+def mesh_findings() -> list[str]:
+    """Findings the MeSH mapping can produce."""
+    mapping = json.loads(resources.files("schemas").joinpath("vocabulary_data", "iu_mesh.json").read_text())
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("finding"), str):
+                found.add(node["finding"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(mapping["terms"])
+    vocab = load_vocabulary()
+    return [f for f in vocab.finding_names if f in found]
+
+
+def keyword_baseline(db: Path, name: str) -> None:
+    """Every finding synonym in a reading sentence -> present, in the finding's default regions."""
+    vocab = load_vocabulary()
+    with Store(db) as store:
+        keys = [k for (k,) in store.con.execute("SELECT report_key FROM current_reports ORDER BY 1").fetchall()]
+        sentences = _reading_sentences(store, keys)
+        cells = {}
+        for key, offset, text in zip(sentences["report_key"].to_pylist(), sentences["start_char"].to_pylist(),
+                                     sentences["text"].to_pylist()):
+            for start, end, finding in vocab.find_findings(text):
+                for region in vocab.finding(finding).default_regions:
+                    cells.setdefault((key, region, finding), (offset + start, offset + end, text[start:end]))
+        rows = [(k, r, f, *e) for (k, r, f), e in cells.items()]
+        record_run(store, RunSpec(name=name, kind=RunKind.rules, vocabulary_version=vocab.version,
+                                  backend="keywords", model=None), keys, pa.table({
+            "report_key": [r[0] for r in rows], "region": [r[1] for r in rows], "finding": [r[2] for r in rows],
+            "status": ["present"] * len(rows), "evidence_start": [r[3] for r in rows],
+            "evidence_end": [r[4] for r in rows], "evidence_text": [r[5] for r in rows]}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="IU X-ray indiana_reports.csv")
+    parser.add_argument("--uncertain", default="exclude", help="exclude | positive | negative | own-class")
+    parser.add_argument("--top", type=int, default=10, help="findings listed by disagreement")
+    parser.add_argument("--keep", type=Path, default=None, help="write the database into DIR and keep it")
+    args = parser.parse_args()
+    if not args.csv.is_file():
+        sys.exit(f"{args.csv}: IU X-ray reports not found (../shared/data/iu_xray/ beside the repository, or --csv)")
+    workdir, cleanup = bench_workdir(args.keep)
+    db = workdir / "bench_rules_vs_mesh.duckdb"
+    if db.exists():
+        sys.exit(f"{db} already exists; choose another --keep folder")
+    try:
+        ingest(db, args.csv, fmt="iu-xray")
+        import_labels(db, "mesh", args.csv, "mesh")
+        label_with_rules(db, "rules", lambda store: [k for (k,) in store.con.execute(
+            "SELECT report_key FROM current_reports ORDER BY 1").fetchall()])
+        keyword_baseline(db, "keywords")
+        findings = mesh_findings()
+        results = {}
+        with Store(db, read_only=True) as store:
+            for level in ("image", "region"):
+                for run in ("rules", "keywords"):
+                    started = time.perf_counter()
+                    results[run, level] = compare_runs(store, run, "mesh", level=level, findings=findings,
+                                                       uncertain=args.uncertain)
+                    results[run, level].seconds = time.perf_counter() - started
+    finally:
+        if cleanup:
+            cleanup.cleanup()
+
+    summary = Table("level", "source", "reports", "micro P", "micro R", "micro F1", "macro F1", "kappa (micro)",
+                    "compare s", title=f"Against the MeSH import ({len(findings)} findings both cover, "
+                    f"uncertain {args.uncertain})", title_justify="left")
+    for (run, level), c in results.items():
+        summary.add_row(level, run, f"{c.reports:,}", f"{c.micro.precision:.3f}", f"{c.micro.recall:.3f}",
+                        f"{c.micro.f1:.3f}", f"{c.macro.f1:.3f}", f"{c.micro.kappa:.3f}", f"{c.seconds:.2f}")
+    console.print(summary)
+    for level in ("image", "region"):
+        ratio = results["rules", level].micro.f1 / max(results["keywords", level].micro.f1, 1e-9)
+        console.print(f"{level} level: rules micro-F1 / keyword baseline micro-F1 = {ratio:.2f}x")
+    top = Table("finding", "MeSH positives", "rules positives", "tp", "fp (rules only)", "fn (MeSH only)", "F1",
+                title="Image level: largest sources of disagreement", title_justify="left")
+    rows = sorted(results["rules", "image"].by_finding, key=lambda r: -(r.fp + r.fn))[:args.top]
+    for r in rows:
+        top.add_row(r.name, f"{r.support:,}", f"{r.tp + r.fp:,}", f"{r.tp:,}", f"{r.fp:,}", f"{r.fn:,}", f"{r.f1:.3f}")
+    console.print(top)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
