@@ -32,7 +32,7 @@ from schemas.runs import RunKind, RunSpec, RunStatus, run_name_problem
 from schemas.vocabulary import Vocabulary, load_vocabulary
 
 # Bump when a change to the rules below changes labels; it is part of the run's provenance.
-RULES_VERSION = "1"
+RULES_VERSION = "2"
 
 # ConText rules added to medspaCy's defaults: how radiology reports state normal and hedged findings.
 EXTRA_CONTEXT_RULES: list[tuple[str, str, str]] = [
@@ -81,6 +81,11 @@ NORMAL_ANCHORS: dict[str, str] = {
     "mediastinum": "mediastinal widening",
     "hilar contours": "enlarged hilum",
     "hila": "enlarged hilum",
+}
+
+# Findings whose generic synonyms also name a sibling finding elsewhere in the body.
+SPECIFIC_FINDINGS: dict[str, tuple[str, ...]] = {
+    "rib fracture": ("clavicle fracture", "spinal fracture"),
 }
 
 SEVERITY_WORDS = [
@@ -255,6 +260,10 @@ class RulesLabeler:
                                    [(s, e, ("side", side)) for s, e, side in sides]:
             nearest = min(range(len(mentions)), key=lambda i: _gap(mentions[i][0], mentions[i][1], start, end))
             assigned[nearest].append(payload)
+        for i, found in enumerate(assigned):
+            specific = self._specific_finding(mentions[i][2], found)
+            if specific != mentions[i][2]:
+                mentions[i] = (mentions[i][0], mentions[i][1], specific, mentions[i][3])
         resolved: list[tuple[str, ...] | None] = []
         for (_, _, finding, _), found in zip(mentions, assigned):
             resolved.append(self._regions_for(finding, found) if found else None)
@@ -269,6 +278,17 @@ class RulesLabeler:
             else:
                 resolved[i] = tuple(self._finding[finding].default_regions)
         return [r or tuple(self._finding[m[2]].default_regions) for r, m in zip(resolved, mentions)]
+
+    def _specific_finding(self, finding: str, found: list[tuple[str, object]]) -> str:
+        """A generic word ("fracture") located where its finding cannot be but a sibling finding
+        can ("fracture of the right clavicle") means the sibling (clavicle fracture)."""
+        named = {r for kind, value in found if kind == "regions" for r in value}  # type: ignore[union-attr]
+        if not named or named & set(self._finding[finding].regions):
+            return finding
+        for sibling in SPECIFIC_FINDINGS.get(finding, ()):
+            if sibling in self._finding and named <= set(self._finding[sibling].regions):
+                return sibling
+        return finding
 
     def _regions_for(self, finding: str, found: list[tuple[str, object]]) -> tuple[str, ...]:
         spec = self._finding[finding]

@@ -64,6 +64,14 @@ def test_each_region_goes_to_its_nearest_finding(labeler):
         "left lower lung zone", "right upper lung zone"]
 
 
+def test_generic_words_take_the_finding_of_the_named_region(labeler):
+    assert cells(labeler, "Displaced fracture of the right clavicle.") == [
+        ("right clavicle", "clavicle fracture", "present", None, None, "fracture")]
+    assert [c[:3] for c in cells(labeler, "Old fractures of the thoracic vertebrae.")] == [
+        ("spine", "spinal fracture", "present")]
+    assert [c[:3] for c in cells(labeler, "Healed left rib fractures.")] == [("left lung", "rib fracture", "present")]
+
+
 def test_history_hypothetical_and_normal_statements(labeler):
     assert cells(labeler, "History of pneumothorax.") == []
     assert cells(labeler, "Heart size is normal.") == [
