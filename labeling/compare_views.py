@@ -8,9 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +17,7 @@ from rich.table import Table
 
 from labeling.compare import Comparison, MetricRow, compare_runs, compare_to_reference
 from labeling.errors import InputError
+from labeling.files import atomic_path
 from labeling.store import Store
 from labeling.terminal import output_console
 
@@ -38,16 +37,8 @@ def file_stem(text: str) -> str:
 
 
 def _write_atomically(path: Path, write) -> None:
-    if not path.parent.exists():
-        raise InputError(f"{path}: folder {path.parent} does not exist")
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as stream:
-            write(stream)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as stream:
+        write(stream)
 
 
 def comparison_rows(comparison: Comparison) -> list[MetricRow]:

@@ -7,8 +7,6 @@ interrupted export never leaves a half-written file under the requested name.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -16,6 +14,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from labeling.errors import InputError
+from labeling.files import atomic_path
 from labeling.store import Store
 
 EXPORT_FORMATS = ("parquet", "csv", "jsonl")
@@ -35,11 +34,7 @@ def export_format(out: Path, fmt: str | None) -> str:
 
 
 def write_table(table: pa.Table, out: Path, fmt: str) -> None:
-    if not out.parent.exists():
-        raise InputError(f"{out}: folder {out.parent} does not exist")
-    handle, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(handle)
-    try:
+    with atomic_path(out) as tmp:
         if fmt == "parquet":
             pq.write_table(table, tmp)
         elif fmt == "csv":
@@ -52,10 +47,6 @@ def write_table(table: pa.Table, out: Path, fmt: str) -> None:
             with open(tmp, "w", encoding="utf-8") as stream:
                 for row in table.to_pylist():
                     stream.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def export_labels(db: str | Path, run: str, out: str | Path, fmt: str | None = None) -> int:

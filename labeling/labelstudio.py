@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from labeling.errors import InputError
+from labeling.files import write_text_atomically
 from labeling.source_runs import ImportResult, record_run, status_counts
 from labeling.store import Store
 from schemas.labels import STATUS_RANK, Severity, Status, Temporal
@@ -170,15 +171,9 @@ def export_labelstudio(db: str | Path, run: str, out_dir: str | Path, vocabulary
 
     out_dir.mkdir(parents=True, exist_ok=True)
     tasks_path, config_path = out_dir / TASKS_FILE, out_dir / CONFIG_FILE
-    _write_atomically(tasks_path, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n")
-    _write_atomically(config_path, labeling_config(findings, list(vocab.region_names)))
+    write_text_atomically(tasks_path, json.dumps(tasks, ensure_ascii=False, indent=1) + "\n")
+    write_text_atomically(config_path, labeling_config(findings, list(vocab.region_names)))
     return LabelStudioExport(tasks_path, config_path, len(tasks), exported, spans, exported - spans)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
 
 
 # --- import ----------------------------------------------------------------------------------

@@ -8,8 +8,6 @@ returns the grid it drew.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +19,7 @@ import numpy as np  # noqa: E402
 
 from labeling.compare import Comparison  # noqa: E402
 from labeling.errors import InputError  # noqa: E402
+from labeling.files import atomic_path  # noqa: E402
 
 DPI = 100
 CELL_INCHES = 0.34
@@ -37,16 +36,8 @@ def heatmap_size(rows: int, cols: int, row_label_chars: int, col_label_chars: in
 
 
 def _save_atomically(fig, path: Path) -> None:
-    if not path.parent.exists():
-        raise InputError(f"{path}: folder {path.parent} does not exist")
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(handle)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=DPI, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plot_heatmap(values: np.ndarray, row_labels: Sequence[str], col_labels: Sequence[str], path: str | Path,
