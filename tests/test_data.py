@@ -1,0 +1,233 @@
+"""Loaders and the Dataset: MIMIC-CXR-JPG + Chest ImaGenome layout (read from a generated cohort,
+with no special case for it), boxes, splits, images to avoid, label policies, images of every
+format, and batches that equal the store's rows."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from labeling.errors import InputError
+from labeling.store import Store
+from model.data import (REGION_NAMES, build_examples, letterbox, load_cohort, read_image)
+from model.synth.render import DEFAULT_PREVALENCE
+from model.synth.writer import generate_cohort
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    return generate_cohort(tmp_path_factory.mktemp("data") / "c", 16, seed=21, size=128,
+                           prevalence={name: 0.3 for name in DEFAULT_PREVALENCE})
+
+
+@pytest.fixture(scope="module")
+def labelled(cohort: Path, tmp_path_factory) -> Path:
+    """The cohort ingested and its gold imported, through the real CLI."""
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    db = tmp_path_factory.mktemp("db") / "d.duckdb"
+    runner = CliRunner()
+    for args in (["ingest", cohort / "files", "--format", "mimic", "--db", db],
+                 ["import", "synth-gold", cohort, "--name", "g", "--db", db]):
+        result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.stdout
+    return db
+
+
+def split_ids(root: Path, name: str) -> list[str]:
+    with (root / "splits" / f"{name}.csv").open() as handle:
+        return [row["dicom_id"] for row in csv.DictReader(handle)]
+
+
+def gold(root: Path) -> dict[str, dict]:
+    return {r["dicom_id"]: r for r in map(json.loads, (root / "synth_gold.jsonl").read_text().splitlines())}
+
+
+def test_cohort_reads_boxes_in_original_pixels(cohort: Path):
+    loaded = load_cohort(cohort, cohort, split=None)
+    truth = gold(cohort)
+    assert len(loaded.records) == 16 and not loaded.box_problems and not loaded.missing_images
+    for record in loaded.records:
+        r = truth[record.dicom_id]
+        assert (record.width, record.height) == (r["width"], r["height"])
+        assert record.box_valid.all()
+        for i, name in enumerate(REGION_NAMES):
+            # floor/ceil of the phantom's box: within a pixel.
+            assert np.allclose(record.boxes[i], r["boxes"][name], atol=1.0)
+
+
+def test_images_to_avoid_are_left_out_of_training(cohort: Path, tmp_path: Path):
+    root = tmp_path / "c"
+    shutil.copytree(cohort, root)
+    train = split_ids(root, "train")
+    avoid = train[:2]
+    with (root / "splits" / "images_to_avoid.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["", "subject_id", "study_id", "dicom_id", "path", "ViewPosition"])
+        for i, dicom in enumerate(avoid):
+            writer.writerow([i, "1", "1", dicom, "", "PA"])
+    loaded = load_cohort(root, root, "train")
+    assert loaded.avoided == 2 and {r.dicom_id for r in loaded.records} == set(train) - set(avoid)
+    assert len(load_cohort(root, root, "train", exclude_avoided=False).records) == len(train)
+    assert {r.split for r in load_cohort(root, root, "test").records} <= {"test"}
+
+
+def test_degenerate_and_missing_boxes_are_dropped_and_counted(cohort: Path, tmp_path: Path):
+    root = tmp_path / "c"
+    shutil.copytree(cohort, root)
+    dicom = split_ids(root, "train")[0]
+    path = root / "scene_graph" / f"{dicom}_SceneGraph.json"
+    graph = json.loads(path.read_text())
+    objects = {o["bbox_name"]: o for o in graph["objects"]}
+    objects["spine"].update(original_x1=-40, original_x2=-5)           # wholly left of the image
+    objects["trachea"].update(original_y2=objects["trachea"]["original_y1"])  # zero height
+    objects["abdomen"].update(original_y2=10_000)                       # beyond: clipped, kept
+    graph["objects"] = [o for o in graph["objects"] if o["bbox_name"] != "carina"]
+    path.write_text(json.dumps(graph))
+    loaded = load_cohort(root, root, "train", exclude_avoided=False)
+    record = next(r for r in loaded.records if r.dicom_id == dicom)
+    dropped = [REGION_NAMES[i] for i in np.flatnonzero(~record.box_valid)]
+    assert sorted(dropped) == ["carina", "spine", "trachea"]
+    assert loaded.box_problems == {"zero area after clipping": 2, "region missing from scene graph": 1}
+    assert record.boxes[REGION_NAMES.index("abdomen"), 3] == record.height
+
+
+def test_bad_layout_gives_one_line_errors(cohort: Path, tmp_path: Path):
+    with pytest.raises(InputError, match="not found"):
+        load_cohort(tmp_path / "nowhere", cohort)
+    root = tmp_path / "c"
+    shutil.copytree(cohort, root)
+    dicom = split_ids(root, "train")[0]
+    path = root / "scene_graph" / f"{dicom}_SceneGraph.json"
+    graph = json.loads(path.read_text())
+    del graph["objects"][3]["original_y2"]
+    path.write_text(json.dumps(graph))
+    with pytest.raises(InputError, match=r"SceneGraph\.json: objects\[3\].*'original_y2'"):
+        load_cohort(root, root, "train")
+    path.write_text("{not json")
+    with pytest.raises(InputError, match=r"SceneGraph\.json: not valid JSON"):
+        load_cohort(root, root, "train")
+
+
+def test_label_policies(cohort: Path, labelled: Path):
+    loaded = load_cohort(cohort, cohort, split=None)
+    with Store(labelled, read_only=True) as store:
+        rows = store.labels("g-report").to_pylist()
+    uncertain = [r for r in rows if r["status"] == "uncertain" and r["region"]]
+    assert uncertain, "the cohort should hold hedged statements"
+    findings = sorted({r["finding"] for r in rows})
+    ignore = build_examples(labelled, loaded, "g-report", findings, uncertain="ignore")
+    positive = build_examples(labelled, loaded, "g-report", findings, uncertain="positive")
+    row_of = {int(k): i for i, k in enumerate(ignore.report_keys)}
+    for label in uncertain:
+        i, r, f = row_of[label["report_key"]], REGION_NAMES.index(label["region"]), findings.index(label["finding"])
+        assert not ignore.masks[i, r, f] and ignore.targets[i, r, f] == 0
+        assert positive.masks[i, r, f] and positive.targets[i, r, f] == 1
+    strict = build_examples(labelled, loaded, "g-report", findings, unmentioned="ignore")
+    assert strict.masks.sum() == sum(1 for r in rows if r["region"] and r["status"] != "uncertain")
+
+
+def test_unlabeled_reports_policy(cohort: Path, labelled: Path, tmp_path: Path):
+    loaded = load_cohort(cohort, cohort, split=None)
+    db = tmp_path / "d.duckdb"
+    shutil.copy(labelled, db)
+    with Store(db) as store:
+        key = int(store.covered_reports("g-report")[0])
+        store.con.execute("DELETE FROM work WHERE report_key = ? AND run_id = ?", [key, store.run("g-report").run_id])
+    with pytest.raises(InputError, match="no labels for 1 of 16 images"):
+        build_examples(db, loaded, "g-report")
+    assert len(build_examples(db, loaded, "g-report", unlabeled="skip").records) == 15
+    negative = build_examples(db, loaded, "g-report", unlabeled="all-negative")
+    missing = int(np.flatnonzero(negative.report_keys < 0)[0])
+    assert negative.unlabeled == 1 and negative.targets[missing].sum() == 0 and negative.masks[missing].all()
+    with pytest.raises(InputError, match="uncertain"):
+        build_examples(db, loaded, "g-report", uncertain="maybe")
+
+
+def test_dataset_batches_equal_the_store(cohort: Path, labelled: Path):
+    torch = pytest.importorskip("torch")
+    from model.data import Augment, RegionDataset, collate
+
+    dataset = RegionDataset.from_store(labelled, cohort, cohort, "g-image", split=None, image_size=96,
+                                       sentences="scene-graph")
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=collate, num_workers=2)
+    with Store(labelled, read_only=True) as store:
+        present = {(r["report_key"], r["region"], r["finding"]) for r in store.labels("g-image").to_pylist()}
+    seen = 0
+    for batch in loader:
+        assert batch["image"].shape[1:] == (1, 96, 96) and batch["image"].dtype == torch.float32
+        assert batch["boxes"].shape[1:] == (29, 4) and batch["labels"].shape[1:] == (29, len(dataset.findings))
+        assert (batch["boxes"] >= 0).all() and (batch["boxes"] <= 96).all()
+        for b, key in enumerate(batch["report_key"].tolist()):
+            got = {(key, REGION_NAMES[r], dataset.findings[f])
+                   for r, f in zip(*np.nonzero(batch["labels"][b].numpy()))}
+            assert got == {cell for cell in present if cell[0] == key}
+            seen += 1
+        assert len(batch["sentences"]) == len(batch["dicom_id"]) and len(batch["sentences"][0]) == 29
+    assert seen == 16
+    # Evidence sentences come from the report run.
+    text = RegionDataset.from_store(labelled, cohort, cohort, "g-report", split=None, image_size=64)
+    assert any(s for i in range(len(text)) for s in text[i]["sentences"])
+    # Augmentation moves the boxes with the image, reproducibly per (seed, epoch, index).
+    moved = RegionDataset(dataset.examples, image_size=96, augment=Augment(scale=(1.1, 1.1), shift=0.05), seed=1)
+    a, b = moved[0], moved[0]
+    assert torch.equal(a["boxes"], b["boxes"]) and not torch.equal(a["boxes"], dataset[0]["boxes"])
+
+
+def test_letterbox_moves_boxes_with_pixels():
+    image = np.zeros((100, 60), np.float32)
+    image[20:40, 10:30] = 1.0
+    box = np.array([[10, 20, 30, 40]], np.float32)
+    for scale, shift in ((1.0, (0, 0)), (0.9, (7, -5))):
+        out, moved = letterbox(image, box, 50, scale, shift)
+        x1, y1, x2, y2 = moved[0].round().astype(int)
+        assert out[y1 + 1:y2 - 1, x1 + 1:x2 - 1].mean() > 0.9
+        assert out.sum() == pytest.approx(((x2 - x1) * (y2 - y1)), rel=0.2)
+
+
+def test_images_of_every_format(tmp_path: Path):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ramp16 = (np.arange(40 * 30, dtype=np.uint32).reshape(40, 30) * 4).astype(np.uint16)
+    ramp8 = (np.arange(40 * 30).reshape(40, 30) % 256).astype(np.uint8)
+
+    def dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2") -> Path:
+        meta = FileMetaDataset()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.Rows, ds.Columns = pixels.shape
+        bits = pixels.dtype.itemsize * 8
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = bits, bits, bits - 1
+        ds.SamplesPerPixel, ds.PixelRepresentation, ds.PhotometricInterpretation = 1, 0, photometric
+        ds.PixelData = pixels.tobytes()
+        ds.save_as(path, enforce_file_format=True)
+        return path
+
+    for pixels in (ramp16, ramp8):
+        data = read_image(dicom(tmp_path / f"x{pixels.dtype}.dcm", pixels))
+        assert data.shape == (40, 30) and data.dtype == np.float32
+        assert data.min() == 0 and data.max() == 1
+        assert np.allclose(data, (pixels - pixels.min()) / float(pixels.max() - pixels.min()), atol=1e-6)
+    inverted = read_image(dicom(tmp_path / "inv.dcm", ramp16, "MONOCHROME1"))
+    assert inverted[0, 0] == 1 and inverted[-1, -1] == 0
+    Image.fromarray(ramp16).save(tmp_path / "x16.png")
+    assert np.allclose(read_image(tmp_path / "x16.png"), ramp16 / 65535.0)
+    Image.fromarray(ramp8).save(tmp_path / "x8.png")
+    assert np.allclose(read_image(tmp_path / "x8.png"), ramp8 / 255.0)
+    Image.fromarray(ramp8).save(tmp_path / "x8.jpg", quality=100)
+    assert np.abs(read_image(tmp_path / "x8.jpg") - ramp8 / 255.0).max() < 0.1
+    (tmp_path / "bad.dcm").write_bytes(b"not a dicom")
+    with pytest.raises(InputError, match="bad.dcm"):
+        read_image(tmp_path / "bad.dcm")
