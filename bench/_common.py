@@ -5,6 +5,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pyarrow as pa
+
+from labeling.rules_source import reading_sentences
+from labeling.source_runs import record_run
+from labeling.store import Store
+from schemas.runs import RunKind, RunSpec
+from schemas.vocabulary import load_vocabulary
+
 
 def bench_workdir(keep: Path | None) -> tuple[Path, tempfile.TemporaryDirectory | None]:
     """The folder for a run's databases: `--keep DIR` (kept), else a temporary one (and its cleanup)."""
@@ -13,3 +21,23 @@ def bench_workdir(keep: Path | None) -> tuple[Path, tempfile.TemporaryDirectory 
         return keep, None
     cleanup = tempfile.TemporaryDirectory(prefix="clala-bench-")
     return Path(cleanup.name), cleanup
+
+
+def keyword_baseline(db: Path, name: str) -> None:
+    """Every finding synonym in a reading sentence -> present, in the finding's default regions."""
+    vocab = load_vocabulary()
+    with Store(db) as store:
+        keys = [k for (k,) in store.con.execute("SELECT report_key FROM current_reports ORDER BY 1").fetchall()]
+        sentences = reading_sentences(store, keys)
+        cells = {}
+        for key, offset, text in zip(sentences["report_key"].to_pylist(), sentences["start_char"].to_pylist(),
+                                     sentences["text"].to_pylist()):
+            for start, end, finding in vocab.find_findings(text):
+                for region in vocab.finding(finding).default_regions:
+                    cells.setdefault((key, region, finding), (offset + start, offset + end, text[start:end]))
+        rows = [(k, r, f, *e) for (k, r, f), e in cells.items()]
+        record_run(store, RunSpec(name=name, kind=RunKind.rules, vocabulary_version=vocab.version,
+                                  backend="keywords", model=None), keys, pa.table({
+            "report_key": [r[0] for r in rows], "region": [r[1] for r in rows], "finding": [r[2] for r in rows],
+            "status": ["present"] * len(rows), "evidence_start": [r[3] for r in rows],
+            "evidence_end": [r[4] for r in rows], "evidence_text": [r[5] for r in rows]}))

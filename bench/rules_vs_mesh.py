@@ -21,20 +21,17 @@ import time
 from importlib import resources
 from pathlib import Path
 
-import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
 from labeling.compare import compare_runs
 from labeling.importers import import_labels
 from labeling.ingest import ingest
-from labeling.rules_source import _reading_sentences, label_with_rules
-from labeling.source_runs import record_run
+from labeling.rules_source import label_with_rules
 from labeling.store import Store
-from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
 
-from _common import bench_workdir
+from _common import bench_workdir, keyword_baseline
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "iu_xray" / "indiana_reports.csv"
@@ -59,26 +56,6 @@ def mesh_findings() -> list[str]:
     walk(mapping["terms"])
     vocab = load_vocabulary()
     return [f for f in vocab.finding_names if f in found]
-
-
-def keyword_baseline(db: Path, name: str) -> None:
-    """Every finding synonym in a reading sentence -> present, in the finding's default regions."""
-    vocab = load_vocabulary()
-    with Store(db) as store:
-        keys = [k for (k,) in store.con.execute("SELECT report_key FROM current_reports ORDER BY 1").fetchall()]
-        sentences = _reading_sentences(store, keys)
-        cells = {}
-        for key, offset, text in zip(sentences["report_key"].to_pylist(), sentences["start_char"].to_pylist(),
-                                     sentences["text"].to_pylist()):
-            for start, end, finding in vocab.find_findings(text):
-                for region in vocab.finding(finding).default_regions:
-                    cells.setdefault((key, region, finding), (offset + start, offset + end, text[start:end]))
-        rows = [(k, r, f, *e) for (k, r, f), e in cells.items()]
-        record_run(store, RunSpec(name=name, kind=RunKind.rules, vocabulary_version=vocab.version,
-                                  backend="keywords", model=None), keys, pa.table({
-            "report_key": [r[0] for r in rows], "region": [r[1] for r in rows], "finding": [r[2] for r in rows],
-            "status": ["present"] * len(rows), "evidence_start": [r[3] for r in rows],
-            "evidence_end": [r[4] for r in rows], "evidence_text": [r[5] for r in rows]}))
 
 
 def main() -> int:

@@ -18,7 +18,7 @@ import json
 import re
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, Iterable
@@ -32,7 +32,7 @@ from schemas.runs import RunKind, RunSpec, RunStatus, run_name_problem
 from schemas.vocabulary import Vocabulary, load_vocabulary
 
 # Bump when a change to the rules below changes labels; it is part of the run's provenance.
-RULES_VERSION = "2"
+RULES_VERSION = "4"
 
 # ConText rules added to medspaCy's defaults: how radiology reports state normal and hedged findings.
 EXTRA_CONTEXT_RULES: list[tuple[str, str, str]] = [
@@ -67,8 +67,9 @@ EXTRA_CONTEXT_RULES: list[tuple[str, str, str]] = [
     ("vs", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
 ]
 
-# Phrases that name an organ rather than a finding: they carry a label only in normal statements
-# ("heart size is normal" -> enlarged cardiac silhouette absent); otherwise they say nothing.
+# Phrases that name an organ rather than a finding: they carry a label in a normal statement
+# ("heart size is normal" -> enlarged cardiac silhouette absent) or with a word of ANCHOR_ABNORMAL
+# ("the heart is mildly enlarged" -> present, mild); otherwise they say nothing.
 NORMAL_ANCHORS: dict[str, str] = {
     "heart size": "enlarged cardiac silhouette",
     "cardiac size": "enlarged cardiac silhouette",
@@ -88,6 +89,13 @@ SPECIFIC_FINDINGS: dict[str, tuple[str, ...]] = {
     "rib fracture": ("clavicle fracture", "spinal fracture"),
 }
 
+# What makes an organ phrase abnormal ("the heart is mildly enlarged", "the hila are prominent").
+ANCHOR_ABNORMAL: dict[str, re.Pattern[str]] = {
+    "enlarged cardiac silhouette": re.compile(r"\b(?:enlarged|enlargement|increased in size|cardiomegaly)\b", re.I),
+    "mediastinal widening": re.compile(r"\b(?:widened|widening|wide)\b", re.I),
+    "enlarged hilum": re.compile(r"\b(?:enlarged|enlargement|prominent|prominence|full|fullness)\b", re.I),
+}
+
 SEVERITY_WORDS = [
     (re.compile(r"\b(?:mild(?:ly)?|small|minimal|trace|tiny|slight(?:ly)?|subtle|minor)\b", re.I), "mild"),
     (re.compile(r"\b(?:moderate(?:ly)?|medium)\b", re.I), "moderate"),
@@ -96,7 +104,7 @@ SEVERITY_WORDS = [
 TEMPORAL_WORDS = [
     (re.compile(r"\b(?:resolved|resolution|cleared)\b", re.I), "resolved"),
     (re.compile(r"\b(?:new|newly|developing|interval development)\b", re.I), "new"),
-    (re.compile(r"\b(?:increas(?:ed|ing)|wors(?:e|ened|ening)|progress(?:ed|ion|ing)|enlarg(?:ed|ing))\b", re.I), "worsened"),
+    (re.compile(r"\b(?:increas(?:ed|ing)|wors(?:e|ened|ening)|progress(?:ed|ion|ing)|enlarging)\b", re.I), "worsened"),
     (re.compile(r"\b(?:improv(?:ed|ing|ement)|decreas(?:ed|ing)|smaller|less)\b", re.I), "improved"),
     (re.compile(r"\b(?:unchanged|stable|persistent|persists|again seen|similar|no change)\b", re.I), "unchanged"),
 ]
@@ -203,11 +211,16 @@ class RulesLabeler:
     # --- labeling --------------------------------------------------------------------------------
     def label_sentences(self, texts: Iterable[str], skipped: dict[str, int] | None = None,
                         batch_size: int = 256) -> list[list[SentenceLabel]]:
+        texts = list(texts)
+        collapsed = [_collapse_whitespace(t) for t in texts]
         with warnings.catch_warnings():
             # medspaCy keeps a token Matcher beside its PhraseMatcher; with literal rules only it
             # is empty, and spaCy warns about that on every document.
             warnings.filterwarnings("ignore", message=r"\[W036\]")
-            return [self._labels_of(doc, skipped) for doc in self.nlp.pipe(texts, batch_size=batch_size)]
+            docs = self.nlp.pipe((c for c, _ in collapsed), batch_size=batch_size)
+            return [[replace(label, start=where[label.start], end=where[label.end - 1] + 1)
+                     for label in self._labels_of(doc, skipped)]
+                    for doc, (_, where) in zip(docs, collapsed)]
 
     def _labels_of(self, doc, skipped: dict[str, int] | None) -> list[SentenceLabel]:
         text = doc.text
@@ -221,8 +234,8 @@ class RulesLabeler:
             anchor = (ent._.target_rule.metadata or {}).get("normal_anchor", False)
             if ent._.is_negated:
                 status = "absent"
-            elif anchor:
-                continue  # an organ named without a normal statement says nothing
+            elif anchor and not ANCHOR_ABNORMAL[ent.label_].search(text):
+                continue  # an organ named with neither a normal nor an abnormal statement says nothing
             elif ent._.is_uncertain:
                 status = "uncertain"
             else:
@@ -310,6 +323,25 @@ class RulesLabeler:
         return tuple(dict.fromkeys(chosen)) or tuple(defaults)
 
 
+def _collapse_whitespace(text: str) -> tuple[str, list[int]]:
+    """`text` with each run of whitespace made one space, and where each of its characters is in
+    `text`. Reports wrap lines mid-sentence ("is not\\n enlarged"); spaCy would keep the line
+    break as a token of its own, and phrase rules ("is not enlarged") would miss it."""
+    pieces: list[str] = []
+    where: list[int] = []
+    for match in _WORDS_AND_SPACES.finditer(text):
+        if match.group(0)[0].isspace():
+            pieces.append(" ")
+            where.append(match.start())
+        else:
+            pieces.append(match.group(0))
+            where.extend(range(match.start(), match.end()))
+    return "".join(pieces), where
+
+
+_WORDS_AND_SPACES = re.compile(r"\s+|\S+")
+
+
 def _gap(a_start: int, a_end: int, b_start: int, b_end: int) -> int:
     return max(0, b_start - a_end, a_start - b_end)
 
@@ -322,7 +354,7 @@ def _first_word(patterns: list[tuple[re.Pattern[str], str]], text: str) -> str |
 
 
 # --- runs ------------------------------------------------------------------------------------------
-def _reading_sentences(store: Store, report_keys: list[int]) -> pa.Table:
+def reading_sentences(store: Store, report_keys: list[int]) -> pa.Table:
     """The sentences the rules read: FINDINGS and IMPRESSION where a report has them, else all."""
     store.con.register("_keys", pa.table({"report_key": pa.array(report_keys, pa.int64())}))
     try:
@@ -345,7 +377,7 @@ def label_batch(store: Store, labeler: RulesLabeler, report_keys: list[int], mem
                 summary: RulesSummary) -> pa.Table:
     """Labels of a batch of reports, one row per cell (present > uncertain > absent; the first
     mention of the winning status gives the evidence)."""
-    sentences = _reading_sentences(store, report_keys)
+    sentences = reading_sentences(store, report_keys)
     keys = sentences["report_key"].to_pylist()
     starts = sentences["start_char"].to_pylist()
     texts = sentences["text"].to_pylist()

@@ -64,6 +64,13 @@ def test_each_region_goes_to_its_nearest_finding(labeler):
         "left lower lung zone", "right upper lung zone"]
 
 
+def test_line_breaks_inside_a_sentence_change_nothing(labeler):
+    sentence = "The heart is not\n enlarged.  Small   left\n pleural effusion."
+    assert cells(labeler, sentence) == [
+        ("cardiac silhouette", "enlarged cardiac silhouette", "absent", None, None, "heart"),
+        ("left lung", "pleural effusion", "present", "mild", None, "pleural effusion")]
+
+
 def test_generic_words_take_the_finding_of_the_named_region(labeler):
     assert cells(labeler, "Displaced fracture of the right clavicle.") == [
         ("right clavicle", "clavicle fracture", "present", None, None, "fracture")]
@@ -76,8 +83,12 @@ def test_history_hypothetical_and_normal_statements(labeler):
     assert cells(labeler, "History of pneumothorax.") == []
     assert cells(labeler, "Heart size is normal.") == [
         ("cardiac silhouette", "enlarged cardiac silhouette", "absent", None, None, "Heart size")]
-    # an organ named without a normal statement says nothing
+    # an organ named without a normal or abnormal statement says nothing
     assert cells(labeler, "The heart is stable.") == []
+    assert cells(labeler, "The heart is mildly enlarged.") == [
+        ("cardiac silhouette", "enlarged cardiac silhouette", "present", "mild", None, "heart")]
+    assert [c[:3] for c in cells(labeler, "The hila are prominent.")] == [
+        ("left hilar structures", "enlarged hilum", "present"), ("right hilar structures", "enlarged hilum", "present")]
     assert cells(labeler, "Mild cardiomegaly.") == [
         ("cardiac silhouette", "enlarged cardiac silhouette", "present", "mild", None, "cardiomegaly")]
 
