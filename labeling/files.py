@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from contextlib import contextmanager
@@ -38,3 +39,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 def write_text_atomically(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in blocks (inputs can be large)."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

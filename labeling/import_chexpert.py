@@ -33,7 +33,8 @@ from typing import Any
 import pyarrow as pa
 
 from labeling.errors import InputError
-from labeling.import_scene_graphs import file_sha256, mimic_id
+from labeling.files import file_sha256
+from labeling.import_scene_graphs import mimic_id
 from labeling.source_runs import ImportResult, SkipLog, check_new_run_name, record_run, status_counts
 from labeling.store import Store
 from schemas.labels import STATUS_RANK

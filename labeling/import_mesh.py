@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from labeling.errors import InputError
+from labeling.files import file_sha256
 from labeling.ingest import DEFAULT_DATASETS
 from labeling.readers import _csv_rows, _require_columns
 from labeling.source_runs import ImportResult, record_run, status_counts
@@ -276,7 +277,7 @@ def import_mesh(store: Store, path: Path, name: str, vocabulary: Vocabulary,
                     for column in ("report_key", "region", "finding", "status", "severity")}
     spec = RunSpec(
         name=name, kind=RunKind.imported, vocabulary_version=vocabulary.version, source=result.source,
-        params={"format": "iu-xray-mesh", "dataset": dataset, "file_sha256": _sha256(path),
+        params={"format": "iu-xray-mesh", "dataset": dataset, "file_sha256": file_sha256(path),
                 "mapping": mapping.version, "mapping_sha256": mapping.raw_sha256})
     record_run(store, spec, covered, labels_table)
 
@@ -319,9 +320,3 @@ def _drop_redundant_image_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any
             or strongest.get((r["report_key"], r["finding"]), 9) > STATUS_RANK[r["status"]]]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

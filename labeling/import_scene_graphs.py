@@ -37,6 +37,7 @@ from typing import Any, Iterable
 import pyarrow as pa
 
 from labeling.errors import InputError
+from labeling.files import file_sha256
 from labeling.grounding import ground
 from labeling.source_runs import ImportResult, SkipLog, check_new_run_name, record_run, status_counts
 from labeling.store import Store
@@ -137,14 +138,6 @@ def _single_cue(cues: Iterable[Any], table: dict[str, str]) -> str | None:
         if parsed and parsed[1] == "yes" and parsed[2] in table:
             values.add(table[parsed[2]])
     return values.pop() if len(values) == 1 else None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def match_studies(store: Store, studies: dict[str, str], dataset: str | None,

@@ -33,3 +33,14 @@ def test_failure_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_missing_folder_is_a_one_line_error(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         write_text_atomically(tmp_path / "no" / "out.txt", "x")
+
+
+def test_file_sha256_is_the_digest_of_the_bytes(tmp_path):
+    import hashlib
+
+    data = bytes(range(256)) * 9000  # more than one read block
+    (tmp_path / "f.bin").write_bytes(data)
+    from labeling.files import file_sha256
+
+    assert file_sha256(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
+    assert file_sha256(tmp_path / "f.bin") != hashlib.sha256(data[:-1]).hexdigest()
