@@ -383,6 +383,225 @@ def synth(
 
 @app.command()
 @user_errors
+def derive(
+    run: Annotated[str, typer.Argument(help="source run name or id")],
+    name: Annotated[str, typer.Option(help="name of the new derived run")],
+    db: DbOption = DEFAULT_DB,
+    uncertain: Annotated[str, typer.Option(help="uncertain labels become: positive | negative | ignore "
+                                                "(kept uncertain, left out of training)")] = "ignore",
+    drop: Annotated[float, typer.Option(help="rate at which present labels are omitted")] = 0.0,
+    add: Annotated[float, typer.Option(help="rate at which allowed absent/unmentioned cells turn present")] = 0.0,
+    shift: Annotated[float, typer.Option(help="rate at which present labels move to a neighbouring region")] = 0.0,
+    shift_side: Annotated[str, typer.Option("--shift-side", help="same (adjacent zone, same side) | other "
+                                                                  "(mirror region)")] = "same",
+    keep: Annotated[float, typer.Option(help="fraction of the source's reports kept labeled")] = 1.0,
+    seed: Annotated[int, typer.Option(help="the same seed gives the same labels")] = 0,
+    reference: Annotated[Optional[str], typer.Option(help="run to measure the derived labels against")] = None,
+    vocabulary: VocabularyOption = None,
+) -> None:
+    """Store a run's labels after an uncertainty policy and seeded corruptions as a derived run."""
+    from model.labelspec_views import run_derive
+
+    run_derive(db, run, name, uncertain, drop, add, shift, shift_side, keep, seed, reference,
+               str(vocabulary) if vocabulary else None)
+
+
+# --- CLALA-Net: train, evaluate, predict, ablate ------------------------------------------------------
+DataOption = Annotated[Path, typer.Option("--data", help="images root (MIMIC-CXR-JPG layout, or a clala synth "
+                                                        "folder)")]
+ImagenomeOption = Annotated[Optional[Path], typer.Option("--imagenome", help="Chest ImaGenome root with splits/ and "
+                                                                             "scene_graph/ (default: --data)")]
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA if available) | cpu | cuda | cuda:N")]
+
+
+def _train_config(*options):
+    """The training options, in `model.views.train_config_from_options`'s order, as a TrainConfig."""
+    from model.views import train_config_from_options
+
+    return train_config_from_options(*options)
+
+
+@app.command()
+@user_errors
+def train(
+    run: Annotated[Optional[str], typer.Option("--run", help="label run to train on (name or id)")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="images root (MIMIC-CXR-JPG layout, or a clala "
+                                                               "synth folder)")] = None,
+    db: DbOption = DEFAULT_DB,
+    imagenome: ImagenomeOption = None,
+    name: Annotated[Optional[str], typer.Option(help="experiment name (default: RUN-time)")] = None,
+    uncertain: Annotated[str, typer.Option(help="uncertain labels: ignore | positive | negative")] = "ignore",
+    unmentioned: Annotated[str, typer.Option(help="unmentioned cells: negative | ignore")] = "negative",
+    unlabeled: Annotated[str, typer.Option(help="images whose report the run did not cover: error | skip | "
+                                                "all-negative")] = "error",
+    sentences: Annotated[str, typer.Option(help="region sentences: evidence | scene-graph | none")] = "evidence",
+    findings: Annotated[Optional[list[str]], typer.Option("--findings", help="train on these lesions (repeat; "
+                                                          "default: the run's findings)")] = None,
+    image_size: Annotated[int, typer.Option("--image-size")] = 224,
+    no_augment: Annotated[bool, typer.Option("--no-augment", help="no random scale/shift")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="global batch (over all processes)")] = 16,
+    epochs: Annotated[int, typer.Option()] = 10,
+    lr: Annotated[float, typer.Option()] = 3e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.01,
+    warmup: Annotated[float, typer.Option(help="fraction of steps warming up")] = 0.05,
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="max gradient norm (0: off)")] = 1.0,
+    pos_weight_max: Annotated[float, typer.Option("--pos-weight-max", help="clip of the class-imbalance "
+                                                                            "weights")] = 20.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader processes")] = 0,
+    device: DeviceOption = "auto",
+    no_amp: Annotated[bool, typer.Option("--no-amp", help="full precision on CUDA")] = False,
+    patience: Annotated[int, typer.Option(help="early stopping: epochs without a better validation mean "
+                                               "lesion F1 (0: off)")] = 3,
+    checkpoint_dir: Annotated[Path, typer.Option("--checkpoint-dir")] = Path("checkpoints"),
+    threads: Annotated[Optional[int], typer.Option(help="torch CPU threads")] = None,
+    backbone: Annotated[str, typer.Option(help="timm model name")] = "resnet18",
+    backbone_weights: Annotated[Optional[Path], typer.Option("--backbone-weights", help="local state-dict file")] = None,
+    text_encoder: Annotated[Optional[Path], typer.Option("--text-encoder", help="local transformers encoder "
+                                                                               "folder (default: small BERT)")] = None,
+    decoder: Annotated[Optional[Path], typer.Option(help="local transformers causal LM folder (default: small "
+                                                         "GPT-2)")] = None,
+    d_model: Annotated[Optional[int], typer.Option("--d-model")] = None,
+    no_lca: Annotated[bool, typer.Option("--no-lca")] = False,
+    no_llcl: Annotated[bool, typer.Option("--no-llcl")] = False,
+    no_itcl: Annotated[bool, typer.Option("--no-itcl")] = False,
+    no_decoder: Annotated[bool, typer.Option("--no-decoder")] = False,
+    region_weight: Annotated[Optional[float], typer.Option("--region-weight")] = None,
+    global_weight: Annotated[Optional[float], typer.Option("--global-weight")] = None,
+    llcl_weight: Annotated[Optional[float], typer.Option("--llcl-weight")] = None,
+    itcl_weight: Annotated[Optional[float], typer.Option("--itcl-weight")] = None,
+    decoder_weight: Annotated[Optional[float], typer.Option("--decoder-weight")] = None,
+    model_option: Annotated[Optional[list[str]], typer.Option("--model-option", help="any CLALA-Net setting, "
+                                                              "KEY=VALUE (repeat), e.g. lca_heads=8")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="continue from this checkpoint (last.pt) with its saved "
+                                                        "settings")] = None,
+) -> None:
+    """Train CLALA-Net on a label run; checkpoints, thresholds and the experiment row are saved."""
+    from model.views import run_train
+
+    run_train(_train_config(run, data, db, imagenome, name, uncertain, unmentioned, unlabeled, sentences, findings,
+                            image_size, no_augment, batch_size, epochs, lr, weight_decay, warmup, grad_clip,
+                            pos_weight_max, seed, workers, device, no_amp, patience, checkpoint_dir, threads,
+                            backbone, backbone_weights, text_encoder, decoder, d_model, no_lca, no_llcl, no_itcl,
+                            no_decoder, region_weight, global_weight, llcl_weight, itcl_weight, decoder_weight,
+                            model_option, resume))
+
+
+@app.command("evaluate")
+@user_errors
+def evaluate_(
+    checkpoint: Annotated[Path, typer.Argument(help="a CLALA-Net checkpoint (best.pt)")],
+    reference: Annotated[str, typer.Option(help="run the predictions are scored against")],
+    data: DataOption,
+    db: DbOption = DEFAULT_DB,
+    imagenome: ImagenomeOption = None,
+    split: Annotated[str, typer.Option(help="train | valid | test")] = "test",
+    out: Annotated[Optional[Path], typer.Option("--out", help="CSV file (default: beside the checkpoint)")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    device: DeviceOption = "auto",
+) -> None:
+    """Per-lesion precision, recall, F1 (region and image level) and AUROC; mean lesion F1 vs a constant baseline."""
+    from model.views import show_evaluation
+
+    show_evaluation(checkpoint, db, data, reference, split, imagenome, out, batch_size, device)
+
+
+@app.command()
+@user_errors
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="a CLALA-Net checkpoint (best.pt)")],
+    data: DataOption,
+    name: Annotated[str, typer.Option(help="name of the new run (kind model)")],
+    db: DbOption = DEFAULT_DB,
+    imagenome: ImagenomeOption = None,
+    split: Annotated[Optional[str], typer.Option(help="train | valid | test (default: every split)")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    device: DeviceOption = "auto",
+) -> None:
+    """Store a model's region-level predictions as a label run, comparable with `clala compare`."""
+    from model.views import run_predict
+
+    run_predict(checkpoint, db, data, name, split, imagenome, batch_size, device)
+
+
+@app.command()
+@user_errors
+def ablate(
+    run: Annotated[str, typer.Option("--run", help="label run to train on (name or id)")],
+    data: DataOption,
+    db: DbOption = DEFAULT_DB,
+    imagenome: ImagenomeOption = None,
+    variants: Annotated[Optional[list[str]], typer.Option("--variants", help="full | no-lca | no-llcl | no-itcl "
+                                                          "(repeat; default: all four)")] = None,
+    reference: Annotated[Optional[str], typer.Option(help="run to score against (default: --run)")] = None,
+    split: Annotated[str, typer.Option(help="split to score on")] = "test",
+    uncertain: Annotated[str, typer.Option(help="uncertain labels: ignore | positive | negative")] = "ignore",
+    unlabeled: Annotated[str, typer.Option(help="error | skip | all-negative")] = "error",
+    findings: Annotated[Optional[list[str]], typer.Option("--findings", help="train on these lesions (repeat)")] = None,
+    image_size: Annotated[int, typer.Option("--image-size")] = 224,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    epochs: Annotated[int, typer.Option()] = 10,
+    lr: Annotated[float, typer.Option()] = 3e-4,
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option()] = 0,
+    device: DeviceOption = "auto",
+    patience: Annotated[int, typer.Option()] = 3,
+    checkpoint_dir: Annotated[Path, typer.Option("--checkpoint-dir", help="one subfolder per variant")] = Path("ablation"),
+    threads: Annotated[Optional[int], typer.Option()] = None,
+    backbone: Annotated[str, typer.Option()] = "resnet18",
+    backbone_weights: Annotated[Optional[Path], typer.Option("--backbone-weights")] = None,
+    d_model: Annotated[Optional[int], typer.Option("--d-model")] = None,
+    no_decoder: Annotated[bool, typer.Option("--no-decoder", help="ablate the recognition model only")] = False,
+    model_option: Annotated[Optional[list[str]], typer.Option("--model-option", help="KEY=VALUE (repeat)")] = None,
+) -> None:
+    """Train full / no-LCA / no-LLCL / no-ITCL on the same data and seeds, evaluate each, print the table."""
+    from model.views import run_ablate
+
+    config = _train_config(run, data, db, imagenome, None, uncertain, "negative", unlabeled, "evidence", findings,
+                           image_size, False, batch_size, epochs, lr, 0.01, 0.05, 1.0, 20.0, seed, workers, device,
+                           False, patience, checkpoint_dir, threads, backbone, backbone_weights, None, None, d_model,
+                           False, False, False, no_decoder, None, None, None, None, None, model_option, None)
+    run_ablate(config, variants, reference, split)
+
+
+@app.command("score-reports")
+@user_errors
+def score_reports(
+    name: Annotated[str, typer.Argument(help="the generation's name (dataset generated:NAME)")],
+    reference: Annotated[str, typer.Option(help="label run of the source reports to compare against")],
+    db: DbOption = DEFAULT_DB,
+    labeler: Annotated[str, typer.Option(help="rules, or a rules or LLM run whose source labels the generated "
+                                              "reports the same way")] = "rules",
+    uncertain: Annotated[str, typer.Option(help="uncertain labels: exclude | positive | negative | own-class")] = "exclude",
+    judge_backend: Annotated[Optional[str], typer.Option("--judge-backend", help="LLM judge for the consistency "
+                                                         "score out of 20: local | openai | vllm (default: no judge)")] = None,
+    judge_base_url: Annotated[Optional[list[str]], typer.Option("--judge-base-url", help="judge server URL (repeat)")] = None,
+    judge_model: Annotated[Optional[str], typer.Option("--judge-model", help="judge model name on the server")] = None,
+    judge_model_path: Annotated[Optional[Path], typer.Option("--judge-model-path", help="GGUF for --judge-backend local")] = None,
+    judge_structured_output: Annotated[str, typer.Option("--judge-structured-output",
+                                                         help="auto | json_schema | llama_cpp | none")] = "auto",
+    api_key_env: Annotated[str, typer.Option("--api-key-env", help="environment variable holding the API key")] = "OPENAI_API_KEY",
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="allow sending reports to a server that is "
+                                                                       "not on this machine")] = False,
+    out: Annotated[Optional[Path], typer.Option("--out", help="folder for NAME.scores.json and NAME.per_report.csv")] = None,
+) -> None:
+    """Score generated reports: label consistency (image and region P/R/F1), BLEU-4, ROUGE-L, optional LLM judge."""
+    from model.report_views import run_score_reports
+    from model.report_writer import LLMOptions
+
+    judge = None
+    if judge_backend:
+        try:
+            judge = LLMOptions(backend=judge_backend, base_urls=judge_base_url or [], model=judge_model,
+                               model_path=str(judge_model_path) if judge_model_path else None,
+                               structured_output=judge_structured_output, api_key_env=api_key_env)
+        except ValueError as exc:
+            raise ClalaError(f"invalid judge option: {' '.join(str(exc).split())}") from None
+    run_score_reports(db, name, reference, labeler, judge, uncertain, out, allow_remote)
+
+
+@app.command()
+@user_errors
 def quickstart(
     workdir: Annotated[Path, typer.Option("--dir", help="scratch folder")] = Path("clala-quickstart"),
 ) -> None:

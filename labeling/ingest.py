@@ -106,7 +106,7 @@ def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _batch_tables(batch: list[tuple[SourceReport, int, int]], ingest_id: int,
+def batch_tables(batch: list[tuple[SourceReport, int, int]], ingest_id: int,
                   now: datetime) -> tuple[pa.Table, pa.Table, int]:
     """Arrow tables for reports [(report, report_key, version)] and their sentences."""
     texts = [report.text for report, _, _ in batch]
@@ -172,7 +172,7 @@ def ingest(db: str | Path, path: str | Path, fmt: str = "auto", columns: Columns
             with store.transaction():
                 first_key = store.next_report_key()
                 batch = [(report, first_key + i, version) for i, (report, version) in enumerate(chunk)]
-                reports_table, sentences_table, n_sentences = _batch_tables(batch, ingest_id, now)
+                reports_table, sentences_table, n_sentences = batch_tables(batch, ingest_id, now)
                 store.add_reports(reports_table, sentences_table)
             result.sentences += n_sentences
             for report, version in chunk:

@@ -42,6 +42,25 @@ LABEL_COLUMNS: dict[str, pa.DataType] = {
 REQUIRED_LABEL_COLUMNS = ("report_key", "finding", "status")
 
 
+def _json(value: Any) -> str:
+    """JSON text for a JSON column: NaN and infinities (undefined metrics) become null, which
+    strict JSON readers accept; numpy scalars become numbers."""
+    import math
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, Mapping):
+            return {str(k): clean(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(v) for v in item]
+        if isinstance(item, np.generic):
+            item = item.item()
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        return item
+
+    return json.dumps(clean(value), default=str)
+
+
 def _open_error(path: Path, exc: duckdb.Error) -> StoreError:
     message = str(exc).splitlines()[0]
     if "Could not set lock" in message:
@@ -549,6 +568,37 @@ class Store:
         codes = np.full((len(keys), len(regions) + 1, len(findings)), UNMENTIONED, dtype=np.int8)
         codes[rows[keep], slot[keep], coded["finding_index"].to_numpy()[keep]] = coded["code"].to_numpy()[keep]
         return LabelMatrix(keys, (), tuple(findings), collapse_regions(codes))
+
+    # --- experiments (model training and evaluation) -------------------------------------------
+    def add_experiment(self, name: str, label_spec: Mapping[str, Any], config: Mapping[str, Any],
+                       checkpoint_path: str | None = None, metrics: Mapping[str, Any] | None = None,
+                       status: str = "running") -> int:
+        """A new experiments row; returns its id. JSON values are written with NaN as null."""
+        return self.con.execute(
+            """INSERT INTO experiments (name, label_spec, config, metrics, checkpoint_path, status, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING experiment_id""",
+            [name, _json(label_spec), _json(config), _json(metrics or {}), checkpoint_path, status,
+             datetime.now()]).fetchall()[0][0]
+
+    def update_experiment(self, experiment_id: int, metrics: Mapping[str, Any] | None = None,
+                          status: str | None = None, checkpoint_path: str | None = None) -> None:
+        """Replace the metrics, status or checkpoint path of an experiment (what is None stays)."""
+        if not self.con.execute("SELECT count(*) FROM experiments WHERE experiment_id = ?",
+                                [experiment_id]).fetchall()[0][0]:
+            raise StoreError(f"{self.path}: no experiment {experiment_id}")
+        self.con.execute(
+            """UPDATE experiments SET metrics = coalesce(?, metrics), status = coalesce(?, status),
+                      checkpoint_path = coalesce(?, checkpoint_path), updated_at = ?
+               WHERE experiment_id = ?""",
+            [None if metrics is None else _json(metrics), status, checkpoint_path, datetime.now(), experiment_id])
+
+    def experiments(self) -> list[dict[str, Any]]:
+        """Every experiment, oldest first, with its JSON columns parsed."""
+        rows = self._dicts("SELECT * FROM experiments ORDER BY experiment_id")
+        for row in rows:
+            for column in ("label_spec", "config", "metrics"):
+                row[column] = json.loads(row[column]) if row[column] is not None else None
+        return rows
 
     # --- statistics --------------------------------------------------------------------------
     def table_counts(self) -> dict[str, int]:
