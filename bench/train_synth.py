@@ -32,16 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def bench_workdir(keep: Path | None):
-    """`--keep DIR` (kept), else a temporary folder (and its cleanup)."""
-    import tempfile
-
-    if keep is not None:
-        keep.mkdir(parents=True, exist_ok=True)
-        return keep, None
-    cleanup = tempfile.TemporaryDirectory(prefix="clala-bench-")
-    return Path(cleanup.name), cleanup
+from _common import bench_workdir  # noqa: E402
 
 
 def clala(*args: object) -> str:
