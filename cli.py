@@ -424,7 +424,7 @@ def _train_config(*options):
 @app.command()
 @user_errors
 def train(
-    run: Annotated[Optional[str], typer.Option("--run", help="label run to train on (name or id)")] = None,
+    run: Annotated[Optional[str], typer.Option("--run", "--label-run", help="label run to train on (name or id); spell it --label-run under torchrun, whose own options swallow --run")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="images root (MIMIC-CXR-JPG layout, or a clala "
                                                                "synth folder)")] = None,
     db: DbOption = DEFAULT_DB,

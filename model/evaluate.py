@@ -191,7 +191,7 @@ def evaluate(checkpoint: str | Path, db: str | Path, data_dir: str | Path, refer
     """Score a checkpoint against `reference_run` on a split; write the CSV and an experiments row."""
     from labeling.files import atomic_path
     from labeling.store import Store
-    from model.trainer import file_sha256
+    from labeling.files import file_sha256
 
     predicted = _predict_split(checkpoint, db, data_dir, reference_run, split, imagenome, batch_size, device,
                                workers)
@@ -266,7 +266,7 @@ def predict(checkpoint: str | Path, db: str | Path, data_dir: str | Path, name: 
 
     from labeling.source_runs import check_new_run_name, record_run
     from labeling.store import Store
-    from model.trainer import file_sha256
+    from labeling.files import file_sha256
     from schemas.runs import RunKind, RunSpec
 
     with Store(db, read_only=True) as store:

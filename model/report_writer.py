@@ -27,7 +27,6 @@ labels them like any other report.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import Annotated, Any, Callable, Sequence
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from labeling.files import file_sha256
 from labeling.errors import ClalaError, InputError
 from labeling.sentences import normalize_sentence
 from labeling.store import Store
@@ -348,14 +348,6 @@ class StoredReports:
 
 def generated_dataset(name: str) -> str:
     return f"{GENERATED_PREFIX}{name}"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def store_generated_reports(db: str | Path, name: str, reports: Sequence[WrittenReport],

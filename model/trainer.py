@@ -461,16 +461,6 @@ def model_from_checkpoint(checkpoint: dict[str, Any], device: torch.device | str
     return model.to(device).eval()
 
 
-def file_sha256(path: str | Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # --- validation: predictions, thresholds, mean lesion F1 --------------------------------------------------
 @dataclass
 class Predictions:

@@ -3,6 +3,8 @@ progress bars (loss terms beside the bar) and result tables."""
 
 from __future__ import annotations
 
+import os
+
 import math
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,8 @@ def run_train(config, console: Console | None = None):
     console = console or output_console()
     with TrainingDisplay(console) as display:
         result = train(config, display)
+    if os.environ.get("RANK", "0") != "0":
+        return result  # under torchrun only rank 0 reports
     if result.best_epoch:
         stop = " (stopped early)" if result.stopped_early else ""
         console.print(f"best epoch {result.best_epoch} of {result.epochs_run}{stop}: validation mean lesion F1 "
