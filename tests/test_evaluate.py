@@ -15,7 +15,8 @@ from labeling.compare import compare_runs
 from labeling.errors import InputError
 from labeling.store import Store
 from model.evaluate import evaluate, lesion_scores, predict
-from model.trainer import allowed_cells, file_sha256, train
+from labeling.files import file_sha256
+from model.trainer import allowed_cells, train
 from test_trainer import LESIONS, make_cohort, tiny_config
 
 
