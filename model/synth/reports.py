@@ -108,9 +108,15 @@ NEGATIONS: list[tuple[str, tuple[str, ...]]] = [
     ("No suspicious nodule or mass is seen.", ("mass/nodule (not otherwise specified)",)),
 ]
 NORMAL_LUNGS = ["The lungs are clear.", "Lungs are well expanded and clear.", "The lungs are clear without focal opacity."]
-NORMAL_OTHER = ["The cardiomediastinal silhouette is within normal limits.", "Hilar contours are normal.",
-                "No acute osseous abnormality.", "The mediastinal contours are unremarkable.",
-                "Osseous structures are unremarkable."]
+BONE_FINDINGS = {"rib fracture", "clavicle fracture", "scoliosis", "spinal fracture", "bone lesion"}
+# Normal statements with the findings they deny: one is left out when the report describes any of them.
+NORMAL_OTHER: dict[str, set[str]] = {
+    "The cardiomediastinal silhouette is within normal limits.": {"enlarged cardiac silhouette", "mediastinal widening"},
+    "Hilar contours are normal.": {"enlarged hilum"},
+    "No acute osseous abnormality.": BONE_FINDINGS,
+    "The mediastinal contours are unremarkable.": {"mediastinal widening"},
+    "Osseous structures are unremarkable.": BONE_FINDINGS,
+}
 NORMAL_IMPRESSIONS = ["No acute cardiopulmonary process.", "No acute intrathoracic abnormality.",
                       "Normal chest radiograph.", "No evidence of acute disease."]
 LUNG_FINDINGS = {"lung opacity", "consolidation", "atelectasis", "linear/patchy atelectasis",
@@ -302,10 +308,8 @@ def compose_report(rng: np.random.Generator, lesions: list[Lesion], reported: li
                                            [Statement("pleural effusion", (f"{side} lung",), "uncertain", "mild")]))
     if not lung_finding_reported and rng.random() < 0.85:
         findings_sentences.insert(0, Sentence(_pick(rng, NORMAL_LUNGS)))
-    for text in rng.permutation(NORMAL_OTHER)[: int(rng.integers(0, 3))]:
-        if "cardiomediastinal" in text and {"enlarged cardiac silhouette", "mediastinal widening"} & mentioned:
-            continue
-        if "mediastinal contours" in text and "mediastinal widening" in mentioned:
+    for text in rng.permutation(list(NORMAL_OTHER))[: int(rng.integers(0, 3))]:
+        if NORMAL_OTHER[str(text)] & mentioned:
             continue
         findings_sentences.append(Sentence(str(text)))
 
