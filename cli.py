@@ -564,6 +564,92 @@ def ablate(
     run_ablate(config, variants, reference, split)
 
 
+@app.command()
+@user_errors
+def sensitivity(
+    data: DataOption,
+    base: Annotated[str, typer.Option(help="run whose labels are corrupted (name or id)")],
+    reference: Annotated[str, typer.Option(help="run label quality and model quality are measured against")],
+    db: DbOption = DEFAULT_DB,
+    drop: Annotated[Optional[str], typer.Option(help="omission rates, e.g. 0,0.1,0.2,0.4")] = None,
+    add: Annotated[Optional[str], typer.Option(help="false-positive rates, e.g. 0,0.05,0.1")] = None,
+    shift: Annotated[Optional[str], typer.Option(help="neighbouring-region shift rates, e.g. 0,0.2,0.4")] = None,
+    shift_side: Annotated[str, typer.Option("--shift-side", help="same | other")] = "same",
+    sources: Annotated[Optional[str], typer.Option(help="real label runs trained as they are, e.g. "
+                                                        "rules,gold-report")] = None,
+    seeds: Annotated[int, typer.Option(help="seeds per grid point (labels and training): 0..N-1")] = 3,
+    uncertain: Annotated[str, typer.Option(help="uncertain labels: ignore | positive | negative")] = "ignore",
+    findings: Annotated[Optional[list[str]], typer.Option("--findings", help="train and score these lesions "
+                                                          "(repeat; default: the reference's present findings)")] = None,
+    split: Annotated[str, typer.Option(help="split the models are scored on")] = "test",
+    imagenome: ImagenomeOption = None,
+    out: Annotated[Path, typer.Option("--out", help="folder for the CSVs, the plot and the cells' checkpoints")] = Path("sensitivity"),
+    epochs: Annotated[int, typer.Option()] = 10,
+    image_size: Annotated[int, typer.Option("--image-size")] = 224,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    lr: Annotated[float, typer.Option()] = 3e-4,
+    patience: Annotated[int, typer.Option(help="early stopping (0: off)")] = 3,
+    backbone: Annotated[str, typer.Option(help="timm model name")] = "resnet18",
+    d_model: Annotated[Optional[int], typer.Option("--d-model")] = None,
+    decoder: Annotated[bool, typer.Option("--decoder", help="train the sentence decoder too (off: it does not "
+                                                            "change lesion recognition)")] = False,
+    unlabeled: Annotated[str, typer.Option(help="images a run did not cover: error | skip | all-negative")] = "error",
+    workers: Annotated[int, typer.Option()] = 0,
+    device: DeviceOption = "auto",
+    threads: Annotated[Optional[int], typer.Option()] = None,
+    model_option: Annotated[Optional[list[str]], typer.Option("--model-option", help="KEY=VALUE (repeat)")] = None,
+) -> None:
+    """Train over a grid of label corruptions and sources; table and plot of model F1 against label F1 (resumable)."""
+    from model.sensitivity_views import show_sensitivity
+
+    show_sensitivity(data, db, base, reference, drop, add, shift, sources, seeds, out, uncertain, shift_side,
+                     findings, split, imagenome, epochs, image_size, batch_size, lr, patience, backbone, d_model,
+                     decoder, unlabeled, workers, device, threads, model_option)
+
+
+@app.command()
+@user_errors
+def generate(
+    checkpoint: Annotated[Path, typer.Argument(help="a CLALA-Net checkpoint (best.pt)")],
+    data: DataOption,
+    name: Annotated[str, typer.Option(help="name of the generation (stored as dataset generated:NAME)")],
+    db: DbOption = DEFAULT_DB,
+    imagenome: ImagenomeOption = None,
+    split: Annotated[str, typer.Option(help="train | valid | test")] = "test",
+    regions: Annotated[str, typer.Option(help="abnormal (a lesion predicted there) | all (every valid box)")] = "abnormal",
+    beams: Annotated[int, typer.Option(help="beam width of the sentence decoder (1: greedy)")] = 1,
+    max_new_tokens: Annotated[Optional[int], typer.Option("--max-new-tokens", help="per sentence (default: the "
+                                                                                  "model's)")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="at most this many studies")] = None,
+    llm_backend: Annotated[str, typer.Option("--llm-backend", help="aggregator: none (deterministic) | local | "
+                                                                  "openai | vllm")] = "none",
+    llm_base_url: Annotated[Optional[list[str]], typer.Option("--llm-base-url", help="server URL (repeat)")] = None,
+    llm_model: Annotated[Optional[str], typer.Option("--llm-model", help="model name on the server")] = None,
+    llm_model_path: Annotated[Optional[Path], typer.Option("--llm-model-path", help="GGUF for --llm-backend local")] = None,
+    llm_structured_output: Annotated[str, typer.Option("--llm-structured-output",
+                                                       help="auto | json_schema | llama_cpp | none")] = "auto",
+    api_key_env: Annotated[str, typer.Option("--api-key-env", help="environment variable holding the API key")] = "OPENAI_API_KEY",
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="allow sending to a server that is not on "
+                                                                       "this machine")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    device: DeviceOption = "auto",
+) -> None:
+    """Write reports from a checkpoint: region sentences + predicted lesions -> FINDINGS/IMPRESSION, stored with provenance."""
+    from model.generation_views import run_generate
+    from model.report_writer import LLMOptions
+
+    llm = None
+    if llm_backend != "none":
+        try:
+            llm = LLMOptions(backend=llm_backend, base_urls=llm_base_url or [], model=llm_model,
+                             model_path=str(llm_model_path) if llm_model_path else None,
+                             structured_output=llm_structured_output, api_key_env=api_key_env)
+        except ValueError as exc:
+            raise ClalaError(f"invalid LLM option: {' '.join(str(exc).split())}") from None
+    run_generate(checkpoint, db, data, name, split, imagenome, regions, beams, max_new_tokens, llm, limit, batch_size,
+                 device, allow_remote)
+
+
 @app.command("score-reports")
 @user_errors
 def score_reports(
@@ -603,12 +689,18 @@ def score_reports(
 @app.command()
 @user_errors
 def quickstart(
-    workdir: Annotated[Path, typer.Option("--dir", help="scratch folder")] = Path("clala-quickstart"),
+    workdir: Annotated[Path, typer.Option("--workdir", "--dir", help="scratch folder (a second run continues "
+                                                                    "where the first stopped)")] = Path("clala-quickstart"),
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="skip labeling with the embedded local LLM")] = False,
+    llm_aggregator: Annotated[bool, typer.Option("--llm-aggregator", help="write the generated reports with the "
+                                                                          "local LLM (default: deterministic)")] = False,
+    small: Annotated[bool, typer.Option("--small", help="a tiny cohort and model: seconds, for tests")] = False,
 ) -> None:
-    """Run the mission on the embedded defaults in a scratch folder."""
-    from labeling.quickstart import run_quickstart
+    """Synthesise, ingest, label (rules + local LLM), compare, train on two sources, evaluate, generate, score."""
+    from model.quickstart import QuickstartSettings, run_quickstart
 
-    run_quickstart(workdir)
+    run_quickstart(workdir, llm=not no_llm, llm_aggregator=llm_aggregator,
+                   settings=QuickstartSettings.small() if small else None)
 
 
 if __name__ == "__main__":

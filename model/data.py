@@ -274,10 +274,11 @@ def build_examples(db: str | Path, cohort: Cohort, run: str, findings: Sequence[
         covered = set(store.covered_reports(run).tolist())
         keys = []
         for record in cohort.records:
-            hits = [key for _, key in found.get(record.study_id, [])]
+            # Only the run's reports count: a generated report reuses its source's study id.
+            hits = [key for _, key in found.get(record.study_id, []) if key in covered]
             if len(hits) > 1:
                 raise InputError(f"study {record.study_id} is stored in several datasets; pass dataset=")
-            keys.append(hits[0] if hits and hits[0] in covered else -1)
+            keys.append(hits[0] if hits else -1)
         keys = np.asarray(keys, dtype=np.int64)
         missing = int((keys < 0).sum())
         if missing and unlabeled == "error":

@@ -207,8 +207,25 @@ def fallback_report(inputs: ReportInputs, vocabulary: Vocabulary | None = None,
     vocabulary = vocabulary or load_vocabulary()
     sentences = [_as_sentence(s.text) for s in ordered_sentences(inputs.region_sentences, vocabulary)]
     lesions = predicted_findings(inputs.lesions, vocabulary, threshold)
-    impression = " ".join(_lesion_sentence(lesion, vocabulary) for lesion in lesions) or NORMAL_IMPRESSION
-    return AggregatedReport(findings=" ".join(sentences) or NO_FINDINGS, impression=impression)
+    impression = [_lesion_sentence(lesion, vocabulary) for lesion in lesions]
+    if len(" ".join(impression)) > IMPRESSION_MAX_CHARS:
+        # A model that predicts lesions in many regions: name the lesions without their places.
+        impression = [_as_sentence(lesion.finding) for lesion in lesions]
+    return AggregatedReport(findings=_whole_sentences(sentences, FINDINGS_MAX_CHARS) or NO_FINDINGS,
+                            impression=_whole_sentences(impression, IMPRESSION_MAX_CHARS) or NORMAL_IMPRESSION)
+
+
+def _whole_sentences(sentences: Sequence[str], limit: int) -> str:
+    """The leading sentences whose joined text fits in `limit` characters (the rest left out)."""
+    kept, length = [], -1
+    for sentence in (s.strip() for s in sentences):
+        if not sentence:
+            continue
+        if length + 1 + len(sentence) > limit:
+            break
+        kept.append(sentence)
+        length += 1 + len(sentence)
+    return " ".join(kept)
 
 
 def aggregator_text(inputs: ReportInputs, vocabulary: Vocabulary, threshold: float = DEFAULT_THRESHOLD) -> str:
@@ -351,11 +368,14 @@ def generated_dataset(name: str) -> str:
 
 
 def store_generated_reports(db: str | Path, name: str, reports: Sequence[WrittenReport],
-                            checkpoint: str | Path | None = None) -> StoredReports:
+                            checkpoint: str | Path | None = None,
+                            provenance: dict[str, Any] | None = None) -> StoredReports:
     """Store `reports` as dataset `generated:<name>` in one transaction: report_id = the item's id
     (the source study id); patient and study ids from the source report; metadata = source
     report_key, checkpoint path and sha256, aggregator, prompt name and sha256, the LLM error if
-    it fell back, and the predicted lesions. A name already used is an error."""
+    it fell back, the predicted lesions, the region sentences the report was written from, and
+    `provenance` (how the generation ran: split, region selection, decoding; the same for every
+    report) under "generation". A name already used is an error."""
     from labeling.ingest import batch_tables as report_tables  # the rows `clala ingest` writes
 
     problem = run_name_problem(name)
@@ -394,7 +414,9 @@ def store_generated_reports(db: str | Path, name: str, reports: Sequence[Written
                         "checkpoint_sha256": checkpoint_sha, "aggregator": written.aggregator,
                         "prompt_name": written.prompt_name, "prompt_sha256": written.prompt_sha256,
                         "llm_error": written.llm_error,
-                        "lesions": [lesion.model_dump(mode="json") for lesion in item.lesions]}
+                        "lesions": [lesion.model_dump(mode="json") for lesion in item.lesions],
+                        "region_sentences": [sentence.model_dump(mode="json") for sentence in item.region_sentences],
+                        "generation": dict(provenance or {})}
             rows.append(SourceReport(dataset=dataset, report_id=item.report_id, text=written.text, patient_id=patient,
                                      study_id=study or item.report_id, image_paths=item.image_paths,
                                      metadata=metadata, source=f"{dataset} #{number}"))

@@ -1,22 +1,5 @@
 import json
 
-import pytest
-
-from conftest import clala_subprocess
-
-
-@pytest.mark.slow
-def test_quickstart_ingests_samples_and_prints_stats(tmp_path):
-    result = clala_subprocess("quickstart", "--dir", tmp_path / "qs")
-    assert result.returncode == 0, result.stderr
-    assert "read 8; added 8" in result.stdout
-    assert "samples" in result.stdout
-    assert "run quickstart-local: complete" in result.stdout  # labeled through the embedded local LLM
-    assert (tmp_path / "qs" / "clala.duckdb").exists()
-    again = clala_subprocess("quickstart", "--dir", tmp_path / "qs")
-    assert "added 0" in again.stdout and "unchanged 8" in again.stdout
-    assert "already labeled: run quickstart-local" in again.stdout
-
 
 def test_reports_list_show_stats(tmp_path, cli):
     db = tmp_path / "c.duckdb"

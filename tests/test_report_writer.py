@@ -69,6 +69,23 @@ def test_aggregator_prompt_renders_the_inputs():
         "- atelectasis: 0.60 (left lower lung zone, right lower lung zone)")
 
 
+def test_fallback_fits_a_model_that_predicts_everywhere():
+    """An untrained model can place every lesion in every allowed region: the impression then names
+    the lesions without places, and FINDINGS keeps whole sentences within its limit."""
+    from model.report_writer import FINDINGS_MAX_CHARS, IMPRESSION_MAX_CHARS, fallback_report
+
+    vocab = load_vocabulary()
+    findings = vocab.finding_names[:20]
+    everywhere = [PredictedLesion(finding=f, probability=0.9, regions=tuple(vocab.finding(f).regions)) for f in findings]
+    sentences = [RegionSentence(region=r, text=f"Sentence {i} about the {r} with several distinct words number {i} "
+                                               f"{'x' * 60}{i}.") for i, r in enumerate(vocab.region_names)]
+    report = fallback_report(ReportInputs(report_id="s9", region_sentences=sentences, lesions=everywhere), vocab)
+    assert len(report.impression) <= IMPRESSION_MAX_CHARS and " in the " not in report.impression
+    assert [f"{f[0].upper()}{f[1:]}." in report.impression for f in findings] == [True] * len(findings)
+    assert 0 < len(report.findings) <= FINDINGS_MAX_CHARS and report.findings.endswith(".")
+    assert len(report.findings) > FINDINGS_MAX_CHARS - 200  # as many whole sentences as fit
+
+
 def test_fallback_orders_by_anatomy_and_removes_near_duplicates():
     report = fallback_report(inputs(), VOCAB)
     assert report.findings == EXPECTED_FINDINGS
