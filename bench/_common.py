@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -12,6 +14,15 @@ from labeling.source_runs import record_run
 from labeling.store import Store
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
+
+
+def clala(*args: object) -> str:
+    """Run a clala command in a fresh process (as a user would); its stdout, or exit with its stderr."""
+    result = subprocess.run([sys.executable, "-c", "from cli import app; app()", *map(str, args)],
+                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    if result.returncode:
+        raise SystemExit(f"clala {' '.join(map(str, args))} failed:\n{result.stderr}")
+    return result.stdout
 
 
 def bench_workdir(keep: Path | None) -> tuple[Path, tempfile.TemporaryDirectory | None]:

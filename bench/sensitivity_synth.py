@@ -27,22 +27,13 @@ second run with the same --keep folder trains only the cells that are missing.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import bench_workdir  # noqa: E402
-
-
-def clala(*args: object) -> str:
-    result = subprocess.run([sys.executable, "-c", "from cli import app; app()", *map(str, args)],
-                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
-    if result.returncode:
-        raise SystemExit(f"clala {' '.join(map(str, args))} failed:\n{result.stderr}")
-    return result.stdout
+from _common import bench_workdir, clala  # noqa: E402
 
 
 def main() -> None:

@@ -35,8 +35,8 @@ from schemas.runs import RunKind, RunSpec, RunStatus, run_name_problem
 from schemas.vocabulary import load_vocabulary
 
 
-class LabelOptions(BaseModel):
-    """Everything that defines an LLM run; stored with the run (no secrets) so it can resume."""
+class BackendOptions(BaseModel):
+    """Which LLM server to use and how to reach it (labeling, report writing, judging)."""
 
     model_config = ConfigDict(extra="forbid")
     backend: str = "local"
@@ -45,6 +45,14 @@ class LabelOptions(BaseModel):
     model_path: str | None = None
     api_key_env: str | None = "OPENAI_API_KEY"
     structured_output: str = "auto"
+    transport_retries: int = Field(4, ge=0, le=20)
+    timeout: float = Field(120.0, gt=0)
+    n_ctx: int = 4096
+
+
+class LabelOptions(BackendOptions):
+    """Everything that defines an LLM run; stored with the run (no secrets) so it can resume."""
+
     unit: str = "sentence"
     context: int = Field(0, ge=0, le=5)
     prompt: str = DEFAULT_PROMPT
@@ -53,14 +61,11 @@ class LabelOptions(BaseModel):
     max_tokens: int | None = None
     seed: int | None = 0
     max_retries: int = Field(2, ge=0, le=10)
-    transport_retries: int = Field(4, ge=0, le=20)
-    timeout: float = Field(120.0, gt=0)
     concurrency: int = Field(4, ge=1, le=512)
     batch_size: int = Field(16, ge=1)
     use_cache: bool = True
     vocabulary: str | None = None
     enable: list[str] = []
-    n_ctx: int = 4096
     # which reports
     dataset: str | None = None
     report_ids: list[str] = []
@@ -136,7 +141,7 @@ def select_reports(store: Store, options: LabelOptions) -> list[int]:
 
 
 @contextmanager
-def open_backend(options: LabelOptions, allow_remote: bool) -> Iterator[tuple[Any, str]]:
+def open_backend(options: BackendOptions, allow_remote: bool) -> Iterator[tuple[Any, str]]:
     """(backend, model id) for the options; the local server lives as long as the context."""
     if options.backend not in BACKENDS:
         raise ClalaError(f"--backend must be one of {', '.join(BACKENDS)}")

@@ -38,6 +38,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from labeling.files import file_sha256
 from labeling.errors import ClalaError, InputError
+from labeling.llm_source import BackendOptions
 from labeling.sentences import normalize_sentence
 from labeling.store import Store
 from prompts.render import Prompt, load_prompt
@@ -261,34 +262,17 @@ def check_inputs(items: Sequence[ReportInputs], vocabulary: Vocabulary) -> None:
 
 
 # --- LLM calls through the labeling backends ---------------------------------------------------------
-class LLMOptions(BaseModel):
+class LLMOptions(BackendOptions):
     """An LLM backend for writing or judging reports: the labeling backends (`local` llama.cpp
     server, any `openai`-compatible server, in-process `vllm`), opened by
     `labeling.llm_source.open_backend`, with the decoding used for these calls."""
 
-    model_config = ConfigDict(extra="forbid")
-    backend: str = "local"
-    base_urls: list[str] = []
-    model: str | None = None
-    model_path: str | None = None
-    api_key_env: str | None = "OPENAI_API_KEY"
-    structured_output: str = "auto"
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     max_tokens: int = Field(1024, ge=16)
     max_retries: int = Field(2, ge=0, le=10)
-    transport_retries: int = Field(4, ge=0, le=20)
-    timeout: float = Field(120.0, gt=0)
     concurrency: int = Field(4, ge=1, le=512)
     seed: int | None = 0
     n_ctx: int = 8192
-
-    def label_options(self):
-        from labeling.llm_source import LabelOptions
-
-        return LabelOptions(backend=self.backend, base_urls=self.base_urls, model=self.model,
-                            model_path=self.model_path, api_key_env=self.api_key_env,
-                            structured_output=self.structured_output, timeout=self.timeout,
-                            transport_retries=self.transport_retries, n_ctx=self.n_ctx)
 
 
 def ask_all(options: LLMOptions, chats: Sequence[list[dict]], answer_model: type[BaseModel],
@@ -302,7 +286,7 @@ def ask_all(options: LLMOptions, chats: Sequence[list[dict]], answer_model: type
     from labeling.llm_source import open_backend
 
     schema = answer_model.model_json_schema()
-    with open_backend(options.label_options(), allow_remote) as (backend, model):
+    with open_backend(options, allow_remote) as (backend, model):
         async def main() -> list[Any]:
             semaphore = asyncio.Semaphore(options.concurrency)
 
