@@ -25,6 +25,18 @@ def clala(*args: object) -> str:
     return result.stdout
 
 
+def synth_cohort(workdir: Path, n: int, seed: int, size: int) -> tuple[Path, Path]:
+    """A `clala synth` cohort in WORKDIR/cohort, ingested with its gold imported (runs
+    gold-report, gold-image) into WORKDIR/bench.duckdb; steps already done are skipped."""
+    cohort, db = workdir / "cohort", workdir / "bench.duckdb"
+    if not (cohort / "synth_gold.jsonl").exists():
+        clala("synth", "--n", n, "--out", cohort, "--seed", seed, "--size", size, "--workers", 2)
+    if not db.exists():
+        clala("ingest", cohort / "files", "--format", "mimic", "--db", db)
+        clala("import", "synth-gold", cohort, "--name", "gold", "--db", db)
+    return cohort, db
+
+
 def bench_workdir(keep: Path | None) -> tuple[Path, tempfile.TemporaryDirectory | None]:
     """The folder for a run's databases: `--keep DIR` (kept), else a temporary one (and its cleanup)."""
     if keep is not None:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import bench_workdir, clala  # noqa: E402
+from _common import bench_workdir, clala, synth_cohort  # noqa: E402
 
 
 def main() -> None:
@@ -59,12 +59,9 @@ def main() -> None:
 
     workdir, cleanup = bench_workdir(args.keep)
     started = time.perf_counter()
-    cohort, db = workdir / "cohort", workdir / "bench.duckdb"
-    if not (cohort / "synth_gold.jsonl").exists():
-        clala("synth", "--n", args.n, "--out", cohort, "--seed", args.seed, "--size", args.size, "--workers", 2)
-    if not db.exists():
-        clala("ingest", cohort / "files", "--format", "mimic", "--db", db)
-        clala("import", "synth-gold", cohort, "--name", "gold", "--db", db)
+    fresh = not (workdir / "bench.duckdb").exists()
+    cohort, db = synth_cohort(workdir, args.n, args.seed, args.size)
+    if fresh:
         clala("label", "--backend", "rules", "--name", "rules", "--db", db)
         clala("derive", "gold-report", "--name", "noisy", "--add", 0.01, "--shift", 0.2, "--seed", 0,
               "--reference", "gold-report", "--db", db)

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import bench_workdir, clala  # noqa: E402
+from _common import bench_workdir, synth_cohort  # noqa: E402
 
 
 def main() -> None:
@@ -58,11 +58,7 @@ def main() -> None:
 
     workdir, cleanup = bench_workdir(args.keep)
     started = time.perf_counter()
-    cohort, db = workdir / "cohort", workdir / "bench.duckdb"
-    if not (cohort / "synth_gold.jsonl").exists():
-        clala("synth", "--n", args.n, "--out", cohort, "--seed", args.seed, "--size", args.size, "--workers", 2)
-        clala("ingest", cohort / "files", "--format", "mimic", "--db", db)
-        clala("import", "synth-gold", cohort, "--name", "gold", "--db", db)
+    cohort, db = synth_cohort(workdir, args.n, args.seed, args.size)
     prepared = time.perf_counter() - started
     print(f"cohort: {args.n} studies at {args.size} px in {cohort}; prepared in {prepared:.0f} s", flush=True)
 
