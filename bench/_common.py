@@ -9,17 +9,21 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from labeling.rules_source import reading_sentences
-from labeling.source_runs import record_run
-from labeling.store import Store
+from labeling.sources.rules.run import reading_sentences
+from labeling.store.run_records import record_run
+from labeling.store.store import Store
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
 
 
 def clala(*args: object) -> str:
     """Run a clala command in a fresh process (as a user would); its stdout, or exit with its stderr."""
-    result = subprocess.run([sys.executable, "-c", "from cli import app; app()", *map(str, args)],
-                            capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1])
+    result = subprocess.run(
+        [sys.executable, "-c", "from cli import app; app()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     if result.returncode:
         raise SystemExit(f"clala {' '.join(map(str, args))} failed:\n{result.stderr}")
     return result.stdout
@@ -53,14 +57,26 @@ def keyword_baseline(db: Path, name: str) -> None:
         keys = [k for (k,) in store.con.execute("SELECT report_key FROM current_reports ORDER BY 1").fetchall()]
         sentences = reading_sentences(store, keys)
         cells = {}
-        for key, offset, text in zip(sentences["report_key"].to_pylist(), sentences["start_char"].to_pylist(),
-                                     sentences["text"].to_pylist()):
+        for key, offset, text in zip(
+            sentences["report_key"].to_pylist(), sentences["start_char"].to_pylist(), sentences["text"].to_pylist()
+        ):
             for start, end, finding in vocab.find_findings(text):
                 for region in vocab.finding(finding).default_regions:
                     cells.setdefault((key, region, finding), (offset + start, offset + end, text[start:end]))
         rows = [(k, r, f, *e) for (k, r, f), e in cells.items()]
-        record_run(store, RunSpec(name=name, kind=RunKind.rules, vocabulary_version=vocab.version,
-                                  backend="keywords", model=None), keys, pa.table({
-            "report_key": [r[0] for r in rows], "region": [r[1] for r in rows], "finding": [r[2] for r in rows],
-            "status": ["present"] * len(rows), "evidence_start": [r[3] for r in rows],
-            "evidence_end": [r[4] for r in rows], "evidence_text": [r[5] for r in rows]}))
+        record_run(
+            store,
+            RunSpec(name=name, kind=RunKind.rules, vocabulary_version=vocab.version, backend="keywords", model=None),
+            keys,
+            pa.table(
+                {
+                    "report_key": [r[0] for r in rows],
+                    "region": [r[1] for r in rows],
+                    "finding": [r[2] for r in rows],
+                    "status": ["present"] * len(rows),
+                    "evidence_start": [r[3] for r in rows],
+                    "evidence_end": [r[4] for r in rows],
+                    "evidence_text": [r[5] for r in rows],
+                }
+            ),
+        )

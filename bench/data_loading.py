@@ -1,4 +1,4 @@
-"""Benchmark: images per second through `model.data.RegionDataset` (DataLoader, 2 workers,
+"""Benchmark: images per second through `model.data.dataset.RegionDataset` (DataLoader, 2 workers,
 batch 8) at 224 and 512 pixels, against plain PIL decoding of the same files in one process,
 measured in the same run on a synthetic cohort ingested and imported like real data.
 
@@ -13,16 +13,15 @@ import time
 from pathlib import Path
 
 import torch
+from _common import bench_workdir
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from labeling.importers import import_labels
-from labeling.ingest import ingest
-from model.data import RegionDataset, collate
+from labeling.ingest.pipeline import ingest
+from labeling.sources.imports.registry import import_labels
+from model.data.dataset import RegionDataset, collate
 from model.synth.writer import generate_cohort
-
-from _common import bench_workdir
 
 console = Console(soft_wrap=True)
 
@@ -44,8 +43,9 @@ def main() -> int:
             ingest(db, out / "files", fmt="mimic")
             import_labels(db, "synth-gold", out, "gold")
             dataset = RegionDataset.from_store(db, out, out, "gold-report", split=None, image_size=size)
-            loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=2, collate_fn=collate,
-                                                 persistent_workers=True)
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=8, num_workers=2, collate_fn=collate, persistent_workers=True
+            )
             for _ in loader:  # start the workers and warm the page cache
                 pass
             t0 = time.perf_counter()
@@ -57,8 +57,12 @@ def main() -> int:
                 with Image.open(path) as image:
                     image.load()
             decode_s = time.perf_counter() - t0
-            table.add_row(str(size), f"{images / dataset_s:,.0f}", f"{len(paths) / decode_s:,.0f}",
-                          f"{(images / dataset_s) / (len(paths) / decode_s):.2f}x")
+            table.add_row(
+                str(size),
+                f"{images / dataset_s:,.0f}",
+                f"{len(paths) / decode_s:,.0f}",
+                f"{(images / dataset_s) / (len(paths) / decode_s):.2f}x",
+            )
         console.print(table)
     finally:
         if cleanup is not None:

@@ -1,6 +1,6 @@
 """Benchmark: ingesting the whole IU X-ray report collection, against sentence splitting alone.
 
-Ingests `indiana_reports.csv` into a fresh temporary database with `labeling.ingest.ingest`
+Ingests `indiana_reports.csv` into a fresh temporary database with `labeling.ingest.pipeline.ingest`
 (timed, end to end: reading, validation, sections, sentences, hashing, storing), then ingests
 it again (everything already stored: nothing added). As baselines in the same run it times
 clala's sentence splitting alone (`detect_sections` + `split_sentences_many`, with a cold and
@@ -17,15 +17,14 @@ import sys
 import time
 from pathlib import Path
 
+from _common import bench_workdir
 from rich.console import Console
 from rich.table import Table
 
-from labeling.ingest import ingest
-from labeling.sections import detect_sections
-from labeling.sentences import _nlp, split_sentences_many
-from labeling.store import Store
-
-from _common import bench_workdir
+from labeling.ingest.pipeline import ingest
+from labeling.ingest.sections import detect_sections
+from labeling.ingest.sentences import _nlp, split_sentences_many
+from labeling.store.store import Store
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "iu_xray" / "indiana_reports.csv"
@@ -39,8 +38,10 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, default=None, help="write the database into DIR and keep it")
     args = parser.parse_args()
     if not args.csv.is_file():
-        sys.exit(f"{args.csv}: IU X-ray reports not found. Put the collection's indiana_reports.csv there "
-                 "(../shared/data/iu_xray/ beside the repository) or pass --csv PATH.")
+        sys.exit(
+            f"{args.csv}: IU X-ray reports not found. Put the collection's indiana_reports.csv there "
+            "(../shared/data/iu_xray/ beside the repository) or pass --csv PATH."
+        )
 
     workdir, cleanup = bench_workdir(args.keep)
     db = workdir / "bench_ingest_iu.duckdb"
@@ -70,9 +71,14 @@ def run(csv: Path, db: Path) -> int:
             """SELECT (SELECT count(*) FROM reports WHERE dataset = ?),
                       count(*), count(DISTINCT norm_sha256)
                FROM sentences s JOIN reports r USING (report_key) WHERE r.dataset = ?""",
-            [first.dataset, first.dataset]).fetchall()[0]
-        texts = [row[0] for row in store.con.execute(
-            "SELECT text FROM reports WHERE dataset = ? ORDER BY report_key", [first.dataset]).fetchall()]
+            [first.dataset, first.dataset],
+        ).fetchall()[0]
+        texts = [
+            row[0]
+            for row in store.con.execute(
+                "SELECT text FROM reports WHERE dataset = ? ORDER BY report_key", [first.dataset]
+            ).fetchall()
+        ]
 
     problems = []
     if stored != len(first.added):
@@ -139,10 +145,14 @@ def run(csv: Path, db: Path) -> int:
     table.add_row("PyRuSH: pipe seconds", f"{rush_seconds:.2f}")
     table.add_row("PyRuSH: reports/s", f"{n / rush_seconds:,.0f}")
     table.add_row("PyRuSH: sentences", f"{rush_count:,}")
-    table.add_row("clala splitting speed / PyRuSH (cold; warm)",
-                  f"{rush_seconds / split_seconds:,.1f}x; {rush_seconds / warm_seconds:,.1f}x")
-    table.add_row("ingest 1 total / splitting only (cold, + spaCy load)",
-                  f"{first_seconds / (split_seconds + spacy_load_seconds):,.2f}x")
+    table.add_row(
+        "clala splitting speed / PyRuSH (cold; warm)",
+        f"{rush_seconds / split_seconds:,.1f}x; {rush_seconds / warm_seconds:,.1f}x",
+    )
+    table.add_row(
+        "ingest 1 total / splitting only (cold, + spaCy load)",
+        f"{first_seconds / (split_seconds + spacy_load_seconds):,.2f}x",
+    )
     console.print(table)
     console.print(f"skipped blank ids ({len(first.skipped_blank)}): {', '.join(first.skipped_blank)}")
     for problem in problems:

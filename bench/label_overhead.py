@@ -36,22 +36,21 @@ import sys
 import time
 from pathlib import Path
 
+from _common import bench_workdir
 from rich.console import Console
 from rich.table import Table
 
-from labeling.backends import response_format
-from labeling.ingest import ingest
-from labeling.llm_source import LabelOptions, dry_run, label_reports
-from labeling.local_server import LocalLlamaServer
-from labeling.quickstart import sample_reports_path
-from labeling.readers import Columns
-from labeling.store import Store
-from labeling.units import build_units
+from labeling.ingest.pipeline import ingest
+from labeling.ingest.readers import Columns
+from labeling.ingest.samples import sample_reports_path
+from labeling.sources.llm.backends import response_format
+from labeling.sources.llm.local_server import LocalLlamaServer
+from labeling.sources.llm.run import LabelOptions, dry_run, label_reports
+from labeling.sources.llm.units import build_units
+from labeling.store.store import Store
 from prompts.render import DEFAULT_PROMPT, load_prompt
 from schemas.llm_output import build_output_model, output_json_schema
 from schemas.vocabulary import load_vocabulary
-
-from _common import bench_workdir
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_IU = REPO.parent / "shared" / "data" / "iu_xray" / "indiana_reports.csv"
@@ -86,8 +85,13 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight, both sides")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per side in part 1 (alternating)")
     parser.add_argument("--iu", type=Path, default=DEFAULT_IU, help="IU X-ray indiana_reports.csv (part 2)")
-    parser.add_argument("--skip", choices=("overhead", "dedup", "local"), action="append", default=[],
-                        help="leave out a part (repeatable)")
+    parser.add_argument(
+        "--skip",
+        choices=("overhead", "dedup", "local"),
+        action="append",
+        default=[],
+        help="leave out a part (repeatable)",
+    )
     parser.add_argument("--keep", type=Path, default=None, help="write the databases into DIR and keep them")
     args = parser.parse_args()
     # A plain `kill` would end Python without unwinding, leaving the llama.cpp server running.
@@ -119,6 +123,7 @@ def main() -> int:
 
 # --- part 1: engine overhead ----------------------------------------------------------------------
 
+
 async def raw_side(base_url: str, model: str, texts: list[str], concurrency: int, decoding: dict) -> dict:
     """Every text through the plain openai client, validated; seconds and token counts.
 
@@ -137,8 +142,13 @@ async def raw_side(base_url: str, model: str, texts: list[str], concurrency: int
     async def one(text: str) -> None:
         async with semaphore:
             completion = await client.chat.completions.create(
-                model=model, messages=prompt.messages(text), temperature=decoding["temperature"],
-                max_tokens=decoding["max_tokens"], seed=decoding["seed"], extra_body={"response_format": fmt})
+                model=model,
+                messages=prompt.messages(text),
+                temperature=decoding["temperature"],
+                max_tokens=decoding["max_tokens"],
+                seed=decoding["seed"],
+                extra_body={"response_format": fmt},
+            )
         result["calls"] += 1
         if completion.usage is not None:
             result["prompt_tokens"] += completion.usage.prompt_tokens or 0
@@ -147,9 +157,11 @@ async def raw_side(base_url: str, model: str, texts: list[str], concurrency: int
             parsed = answer_model.model_validate_json(completion.choices[0].message.content or "")
         except ValueError as exc:
             result["invalid"] += 1
-            result["errors"].append(f"{text!r}: finish_reason {completion.choices[0].finish_reason}, "
-                                    f"{completion.usage.completion_tokens if completion.usage else '?'} "
-                                    f"completion tokens: {str(exc).splitlines()[0]}")
+            result["errors"].append(
+                f"{text!r}: finish_reason {completion.choices[0].finish_reason}, "
+                f"{completion.usage.completion_tokens if completion.usage else '?'} "
+                f"completion tokens: {str(exc).splitlines()[0]}"
+            )
             return
         result["labels"] += len(parsed.labels)
 
@@ -168,8 +180,9 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
     db = workdir / "bench_overhead.duckdb"
     reports = workdir / "overhead_reports.jsonl"
     texts = sentences(n)
-    reports.write_text("".join(json.dumps({"id": f"u{i + 1:05d}", "text": t}) + "\n" for i, t in enumerate(texts)),
-                       encoding="utf-8")
+    reports.write_text(
+        "".join(json.dumps({"id": f"u{i + 1:05d}", "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8"
+    )
     ingested = ingest(db, reports, fmt="jsonl")
     # The raw side sends exactly the unit texts clala would send.
     with Store(db, read_only=True) as store:
@@ -185,6 +198,7 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
     t0 = time.perf_counter()
     import instructor  # noqa: F401
     import openai  # noqa: F401
+
     import_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -193,47 +207,71 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
     raw_runs: list[dict] = []
     clala_runs: list[dict] = []
     try:
-        options = LabelOptions(backend="openai", base_urls=[server.base_url], model=server.model_name,
-                               structured_output="llama_cpp", concurrency=concurrency, use_cache=False,
-                               batch_size=16)
+        options = LabelOptions(
+            backend="openai",
+            base_urls=[server.base_url],
+            model=server.model_name,
+            structured_output="llama_cpp",
+            concurrency=concurrency,
+            use_cache=False,
+            batch_size=16,
+        )
         decoding = options.decoding("llama_cpp")
         t0 = time.perf_counter()
         warm = asyncio.run(raw_side(server.base_url, server.model_name, ["Heart size is normal."], 1, decoding))
         warm_seconds = time.perf_counter() - t0
-        console.print(f"server up in {start_seconds:.1f} s; warm-up request {warm_seconds:.1f} s "
-                      f"({warm['prompt_tokens']} prompt tokens); decoding both sides: temperature "
-                      f"{decoding['temperature']}, max_tokens {decoding['max_tokens']}, seed {decoding['seed']}")
+        console.print(
+            f"server up in {start_seconds:.1f} s; warm-up request {warm_seconds:.1f} s "
+            f"({warm['prompt_tokens']} prompt tokens); decoding both sides: temperature "
+            f"{decoding['temperature']}, max_tokens {decoding['max_tokens']}, seed {decoding['seed']}"
+        )
         for r in range(rounds):
             cpu = time.process_time()
             raw = asyncio.run(raw_side(server.base_url, server.model_name, unit_texts, concurrency, decoding))
             raw["cpu"] = time.process_time() - cpu
             raw_runs.append(raw)
-            console.print(f"round {r + 1}: raw   {raw['seconds']:6.2f} s, {n / raw['seconds']:.3f} units/s, "
-                          f"{raw['invalid']} invalid; load {load()}")
+            console.print(
+                f"round {r + 1}: raw   {raw['seconds']:6.2f} s, {n / raw['seconds']:.3f} units/s, "
+                f"{raw['invalid']} invalid; load {load()}"
+            )
             t0, cpu = time.perf_counter(), time.process_time()
             summary = label_reports(db, f"bench-{r + 1}", options)
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
-            clala_runs.append({"seconds": wall, "engine_seconds": summary.seconds, "calls": summary.model_calls,
-                               "cpu": cpu, "done": summary.reports_done, "failed": summary.reports_failed,
-                               "prompt_tokens": summary.prompt_tokens,
-                               "completion_tokens": summary.completion_tokens,
-                               "labels": summary.labels, "failures": summary.unit_failures})
-            console.print(f"round {r + 1}: clala {wall:6.2f} s, {n / wall:.3f} units/s "
-                          f"(engine {summary.seconds:.2f} s), {summary.model_calls} calls, "
-                          f"{summary.unit_failures} unit failures; load {load()}")
+            clala_runs.append(
+                {
+                    "seconds": wall,
+                    "engine_seconds": summary.seconds,
+                    "calls": summary.model_calls,
+                    "cpu": cpu,
+                    "done": summary.reports_done,
+                    "failed": summary.reports_failed,
+                    "prompt_tokens": summary.prompt_tokens,
+                    "completion_tokens": summary.completion_tokens,
+                    "labels": summary.labels,
+                    "failures": summary.unit_failures,
+                }
+            )
+            console.print(
+                f"round {r + 1}: clala {wall:6.2f} s, {n / wall:.3f} units/s "
+                f"(engine {summary.seconds:.2f} s), {summary.model_calls} calls, "
+                f"{summary.unit_failures} unit failures; load {load()}"
+            )
             # A report whose one unit failed validation is settled as failed, as the raw side counts
             # the same answer invalid; the run must have settled every report.
             if summary.status.value != "complete" or summary.reports_done + summary.reports_failed != n:
-                problems.append(f"clala round {r + 1}: run is {summary.status.value} with "
-                                f"{summary.reports_done} done and {summary.reports_failed} failed of {n} reports "
-                                f"({summary.stopped_because})")
+                problems.append(
+                    f"clala round {r + 1}: run is {summary.status.value} with "
+                    f"{summary.reports_done} done and {summary.reports_failed} failed of {n} reports "
+                    f"({summary.stopped_because})"
+                )
             if summary.model_calls != n:
                 problems.append(f"clala round {r + 1}: {summary.model_calls} model calls, expected {n}")
     finally:
         server.stop()
     with Store(db, read_only=True) as store:
-        clala_errors = [f"{f['report_id']}: {f['error']}" for r in range(len(clala_runs))
-                        for f in store.failures(f"bench-{r + 1}")]
+        clala_errors = [
+            f"{f['report_id']}: {f['error']}" for r in range(len(clala_runs)) for f in store.failures(f"bench-{r + 1}")
+        ]
 
     raw_rate = statistics.median(n / x["seconds"] for x in raw_runs)
     clala_rate = statistics.median(n / x["seconds"] for x in clala_runs)
@@ -245,31 +283,45 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
     table.add_column("clala label_reports", justify="right")
 
     def row(label: str, key: str, fmt: str = "{:,}") -> None:
-        table.add_row(label, " / ".join(fmt.format(x[key]) for x in raw_runs),
-                      " / ".join(fmt.format(x[key]) for x in clala_runs))
+        table.add_row(
+            label, " / ".join(fmt.format(x[key]) for x in raw_runs), " / ".join(fmt.format(x[key]) for x in clala_runs)
+        )
 
     row("seconds per round", "seconds", "{:.2f}")
-    table.add_row("units/s per round", " / ".join(f"{n / x['seconds']:.3f}" for x in raw_runs),
-                  " / ".join(f"{n / x['seconds']:.3f}" for x in clala_runs))
+    table.add_row(
+        "units/s per round",
+        " / ".join(f"{n / x['seconds']:.3f}" for x in raw_runs),
+        " / ".join(f"{n / x['seconds']:.3f}" for x in clala_runs),
+    )
     table.add_row("units/s, median", f"{raw_rate:.3f}", f"{clala_rate:.3f}")
     table.add_row("seconds per unit, median", f"{1 / raw_rate:.3f}", f"{1 / clala_rate:.3f}")
-    table.add_row("client CPU ms per unit (this process, all threads)",
-                  " / ".join(f"{1000 * x['cpu'] / n:.1f}" for x in raw_runs),
-                  " / ".join(f"{1000 * x['cpu'] / n:.1f}" for x in clala_runs))
+    table.add_row(
+        "client CPU ms per unit (this process, all threads)",
+        " / ".join(f"{1000 * x['cpu'] / n:.1f}" for x in raw_runs),
+        " / ".join(f"{1000 * x['cpu'] / n:.1f}" for x in clala_runs),
+    )
     row("model calls per round", "calls")
     row("prompt tokens per round", "prompt_tokens")
     row("completion tokens per round", "completion_tokens")
-    table.add_row("invalid answers (raw) / unit failures (clala)", " / ".join(str(x["invalid"]) for x in raw_runs),
-                  " / ".join(str(x["failures"]) for x in clala_runs))
-    table.add_row("labels (raw: parsed; clala: stored after grounding)",
-                  " / ".join(str(x["labels"]) for x in raw_runs), " / ".join(str(x["labels"]) for x in clala_runs))
-    table.add_row("clala engine seconds (RunSummary.seconds)", "", " / ".join(
-        f"{x['engine_seconds']:.2f}" for x in clala_runs))
-    table.add_row("reports done / failed (clala)", "", " / ".join(
-        f"{x['done']}/{x['failed']}" for x in clala_runs))
+    table.add_row(
+        "invalid answers (raw) / unit failures (clala)",
+        " / ".join(str(x["invalid"]) for x in raw_runs),
+        " / ".join(str(x["failures"]) for x in clala_runs),
+    )
+    table.add_row(
+        "labels (raw: parsed; clala: stored after grounding)",
+        " / ".join(str(x["labels"]) for x in raw_runs),
+        " / ".join(str(x["labels"]) for x in clala_runs),
+    )
+    table.add_row(
+        "clala engine seconds (RunSummary.seconds)", "", " / ".join(f"{x['engine_seconds']:.2f}" for x in clala_runs)
+    )
+    table.add_row("reports done / failed (clala)", "", " / ".join(f"{x['done']}/{x['failed']}" for x in clala_runs))
     console.print(table)
-    console.print(f"server start {start_seconds:.1f} s and warm-up {warm_seconds:.1f} s (not timed in the rounds); "
-                  f"import instructor+openai {import_seconds:.2f} s (done before the rounds)")
+    console.print(
+        f"server start {start_seconds:.1f} s and warm-up {warm_seconds:.1f} s (not timed in the rounds); "
+        f"import instructor+openai {import_seconds:.2f} s (done before the rounds)"
+    )
     for error in sorted(set(e for x in raw_runs for e in x["errors"])):
         console.print(f"raw side, invalid answer: {error}")
     for error in sorted(set(clala_errors)):
@@ -280,6 +332,7 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
 
 
 # --- part 2: de-duplication -----------------------------------------------------------------------
+
 
 def part_dedup(workdir: Path, iu: Path) -> list[str]:
     console.rule("2. de-duplication on IU X-ray (dry_run)")
@@ -296,24 +349,29 @@ def part_dedup(workdir: Path, iu: Path) -> list[str]:
     table.add_column("context=1", justify="right")
     runs = []
     for context in (0, 1):
-        options = LabelOptions(backend="openai", base_urls=[DEAD_URL], model="any", structured_output="llama_cpp",
-                               context=context)
+        options = LabelOptions(
+            backend="openai", base_urls=[DEAD_URL], model="any", structured_output="llama_cpp", context=context
+        )
         t0 = time.perf_counter()
         dry = dry_run(db, options)
         runs.append((dry, time.perf_counter() - t0))
-    for label, get in (("reports", lambda d: f"{d.reports:,}"),
-                       ("sentences read (occurrences)", lambda d: f"{d.sentences:,}"),
-                       ("unique units", lambda d: f"{d.units:,}"),
-                       ("cache hits", lambda d: f"{d.cache_hits:,}"),
-                       ("model calls needed", lambda d: f"{d.calls_needed:,}"),
-                       ("calls / sentences", lambda d: f"{d.calls_needed / d.sentences:.3f}"),
-                       ("est. prompt tokens", lambda d: f"{d.est_prompt_tokens:,}"),
-                       ("est. completion tokens", lambda d: f"{d.est_completion_tokens:,}")):
+    for label, get in (
+        ("reports", lambda d: f"{d.reports:,}"),
+        ("sentences read (occurrences)", lambda d: f"{d.sentences:,}"),
+        ("unique units", lambda d: f"{d.units:,}"),
+        ("cache hits", lambda d: f"{d.cache_hits:,}"),
+        ("model calls needed", lambda d: f"{d.calls_needed:,}"),
+        ("calls / sentences", lambda d: f"{d.calls_needed / d.sentences:.3f}"),
+        ("est. prompt tokens", lambda d: f"{d.est_prompt_tokens:,}"),
+        ("est. completion tokens", lambda d: f"{d.est_completion_tokens:,}"),
+    ):
         table.add_row(label, *(get(d) for d, _ in runs))
     table.add_row("dry_run seconds", *(f"{s:.2f}" for _, s in runs))
     console.print(table)
-    console.print(f"ingest: {ingest_seconds:.2f} s, {result.sentences:,} sentences stored "
-                  f"(dry_run reads only FINDINGS/IMPRESSION when a report has them)")
+    console.print(
+        f"ingest: {ingest_seconds:.2f} s, {result.sentences:,} sentences stored "
+        f"(dry_run reads only FINDINGS/IMPRESSION when a report has them)"
+    )
     share = runs[0][0].calls_needed / runs[0][0].sentences
     verdict = "[bold green]PASS[/]" if share <= TARGET_CALLS_PER_SENTENCE else "[bold red]FAIL[/]"
     console.print(f"calls/sentences (context=0): {share:.3f} (target <= {TARGET_CALLS_PER_SENTENCE:.2f}) {verdict}")
@@ -321,6 +379,7 @@ def part_dedup(workdir: Path, iu: Path) -> list[str]:
 
 
 # --- part 3: local backend end to end ---------------------------------------------------------------
+
 
 def part_local(workdir: Path) -> list[str]:
     console.rule("3. local backend end to end (default LabelOptions, 8 sample reports)")
@@ -335,16 +394,20 @@ def part_local(workdir: Path) -> list[str]:
     if summary.status.value != "complete":
         problems.append(f"local run is {summary.status.value} ({summary.stopped_because})")
     with Store(db, read_only=True) as store:
-        answers = [json.loads(r[0]) for r in store.con.execute(
-            "SELECT response FROM llm_cache WHERE run_id = ?", [summary.run_id]).fetchall()]
+        answers = [
+            json.loads(r[0])
+            for r in store.con.execute("SELECT response FROM llm_cache WHERE run_id = ?", [summary.run_id]).fetchall()
+        ]
         failures = store.failures("bench-local")
     empty = sum(1 for a in answers if not a.get("labels"))
     table = Table(title="3. local backend: Gemma 3 270M Q4_K_M via the embedded llama.cpp server")
     table.add_column("measure")
     table.add_column("value", justify="right")
     table.add_row("reports / sentences stored", f"{len(result.added)} / {result.sentences}")
-    table.add_row("reports done / failed / pending",
-                  f"{summary.reports_done} / {summary.reports_failed} / {summary.reports_pending}")
+    table.add_row(
+        "reports done / failed / pending",
+        f"{summary.reports_done} / {summary.reports_failed} / {summary.reports_pending}",
+    )
     table.add_row("units (sentences read) / unique units", f"{dry.sentences} / {dry.units}")
     table.add_row("model calls", f"{summary.model_calls}")
     table.add_row("valid answers / with an empty label list", f"{len(answers)} / {empty}")
@@ -358,15 +421,18 @@ def part_local(workdir: Path) -> list[str]:
     table.add_row("model calls/s (engine)", f"{summary.model_calls / summary.seconds:.2f}")
     table.add_row("prompt tokens", f"{summary.prompt_tokens:,}")
     table.add_row("completion tokens", f"{summary.completion_tokens:,}")
-    table.add_row("completion tokens/s (completion_tokens / seconds)",
-                  f"{summary.completion_tokens / summary.seconds:.1f}")
+    table.add_row(
+        "completion tokens/s (completion_tokens / seconds)", f"{summary.completion_tokens / summary.seconds:.1f}"
+    )
     console.print(table)
     for failure in failures:
         console.print(f"unit failure: report {failure['report_id']}: {failure['error'][:200]}")
-    console.print(f"note: the default model is a tiny base model (Gemma 3 270M) that proves the path end to end, "
-                  f"not a good labeler; here {empty} of its {len(answers)} valid answers had an empty label list. "
-                  f"The first call also evaluates the whole prompt prefix "
-                  f"(~{summary.prompt_tokens // max(1, summary.model_calls):,} prompt tokens per call).")
+    console.print(
+        f"note: the default model is a tiny base model (Gemma 3 270M) that proves the path end to end, "
+        f"not a good labeler; here {empty} of its {len(answers)} valid answers had an empty label list. "
+        f"The first call also evaluates the whole prompt prefix "
+        f"(~{summary.prompt_tokens // max(1, summary.model_calls):,} prompt tokens per call)."
+    )
     return problems
 
 

@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from model.clala_net import CLALANet, CLALANetConfig
+from model.net.clala_net import CLALANet, CLALANetConfig
 from schemas.vocabulary import load_vocabulary
 
 TARGET_RATIO = 1.5
@@ -94,9 +94,11 @@ def main() -> int:
         "full": build(args.backbone, lesions, use_decoder=False),
         "+decoder": build(args.backbone, lesions),
     }
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpus {os.cpu_count()}; "
-          f"backbone {args.backbone}, batch {args.batch}, {args.size} px, {len(lesions)} lesions, "
-          f"{described} described regions; load average at start: {load()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpus {os.cpu_count()}; "
+        f"backbone {args.backbone}, batch {args.batch}, {args.size} px, {len(lesions)} lesions, "
+        f"{described} described regions; load average at start: {load()}"
+    )
     for name, (model, _) in variants.items():
         print(f"  {name:9s} {sum(p.numel() for p in model.parameters()) / 1e6:7.2f} M parameters")
 
@@ -110,14 +112,18 @@ def main() -> int:
     fastest = {name: min(values) for name, values in seconds.items()}
     print(f"\n{'variant':10s} {'s/step':>8s} {'images/s':>9s} {'x plain':>8s} {'median s/step':>14s}")
     for name, value in fastest.items():
-        print(f"{name:10s} {value:8.3f} {args.batch / value:9.2f} {value / fastest['plain']:8.2f} "
-              f"{statistics.median(seconds[name]):14.3f}")
+        print(
+            f"{name:10s} {value:8.3f} {args.batch / value:9.2f} {value / fastest['plain']:8.2f} "
+            f"{statistics.median(seconds[name]):14.3f}"
+        )
     ratio = fastest["full"] / fastest["plain"]
     decoder_seconds = fastest["+decoder"] - fastest["full"]
     verdict = "PASS" if ratio <= TARGET_RATIO else "FAIL"
     print(f"\nfull / plain step time: {ratio:.2f} (target <= {TARGET_RATIO}) {verdict}")
-    print(f"decoder's own cost: {decoder_seconds:+.3f} s/step, {decoder_seconds / fastest['plain']:+.2f} x plain "
-          f"({described} sentences of {SENTENCE_TOKENS} tokens per batch)")
+    print(
+        f"decoder's own cost: {decoder_seconds:+.3f} s/step, {decoder_seconds / fastest['plain']:+.2f} x plain "
+        f"({described} sentences of {SENTENCE_TOKENS} tokens per batch)"
+    )
     print(f"load average at end: {load()}")
     return 0
 

@@ -20,15 +20,14 @@ import time
 import warnings
 from pathlib import Path
 
+from _common import bench_workdir
 from rich.console import Console
 from rich.table import Table
 
-from labeling.ingest import ingest
-from labeling.rules_source import RulesLabeler, label_with_rules, silence_pyrush
-from labeling.store import Store
+from labeling.ingest.pipeline import ingest
+from labeling.sources.rules.run import RulesLabeler, label_with_rules, silence_pyrush
+from labeling.store.store import Store
 from schemas.vocabulary import load_vocabulary
-
-from _common import bench_workdir
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "iu_xray" / "indiana_reports.csv"
@@ -46,7 +45,8 @@ def medspacy_default(texts: list[str]) -> tuple[float, int]:
     nlp = medspacy.load()
     labeler = RulesLabeler(load_vocabulary())
     nlp.get_pipe("medspacy_target_matcher").add(
-        [TargetRule(phrase, finding) for phrase, finding, _ in labeler.target_rules()])
+        [TargetRule(phrase, finding) for phrase, finding, _ in labeler.target_rules()]
+    )
     entities = 0
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"\[W036\]")

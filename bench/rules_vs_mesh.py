@@ -21,17 +21,16 @@ import time
 from importlib import resources
 from pathlib import Path
 
+from _common import bench_workdir, keyword_baseline
 from rich.console import Console
 from rich.table import Table
 
-from labeling.compare import compare_runs
-from labeling.importers import import_labels
-from labeling.ingest import ingest
-from labeling.rules_source import label_with_rules
-from labeling.store import Store
+from labeling.ingest.pipeline import ingest
+from labeling.review.compare import compare_runs
+from labeling.sources.imports.registry import import_labels
+from labeling.sources.rules.run import label_with_rules
+from labeling.store.store import Store
 from schemas.vocabulary import load_vocabulary
-
-from _common import bench_workdir, keyword_baseline
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "iu_xray" / "indiana_reports.csv"
@@ -74,8 +73,13 @@ def main() -> int:
     try:
         ingest(db, args.csv, fmt="iu-xray")
         import_labels(db, "mesh", args.csv, "mesh")
-        label_with_rules(db, "rules", lambda store: [k for (k,) in store.con.execute(
-            "SELECT report_key FROM current_reports ORDER BY 1").fetchall()])
+        label_with_rules(
+            db,
+            "rules",
+            lambda store: [
+                k for (k,) in store.con.execute("SELECT report_key FROM current_reports ORDER BY 1").fetchall()
+            ],
+        )
         keyword_baseline(db, "keywords")
         findings = mesh_findings()
         results = {}
@@ -83,26 +87,55 @@ def main() -> int:
             for level in ("image", "region"):
                 for run in ("rules", "keywords"):
                     started = time.perf_counter()
-                    results[run, level] = compare_runs(store, run, "mesh", level=level, findings=findings,
-                                                       uncertain=args.uncertain)
+                    results[run, level] = compare_runs(
+                        store, run, "mesh", level=level, findings=findings, uncertain=args.uncertain
+                    )
                     results[run, level].seconds = time.perf_counter() - started
     finally:
         if cleanup:
             cleanup.cleanup()
 
-    summary = Table("level", "source", "reports", "micro P", "micro R", "micro F1", "macro F1", "kappa (micro)",
-                    "compare s", title=f"Against the MeSH import ({len(findings)} findings both cover, "
-                    f"uncertain {args.uncertain})", title_justify="left")
+    summary = Table(
+        "level",
+        "source",
+        "reports",
+        "micro P",
+        "micro R",
+        "micro F1",
+        "macro F1",
+        "kappa (micro)",
+        "compare s",
+        title=f"Against the MeSH import ({len(findings)} findings both cover, uncertain {args.uncertain})",
+        title_justify="left",
+    )
     for (run, level), c in results.items():
-        summary.add_row(level, run, f"{c.reports:,}", f"{c.micro.precision:.3f}", f"{c.micro.recall:.3f}",
-                        f"{c.micro.f1:.3f}", f"{c.macro.f1:.3f}", f"{c.micro.kappa:.3f}", f"{c.seconds:.2f}")
+        summary.add_row(
+            level,
+            run,
+            f"{c.reports:,}",
+            f"{c.micro.precision:.3f}",
+            f"{c.micro.recall:.3f}",
+            f"{c.micro.f1:.3f}",
+            f"{c.macro.f1:.3f}",
+            f"{c.micro.kappa:.3f}",
+            f"{c.seconds:.2f}",
+        )
     console.print(summary)
     for level in ("image", "region"):
         ratio = results["rules", level].micro.f1 / max(results["keywords", level].micro.f1, 1e-9)
         console.print(f"{level} level: rules micro-F1 / keyword baseline micro-F1 = {ratio:.2f}x")
-    top = Table("finding", "MeSH positives", "rules positives", "tp", "fp (rules only)", "fn (MeSH only)", "F1",
-                title="Image level: largest sources of disagreement", title_justify="left")
-    rows = sorted(results["rules", "image"].by_finding, key=lambda r: -(r.fp + r.fn))[:args.top]
+    top = Table(
+        "finding",
+        "MeSH positives",
+        "rules positives",
+        "tp",
+        "fp (rules only)",
+        "fn (MeSH only)",
+        "F1",
+        title="Image level: largest sources of disagreement",
+        title_justify="left",
+    )
+    rows = sorted(results["rules", "image"].by_finding, key=lambda r: -(r.fp + r.fn))[: args.top]
     for r in rows:
         top.add_row(r.name, f"{r.support:,}", f"{r.tp + r.fp:,}", f"{r.tp:,}", f"{r.fp:,}", f"{r.fn:,}", f"{r.f1:.3f}")
     console.print(top)

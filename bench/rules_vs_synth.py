@@ -17,17 +17,16 @@ import sys
 import time
 from pathlib import Path
 
+from _common import bench_workdir, keyword_baseline
 from rich.console import Console
 from rich.table import Table
 
-from labeling.compare import compare_runs
-from labeling.importers import import_labels
-from labeling.ingest import ingest
-from labeling.rules_source import label_with_rules
-from labeling.store import Store
+from labeling.ingest.pipeline import ingest
+from labeling.review.compare import compare_runs
+from labeling.sources.imports.registry import import_labels
+from labeling.sources.rules.run import label_with_rules
+from labeling.store.store import Store
 from model.synth.writer import generate_cohort
-
-from _common import bench_workdir, keyword_baseline
 
 console = Console(soft_wrap=True, width=160)
 
@@ -51,32 +50,70 @@ def main() -> int:
         console.print(f"cohort of {args.n:,} studies written in {time.perf_counter() - started:.1f} s")
         ingest(db, cohort / "files", fmt="mimic")
         import_labels(db, "synth-gold", cohort, "gold")
-        label_with_rules(db, "rules", lambda store: [k for (k,) in store.con.execute(
-            "SELECT report_key FROM current_reports ORDER BY 1").fetchall()])
+        label_with_rules(
+            db,
+            "rules",
+            lambda store: [
+                k for (k,) in store.con.execute("SELECT report_key FROM current_reports ORDER BY 1").fetchall()
+            ],
+        )
         keyword_baseline(db, "keywords")
         results = {}
         with Store(db, read_only=True) as store:
             for level in ("image", "region"):
                 for run, reference in (("rules", "gold-report"), ("keywords", "gold-report"), ("rules", "gold-image")):
-                    results[run, reference, level] = compare_runs(store, run, reference, level=level,
-                                                                  uncertain=args.uncertain)
+                    results[run, reference, level] = compare_runs(
+                        store, run, reference, level=level, uncertain=args.uncertain
+                    )
     finally:
         if cleanup:
             cleanup.cleanup()
 
-    table = Table("level", "source", "reference", "reports", "findings", "micro P", "micro R", "micro F1", "macro F1",
-                  "kappa", title=f"Rules vs synthetic truth (uncertain {args.uncertain})", title_justify="left")
+    table = Table(
+        "level",
+        "source",
+        "reference",
+        "reports",
+        "findings",
+        "micro P",
+        "micro R",
+        "micro F1",
+        "macro F1",
+        "kappa",
+        title=f"Rules vs synthetic truth (uncertain {args.uncertain})",
+        title_justify="left",
+    )
     for (run, reference, level), c in results.items():
-        table.add_row(level, run, reference, f"{c.reports:,}", str(len(c.findings)), f"{c.micro.precision:.3f}",
-                      f"{c.micro.recall:.3f}", f"{c.micro.f1:.3f}", f"{c.macro.f1:.3f}", f"{c.micro.kappa:.3f}")
+        table.add_row(
+            level,
+            run,
+            reference,
+            f"{c.reports:,}",
+            str(len(c.findings)),
+            f"{c.micro.precision:.3f}",
+            f"{c.micro.recall:.3f}",
+            f"{c.micro.f1:.3f}",
+            f"{c.macro.f1:.3f}",
+            f"{c.micro.kappa:.3f}",
+        )
     console.print(table)
     for level in ("image", "region"):
         ratio = results["rules", "gold-report", level].micro.f1 / max(
-            results["keywords", "gold-report", level].micro.f1, 1e-9)
+            results["keywords", "gold-report", level].micro.f1, 1e-9
+        )
         console.print(f"{level} level: rules micro-F1 / keyword baseline micro-F1 (report truth) = {ratio:.2f}x")
-    top = Table("finding", "truth positives", "rules positives", "tp", "fp", "fn", "F1",
-                title="Region level vs report truth: largest sources of disagreement", title_justify="left")
-    for r in sorted(results["rules", "gold-report", "region"].by_finding, key=lambda r: -(r.fp + r.fn))[:args.top]:
+    top = Table(
+        "finding",
+        "truth positives",
+        "rules positives",
+        "tp",
+        "fp",
+        "fn",
+        "F1",
+        title="Region level vs report truth: largest sources of disagreement",
+        title_justify="left",
+    )
+    for r in sorted(results["rules", "gold-report", "region"].by_finding, key=lambda r: -(r.fp + r.fn))[: args.top]:
         top.add_row(r.name, f"{r.support:,}", f"{r.tp + r.fp:,}", f"{r.tp:,}", f"{r.fp:,}", f"{r.fn:,}", f"{r.f1:.3f}")
     console.print(top)
     return 0

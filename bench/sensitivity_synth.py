@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the cohort, database and checkpoints here")
     args = parser.parse_args()
 
-    from model.sensitivity_views import show_sensitivity
+    from model.experiments.commands import show_sensitivity
 
     workdir, cleanup = bench_workdir(args.keep)
     started = time.perf_counter()
@@ -63,23 +63,57 @@ def main() -> None:
     cohort, db = synth_cohort(workdir, args.n, args.seed, args.size)
     if fresh:
         clala("label", "--backend", "rules", "--name", "rules", "--db", db)
-        clala("derive", "gold-report", "--name", "noisy", "--add", 0.01, "--shift", 0.2, "--seed", 0,
-              "--reference", "gold-report", "--db", db)
+        clala(
+            "derive",
+            "gold-report",
+            "--name",
+            "noisy",
+            "--add",
+            0.01,
+            "--shift",
+            0.2,
+            "--seed",
+            0,
+            "--reference",
+            "gold-report",
+            "--db",
+            db,
+        )
     prepared = time.perf_counter() - started
     print(f"cohort: {args.n} studies at {args.size} px in {cohort}; prepared in {prepared:.0f} s", flush=True)
 
     result = show_sensitivity(
-        cohort, db, "gold-report", "gold-report", args.drop, None, None, args.sources, args.seeds,
-        workdir / "sensitivity", epochs=args.epochs, image_size=args.image_size, batch_size=args.batch_size,
-        lr=args.lr, patience=0, backbone=args.backbone, d_model=args.d_model, workers=args.workers,
-        threads=args.threads)
+        cohort,
+        db,
+        "gold-report",
+        "gold-report",
+        args.drop,
+        None,
+        None,
+        args.sources,
+        args.seeds,
+        workdir / "sensitivity",
+        epochs=args.epochs,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        patience=0,
+        backbone=args.backbone,
+        d_model=args.d_model,
+        workers=args.workers,
+        threads=args.threads,
+    )
     clean = next(r for r in result.rows if r.series == "drop" and r.rate == 0)
-    print(f"\nmodel mean lesion F1 as a ratio to the clean gold-report cell ({clean.model_f1_mean:.3f}); "
-          f"constant-prediction baseline {clean.baseline_f1_mean:.3f} "
-          f"({clean.baseline_f1_mean / clean.model_f1_mean:.2f}x)")
+    print(
+        f"\nmodel mean lesion F1 as a ratio to the clean gold-report cell ({clean.model_f1_mean:.3f}); "
+        f"constant-prediction baseline {clean.baseline_f1_mean:.3f} "
+        f"({clean.baseline_f1_mean / clean.model_f1_mean:.2f}x)"
+    )
     for row in result.rows:
-        print(f"  {row.series:6} {row.setting:12} label F1 {row.label_f1_mean:.3f}  model F1 {row.model_f1_mean:.3f} "
-              f"± {row.model_f1_std:.3f}  ratio {row.model_f1_mean / clean.model_f1_mean:.2f}x")
+        print(
+            f"  {row.series:6} {row.setting:12} label F1 {row.label_f1_mean:.3f}  model F1 {row.model_f1_mean:.3f} "
+            f"± {row.model_f1_std:.3f}  ratio {row.model_f1_mean / clean.model_f1_mean:.2f}x"
+        )
     train_seconds = [c.train.get("seconds") for c in result.cells if c.outcome == "trained" and c.train.get("seconds")]
     if train_seconds:
         print(f"training: {len(train_seconds)} cells, {sum(train_seconds) / len(train_seconds):.0f} s each on average")

@@ -22,15 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from _common import bench_workdir
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from labeling.store import Store
+from labeling.store.store import Store
 from schemas.labels import UNMENTIONED
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
-
-from _common import bench_workdir
 
 TARGET_RATIO = 50.0  # store path vs row-by-row
 TARGET_ROWS_PER_S = 200_000.0
@@ -56,31 +55,35 @@ def report_tables(n_reports: int) -> tuple[pa.Table, pa.Table]:
     keys = np.arange(1, n_reports + 1, dtype=np.int64)
     texts = [f"FINDINGS: Synthetic report {k}. No acute cardiopulmonary process." for k in keys]
     now = datetime.now()
-    reports = pa.table({
-        "report_key": pa.array(keys, pa.int64()),
-        "dataset": pa.array(["bench"] * n_reports, pa.string()),
-        "report_id": pa.array([f"r{k}" for k in keys], pa.string()),
-        "version": pa.array(np.ones(n_reports, dtype=np.int32), pa.int32()),
-        "patient_id": pa.array([f"p{k // 3}" for k in keys], pa.string()),
-        "study_id": pa.array([f"s{k}" for k in keys], pa.string()),
-        "image_paths": pa.array([[] for _ in keys], pa.list_(pa.string())),
-        "text": pa.array(texts, pa.string()),
-        "sections": pa.array(["[]"] * n_reports, pa.string()),
-        "text_sha256": pa.array([f"{k:064x}" for k in keys], pa.string()),
-        "metadata": pa.array(["{}"] * n_reports, pa.string()),
-        "source": pa.array([f"bench:{k}" for k in keys], pa.string()),
-        "ingest_id": pa.nulls(n_reports, pa.int32()),
-        "ingested_at": pa.array([now] * n_reports, pa.timestamp("us")),
-    })
-    sentences = pa.table({
-        "report_key": pa.array([], pa.int64()),
-        "sentence_index": pa.array([], pa.int32()),
-        "section": pa.array([], pa.string()),
-        "start_char": pa.array([], pa.int32()),
-        "end_char": pa.array([], pa.int32()),
-        "text": pa.array([], pa.string()),
-        "norm_sha256": pa.array([], pa.string()),
-    })
+    reports = pa.table(
+        {
+            "report_key": pa.array(keys, pa.int64()),
+            "dataset": pa.array(["bench"] * n_reports, pa.string()),
+            "report_id": pa.array([f"r{k}" for k in keys], pa.string()),
+            "version": pa.array(np.ones(n_reports, dtype=np.int32), pa.int32()),
+            "patient_id": pa.array([f"p{k // 3}" for k in keys], pa.string()),
+            "study_id": pa.array([f"s{k}" for k in keys], pa.string()),
+            "image_paths": pa.array([[] for _ in keys], pa.list_(pa.string())),
+            "text": pa.array(texts, pa.string()),
+            "sections": pa.array(["[]"] * n_reports, pa.string()),
+            "text_sha256": pa.array([f"{k:064x}" for k in keys], pa.string()),
+            "metadata": pa.array(["{}"] * n_reports, pa.string()),
+            "source": pa.array([f"bench:{k}" for k in keys], pa.string()),
+            "ingest_id": pa.nulls(n_reports, pa.int32()),
+            "ingested_at": pa.array([now] * n_reports, pa.timestamp("us")),
+        }
+    )
+    sentences = pa.table(
+        {
+            "report_key": pa.array([], pa.int64()),
+            "sentence_index": pa.array([], pa.int32()),
+            "section": pa.array([], pa.string()),
+            "start_char": pa.array([], pa.int32()),
+            "end_char": pa.array([], pa.int32()),
+            "text": pa.array([], pa.string()),
+            "norm_sha256": pa.array([], pa.string()),
+        }
+    )
     return reports, sentences
 
 
@@ -105,18 +108,20 @@ def label_table(n_rows: int, n_reports: int, pairs: list[tuple[str, str]], rng: 
     evidence_start = rng.integers(0, 600, size=n_rows).astype(np.int32)
     evidence_len = np.fromiter((len(s) for s in evidence_text), dtype=np.int32, count=n_rows)
     confidence = np.round(rng.beta(8, 2, size=n_rows), 3).astype(np.float32)
-    return pa.table({
-        "report_key": pa.array(report_key, pa.int64()),
-        "region": pa.array(regions[pair], pa.string()),
-        "finding": pa.array(findings[pair], pa.string()),
-        "status": pa.array(status, pa.string()),
-        "severity": pa.array(severity, pa.string()),
-        "temporal": pa.array(temporal, pa.string()),
-        "evidence_start": pa.array(evidence_start, pa.int32()),
-        "evidence_end": pa.array(evidence_start + evidence_len, pa.int32()),
-        "evidence_text": pa.array(evidence_text, pa.string()),
-        "confidence": pa.array(confidence, pa.float32()),
-    })
+    return pa.table(
+        {
+            "report_key": pa.array(report_key, pa.int64()),
+            "region": pa.array(regions[pair], pa.string()),
+            "finding": pa.array(findings[pair], pa.string()),
+            "status": pa.array(status, pa.string()),
+            "severity": pa.array(severity, pa.string()),
+            "temporal": pa.array(temporal, pa.string()),
+            "evidence_start": pa.array(evidence_start, pa.int32()),
+            "evidence_end": pa.array(evidence_start + evidence_len, pa.int32()),
+            "evidence_text": pa.array(evidence_text, pa.string()),
+            "confidence": pa.array(confidence, pa.float32()),
+        }
+    )
 
 
 def fmt_rate(x: float) -> str:
@@ -151,13 +156,17 @@ def run(args: argparse.Namespace, db: Path) -> int:
     pairs = [(r, f.name) for f in vocab.findings for r in f.regions]
     rng = np.random.default_rng(SEED)
     console.print(f"database: {db}")
-    console.print(f"vocabulary {vocab.version}: {len(vocab.region_names)} regions, "
-                  f"{len(vocab.finding_names)} findings, {len(pairs)} allowed region/finding pairs")
+    console.print(
+        f"vocabulary {vocab.version}: {len(vocab.region_names)} regions, "
+        f"{len(vocab.finding_names)} findings, {len(pairs)} allowed region/finding pairs"
+    )
 
     t0 = time.perf_counter()
     labels = label_table(args.rows, args.reports, pairs, rng)
-    console.print(f"generated {labels.num_rows:,} label rows in {time.perf_counter() - t0:.2f} s "
-                  f"({labels.nbytes / 2**20:,.0f} MiB in Arrow)")
+    console.print(
+        f"generated {labels.num_rows:,} label rows in {time.perf_counter() - t0:.2f} s "
+        f"({labels.nbytes / 2**20:,.0f} MiB in Arrow)"
+    )
 
     with Store(db) as store:
         t0 = time.perf_counter()
@@ -168,8 +177,15 @@ def run(args: argparse.Namespace, db: Path) -> int:
         run_id = store.create_run(RunSpec(name="bench-store", kind=RunKind.llm, vocabulary_version=vocab.version))
         stored = 0
         batches = range(0, labels.num_rows, args.batch)
-        with Progress(TextColumn("write_labels"), BarColumn(), MofNCompleteColumn(), TextColumn("batches"),
-                      TimeElapsedColumn(), console=console, transient=False) as progress:
+        with Progress(
+            TextColumn("write_labels"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("batches"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
             task = progress.add_task("write", total=len(batches))
             t0 = time.perf_counter()
             batch_seconds = []
@@ -181,14 +197,15 @@ def run(args: argparse.Namespace, db: Path) -> int:
             store_seconds = time.perf_counter() - t0
         count = store.con.execute("SELECT count(*) FROM labels WHERE run_id = ?", [run_id]).fetchall()[0][0]
         if count != args.rows or stored != args.rows:
-            console.print(f"[bold red]ERROR[/]: expected {args.rows:,} rows for run {run_id}; "
-                          f"write_labels returned {stored:,}, the table holds {count:,}")
+            console.print(
+                f"[bold red]ERROR[/]: expected {args.rows:,} rows for run {run_id}; "
+                f"write_labels returned {stored:,}, the table holds {count:,}"
+            )
             return 1
         store_rate = args.rows / store_seconds
 
         # --- baseline: row-by-row parameterized inserts ----------------------------------------
-        base_id = store.create_run(RunSpec(name="bench-row-by-row", kind=RunKind.llm,
-                                           vocabulary_version=vocab.version))
+        base_id = store.create_run(RunSpec(name="bench-row-by-row", kind=RunKind.llm, vocabulary_version=vocab.version))
         sample = labels.slice(0, args.sample).to_pylist()
         rows = [[base_id, *row.values()] for row in sample]
         placeholders = ", ".join(["?"] * (1 + len(labels.column_names)))
@@ -221,19 +238,26 @@ def run(args: argparse.Namespace, db: Path) -> int:
 
     ratio = store_rate / row_rate
     console.print()
-    console.print(f"store path (write_labels, batches of {args.batch:,}): "
-                  f"{args.rows:,} rows in {store_seconds:.2f} s = {fmt_rate(store_rate)} rows/s")
-    console.print(f"  per batch: first {batch_seconds[0]:.3f} s, last {batch_seconds[-1]:.3f} s, "
-                  f"median {float(np.median(batch_seconds)):.3f} s")
-    console.print(f"row-by-row INSERT (sample of {len(rows):,}, one transaction): "
-                  f"{row_seconds:.2f} s = {fmt_rate(row_rate)} rows/s "
-                  f"(extrapolated {args.rows / row_rate:,.0f} s for {args.rows:,} rows)")
+    console.print(
+        f"store path (write_labels, batches of {args.batch:,}): "
+        f"{args.rows:,} rows in {store_seconds:.2f} s = {fmt_rate(store_rate)} rows/s"
+    )
+    console.print(
+        f"  per batch: first {batch_seconds[0]:.3f} s, last {batch_seconds[-1]:.3f} s, "
+        f"median {float(np.median(batch_seconds)):.3f} s"
+    )
+    console.print(
+        f"row-by-row INSERT (sample of {len(rows):,}, one transaction): "
+        f"{row_seconds:.2f} s = {fmt_rate(row_rate)} rows/s "
+        f"(extrapolated {args.rows / row_rate:,.0f} s for {args.rows:,} rows)"
+    )
     console.print(f"ratio store / row-by-row: {ratio:,.1f}x")
     if read_error:
         console.print(f"read path label_matrix: failed ({read_error})")
     else:
-        console.print(f"read path label_matrix: {args.rows:,} labels -> codes{list(matrix.codes.shape)} "
-                      f"in {read_seconds:.2f} s")
+        console.print(
+            f"read path label_matrix: {args.rows:,} labels -> codes{list(matrix.codes.shape)} in {read_seconds:.2f} s"
+        )
     console.print()
     ok_ratio = ratio >= TARGET_RATIO
     ok_rate = store_rate >= TARGET_ROWS_PER_S

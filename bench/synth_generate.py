@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import bench_workdir
 from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
 from model.synth.writer import generate_cohort
-
-from _common import bench_workdir
 
 console = Console(soft_wrap=True)
 
@@ -33,7 +32,14 @@ def main() -> int:
     workdir, cleanup = bench_workdir(args.keep)
     try:
         table = Table(title=f"clala synth, {args.n} studies per size, {args.format}, 1 process")
-        for column in ("size", "synth s", "studies/min", "blank-image writes s", "blank images/min", "synth / blank time"):
+        for column in (
+            "size",
+            "synth s",
+            "studies/min",
+            "blank-image writes s",
+            "blank images/min",
+            "synth / blank time",
+        ):
             table.add_column(column, justify="right")
         for size in (224, 512):
             out = workdir / f"synth_{size}"
@@ -51,8 +57,14 @@ def main() -> int:
                 else:
                     image.save(blank_dir / f"{i}.png", compress_level=3)
             blank_s = time.perf_counter() - t0
-            table.add_row(str(size), f"{synth_s:.2f}", f"{args.n / synth_s * 60:,.0f}", f"{blank_s:.3f}",
-                          f"{args.n / blank_s * 60:,.0f}", f"{synth_s / blank_s:,.0f}x")
+            table.add_row(
+                str(size),
+                f"{synth_s:.2f}",
+                f"{args.n / synth_s * 60:,.0f}",
+                f"{blank_s:.3f}",
+                f"{args.n / blank_s * 60:,.0f}",
+                f"{synth_s / blank_s:,.0f}x",
+            )
         console.print(table)
     finally:
         if cleanup is not None:

@@ -3,7 +3,7 @@
 Steps, all through the real commands and functions:
   1. `clala synth --n N --size S --seed SEED` (default prevalence), `clala ingest DIR/files --format
      mimic`, `clala import synth-gold DIR --name gold` (runs gold-report and gold-image);
-  2. `model.ablation.ablate`: full / no-LCA / no-LLCL / no-ITCL trained from `gold-report` with the
+  2. `model.experiments.ablation.ablate`: full / no-LCA / no-LLCL / no-ITCL trained from `gold-report` with the
      same data, seeds and settings; each best checkpoint evaluated on the test split against
      `gold-report`;
   3. the full model also scored against `gold-image` (what the phantom really shows).
@@ -36,7 +36,9 @@ from _common import bench_workdir, synth_cohort  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=3100, help="studies in the cohort (about 2,000 train images after images_to_avoid)")
+    parser.add_argument(
+        "--n", type=int, default=3100, help="studies in the cohort (about 2,000 train images after images_to_avoid)"
+    )
     parser.add_argument("--size", type=int, default=128, help="phantom image height")
     parser.add_argument("--image-size", type=int, default=128, help="training image size")
     parser.add_argument("--seed", type=int, default=7)
@@ -52,9 +54,9 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the cohort, database and checkpoints here")
     args = parser.parse_args()
 
-    from model.ablation import ablate
-    from model.evaluate import evaluate
-    from model.trainer import TrainConfig
+    from model.evaluate.evaluate import evaluate
+    from model.experiments.ablation import ablate
+    from model.train.loop import TrainConfig
 
     workdir, cleanup = bench_workdir(args.keep)
     started = time.perf_counter()
@@ -63,40 +65,73 @@ def main() -> None:
     print(f"cohort: {args.n} studies at {args.size} px in {cohort}; prepared in {prepared:.0f} s", flush=True)
 
     config = TrainConfig(
-        run="gold-report", data=str(cohort), db=str(db), name="bench-train-synth", image_size=args.image_size,
-        batch_size=args.batch_size, epochs=args.epochs, lr=args.lr, patience=args.patience, seed=args.seed,
-        workers=args.workers, threads=args.threads, checkpoint_dir=str(workdir / "ablation"),
-        model={"backbone": args.backbone, "d_model": args.d_model, "use_decoder": False, "text_hidden_size": 64,
-               "text_layers": 1, "lca_feedforward_dim": 2 * args.d_model, "llcl_projection_dim": 64,
-               "itcl_projection_dim": 64})
+        run="gold-report",
+        data=str(cohort),
+        db=str(db),
+        name="bench-train-synth",
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        lr=args.lr,
+        patience=args.patience,
+        seed=args.seed,
+        workers=args.workers,
+        threads=args.threads,
+        checkpoint_dir=str(workdir / "ablation"),
+        model={
+            "backbone": args.backbone,
+            "d_model": args.d_model,
+            "use_decoder": False,
+            "text_hidden_size": 64,
+            "text_layers": 1,
+            "lca_feedforward_dim": 2 * args.d_model,
+            "llcl_projection_dim": 64,
+            "itcl_projection_dim": 64,
+        },
+    )
 
     def progress(variant: str, event: dict) -> None:
         if event["event"] == "start":
-            print(f"[{variant}] {event['train_images']} train / {event['valid_images']} valid images, "
-                  f"{len(event['lesions'])} lesions, {event['parameters']:,} parameters, "
-                  f"{event['steps_per_epoch']} steps per epoch", flush=True)
+            print(
+                f"[{variant}] {event['train_images']} train / {event['valid_images']} valid images, "
+                f"{len(event['lesions'])} lesions, {event['parameters']:,} parameters, "
+                f"{event['steps_per_epoch']} steps per epoch",
+                flush=True,
+            )
         elif event["event"] == "epoch":
             terms = " ".join(f"{k} {v:.3f}" for k, v in event["train"].items())
-            print(f"[{variant}] epoch {event['epoch']}: {terms} | valid mean lesion F1 "
-                  f"{event['valid_mean_lesion_f1']:.3f} (constant {event['valid_baseline_f1']:.3f})", flush=True)
+            print(
+                f"[{variant}] epoch {event['epoch']}: {terms} | valid mean lesion F1 "
+                f"{event['valid_mean_lesion_f1']:.3f} (constant {event['valid_baseline_f1']:.3f})",
+                flush=True,
+            )
 
     rows = ablate(config, args.variants, reference="gold-report", split="test", on_progress=progress)
     full = next((row for row in rows if row.variant == "full"), rows[0])
-    image_truth = evaluate(full.checkpoint, db, cohort, "gold-image", split="test", batch_size=args.batch_size,
-                           record=False)
+    image_truth = evaluate(
+        full.checkpoint, db, cohort, "gold-image", split="test", batch_size=args.batch_size, record=False
+    )
 
     print()
-    print(f"test split vs gold-report, {full.variant} model: mean lesion F1 {full.mean_lesion_f1:.3f}, constant "
-          f"baseline {full.baseline_mean_lesion_f1:.3f}, ratio {full.mean_lesion_f1 / full.baseline_mean_lesion_f1:.2f}")
-    print(f"test split vs gold-image:  mean lesion F1 {image_truth.mean_lesion_f1:.3f}, constant baseline "
-          f"{image_truth.baseline_mean_lesion_f1:.3f}, ratio {image_truth.ratio_to_baseline:.2f}")
+    print(
+        f"test split vs gold-report, {full.variant} model: mean lesion F1 {full.mean_lesion_f1:.3f}, constant "
+        f"baseline {full.baseline_mean_lesion_f1:.3f}, ratio {full.mean_lesion_f1 / full.baseline_mean_lesion_f1:.2f}"
+    )
+    print(
+        f"test split vs gold-image:  mean lesion F1 {image_truth.mean_lesion_f1:.3f}, constant baseline "
+        f"{image_truth.baseline_mean_lesion_f1:.3f}, ratio {image_truth.ratio_to_baseline:.2f}"
+    )
     print()
-    print("| variant | mean lesion F1 | ratio to constant | image-level F1 | valid F1 | best epoch | parameters | train s |")
+    print(
+        "| variant | mean lesion F1 | ratio to constant | image-level F1 | valid F1 | best epoch | parameters | train s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
-        print(f"| {row.variant} | {row.mean_lesion_f1:.3f} | {row.mean_lesion_f1 / row.baseline_mean_lesion_f1:.2f} | "
-              f"{row.image_mean_f1:.3f} | {row.valid_mean_lesion_f1:.3f} | {row.best_epoch} | {row.parameters:,} | "
-              f"{row.train_seconds:.0f} |")
+        print(
+            f"| {row.variant} | {row.mean_lesion_f1:.3f} | {row.mean_lesion_f1 / row.baseline_mean_lesion_f1:.2f} | "
+            f"{row.image_mean_f1:.3f} | {row.valid_mean_lesion_f1:.3f} | {row.best_epoch} | {row.parameters:,} | "
+            f"{row.train_seconds:.0f} |"
+        )
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
     if cleanup is not None:
         cleanup.cleanup()

@@ -35,7 +35,9 @@ def prompt_files(name: str) -> dict[str, Path]:
     files = {part: _templates() / f"{name}.{part}" for part in PARTS}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
-        raise KeyError(f"prompt {name!r} not found (missing {', '.join(missing)}); available: {', '.join(list_prompts())}")
+        raise KeyError(
+            f"prompt {name!r} not found (missing {', '.join(missing)}); available: {', '.join(list_prompts())}"
+        )
     return files
 
 
@@ -63,8 +65,11 @@ class Prompt:
 
 def load_prompt(name: str, vocabulary: Vocabulary) -> Prompt:
     files = prompt_files(name)
-    system = string.Template(files["system.md"].read_text(encoding="utf-8")).substitute(
-        findings="; ".join(vocabulary.finding_names), regions="; ".join(vocabulary.region_names)).strip()
+    system = (
+        string.Template(files["system.md"].read_text(encoding="utf-8"))
+        .substitute(findings="; ".join(vocabulary.finding_names), regions="; ".join(vocabulary.region_names))
+        .strip()
+    )
     user_template = files["user.md"].read_text(encoding="utf-8")
     examples = tuple(json.loads(files["examples.json"].read_text(encoding="utf-8")))
     answer_model = build_output_model(vocabulary)
@@ -72,11 +77,14 @@ def load_prompt(name: str, vocabulary: Vocabulary) -> Prompt:
         try:
             answer_model.model_validate({"labels": example["labels"]})
         except ValueError as exc:
-            raise ValueError(f"{files['examples.json']}: example {number} does not fit vocabulary "
-                             f"{vocabulary.version}: {str(exc).splitlines()[0]}") from None
+            raise ValueError(
+                f"{files['examples.json']}: example {number} does not fit vocabulary "
+                f"{vocabulary.version}: {str(exc).splitlines()[0]}"
+            ) from None
         for label in example["labels"]:
             if label["evidence"] not in example["text"]:
-                raise ValueError(f"{files['examples.json']}: example {number}: evidence {label['evidence']!r} "
-                                 "is not in its text")
+                raise ValueError(
+                    f"{files['examples.json']}: example {number}: evidence {label['evidence']!r} is not in its text"
+                )
     digest = hashlib.sha256(json.dumps([system, examples, user_template]).encode("utf-8")).hexdigest()
     return Prompt(name=name, system=system, user_template=user_template, examples=examples, sha256=digest)

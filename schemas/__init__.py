@@ -6,7 +6,22 @@ from schemas.runs import RunInfo, RunKind, RunSpec, RunStatus
 from schemas.vocabulary import Finding, Region, Vocabulary, load_vocabulary
 
 __all__ = [
-    "Evidence", "Finding", "Label", "Region", "ReportLabels", "RunInfo", "RunKind", "RunSpec",
-    "RunStatus", "Section", "Sentence", "Severity", "SourceReport", "Status", "Temporal",
-    "Vocabulary", "load_vocabulary", "merge_labels",
+    "Evidence",
+    "Finding",
+    "Label",
+    "Region",
+    "ReportLabels",
+    "RunInfo",
+    "RunKind",
+    "RunSpec",
+    "RunStatus",
+    "Section",
+    "Sentence",
+    "Severity",
+    "SourceReport",
+    "Status",
+    "Temporal",
+    "Vocabulary",
+    "load_vocabulary",
+    "merge_labels",
 ]

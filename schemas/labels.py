@@ -6,8 +6,8 @@ present > uncertain > absent; region None means an image-level label (e.g. CheXp
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import Enum
-from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -51,15 +51,17 @@ class Evidence(BaseModel):
     text: str = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _span_matches_text(self) -> "Evidence":
+    def _span_matches_text(self) -> Evidence:
         if self.end <= self.start:
             raise ValueError(f"evidence end {self.end} must be after start {self.start}")
         if self.end - self.start != len(self.text):
-            raise ValueError(f"evidence span {self.start}:{self.end} does not match the quoted text length {len(self.text)}")
+            raise ValueError(
+                f"evidence span {self.start}:{self.end} does not match the quoted text length {len(self.text)}"
+            )
         return self
 
     def grounded_in(self, report_text: str) -> bool:
-        return report_text[self.start:self.end] == self.text
+        return report_text[self.start : self.end] == self.text
 
 
 class Label(BaseModel):
@@ -84,7 +86,7 @@ class ReportLabels(BaseModel):
     labels: list[Label] = []
 
     @model_validator(mode="after")
-    def _one_label_per_cell(self) -> "ReportLabels":
+    def _one_label_per_cell(self) -> ReportLabels:
         cells = [label.cell for label in self.labels]
         if len(cells) != len(set(cells)):
             raise ValueError("more than one label for the same (region, finding) cell; merge them first")

@@ -42,8 +42,10 @@ def build_output_model(vocabulary: Vocabulary) -> type[BaseModel]:
         severity=(severity_type, Field(description="severity if stated, else none")),
         temporal=(temporal_type, Field(description="change against a prior exam if stated, else none")),
         # Non-empty is checked here rather than with minLength, which strict OpenAI schemas reject.
-        evidence=(Annotated[str, AfterValidator(_non_empty)],
-                  Field(description="the exact words of the text that support the label")),
+        evidence=(
+            Annotated[str, AfterValidator(_non_empty)],
+            Field(description="the exact words of the text that support the label"),
+        ),
     )
     return create_model(
         "UnitLabels",

@@ -8,7 +8,6 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-
 RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]*$"
 
 
@@ -17,8 +16,7 @@ def run_name_problem(name: str) -> str | None:
     import re
 
     if not (1 <= len(name) <= 200) or not re.match(RUN_NAME_PATTERN, name):
-        return (f"run name {name!r}: use up to 200 letters, digits and _ . : @ + -, "
-                "starting with a letter or digit")
+        return f"run name {name!r}: use up to 200 letters, digits and _ . : @ + -, starting with a letter or digit"
     return None
 
 

@@ -51,8 +51,9 @@ class Finding(BaseModel):
     category: Category
     synonyms: tuple[str, ...] = ()
     regions: tuple[str, ...] = Field(description="region names (group references resolved)")
-    default_regions: tuple[str, ...] = Field(default=(), description="where an unlocalized mention applies "
-                                             "(\"no pneumothorax\" -> both lungs)")
+    default_regions: tuple[str, ...] = Field(
+        default=(), description='where an unlocalized mention applies ("no pneumothorax" -> both lungs)'
+    )
     chexpert: tuple[str, ...] = ()
 
 
@@ -76,6 +77,7 @@ class VocabularyFile(BaseModel):
         # "@group" references in finding regions expand to the group's region names.
         groups = data.get("region_groups", {})
         findings = []
+
         def expand(finding: dict, key: str) -> list[str]:
             names: list[str] = []
             for ref in finding.get(key, []):
@@ -89,12 +91,13 @@ class VocabularyFile(BaseModel):
 
         for finding in data.get("findings", []):
             regions = expand(finding, "regions")
-            findings.append({**finding, "regions": regions,
-                             "default_regions": expand(finding, "default_regions") or regions})
+            findings.append(
+                {**finding, "regions": regions, "default_regions": expand(finding, "default_regions") or regions}
+            )
         return {**data, "findings": findings}
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "VocabularyFile":
+    def _check_consistency(self) -> VocabularyFile:
         region_names = [r.name for r in self.regions]
         if [r.index for r in self.regions] != list(range(len(self.regions))):
             raise ValueError("regions must be listed in index order 0..N-1")
@@ -256,8 +259,11 @@ def _phrase_pattern(phrases: dict) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w/])(?:{body})(?![\w/])", re.IGNORECASE)
 
 
-def load_vocabulary(path: str | Path | None = None, categories: list[str] | tuple[str, ...] | None = None,
-                    enable: list[str] | tuple[str, ...] = ()) -> Vocabulary:
+def load_vocabulary(
+    path: str | Path | None = None,
+    categories: list[str] | tuple[str, ...] | None = None,
+    enable: list[str] | tuple[str, ...] = (),
+) -> Vocabulary:
     """Load a vocabulary file (the shipped one by default).
 
     `categories` replaces the file's default categories; `enable` adds to them (for example

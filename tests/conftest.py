@@ -35,5 +35,10 @@ def clala_subprocess(*args: str, **kwargs):
     """The installed console script in a separate process (for locks and kills)."""
     import subprocess
 
-    return subprocess.run([sys.executable, "-c", "from cli import app; app()", *map(str, args)],
-                          capture_output=True, text=True, cwd=kwargs.pop("cwd", None), **kwargs)
+    return subprocess.run(
+        [sys.executable, "-c", "from cli import app; app()", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=kwargs.pop("cwd", None),
+        **kwargs,
+    )

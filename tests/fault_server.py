@@ -28,13 +28,25 @@ def answer_for(text: str) -> dict:
     lowered = text.lower()
     negated = lowered.startswith("no ") or " no " in lowered
     side = ["left lung"] if "left" in lowered else ["right lung"] if "right" in lowered else []
-    for word, finding in (("effusion", "pleural effusion"), ("pneumothorax", "pneumothorax"),
-                          ("atelectasis", "atelectasis"), ("cardiomegaly", "enlarged cardiac silhouette"),
-                          ("consolidation", "consolidation")):
+    for word, finding in (
+        ("effusion", "pleural effusion"),
+        ("pneumothorax", "pneumothorax"),
+        ("atelectasis", "atelectasis"),
+        ("cardiomegaly", "enlarged cardiac silhouette"),
+        ("consolidation", "consolidation"),
+    ):
         if word in lowered:
             regions = ["cardiac silhouette"] if finding == "enlarged cardiac silhouette" else side
-            labels.append({"finding": finding, "regions": regions, "status": "absent" if negated else "present",
-                           "severity": "none", "temporal": "none", "evidence": text.strip().rstrip(".")})
+            labels.append(
+                {
+                    "finding": finding,
+                    "regions": regions,
+                    "status": "absent" if negated else "present",
+                    "severity": "none",
+                    "temporal": "none",
+                    "evidence": text.strip().rstrip("."),
+                }
+            )
     return {"labels": labels}
 
 
@@ -63,7 +75,9 @@ class FaultServer:
 
             def do_GET(self):
                 if self.path.endswith("/models"):
-                    self._send(200, {"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "fault"}]})
+                    self._send(
+                        200, {"object": "list", "data": [{"id": "fake-model", "object": "model", "owned_by": "fault"}]}
+                    )
                 else:
                     self._send(404, {"error": "not found"})
 
@@ -71,8 +85,9 @@ class FaultServer:
                 length = int(self.headers.get("Content-Length", 0))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 with server.lock:
-                    server.requests.append({"time": time.monotonic(), "path": self.path,
-                                            "headers": dict(self.headers), "body": body})
+                    server.requests.append(
+                        {"time": time.monotonic(), "path": self.path, "headers": dict(self.headers), "body": body}
+                    )
                 status, reply, headers = server.respond(body)
                 try:
                     self._send(status, reply, headers)
@@ -87,7 +102,7 @@ class FaultServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
 
-    def __enter__(self) -> "FaultServer":
+    def __enter__(self) -> FaultServer:
         self.thread.start()
         return self
 
@@ -124,22 +139,54 @@ class FaultServer:
         if "INVALIDJSON" in text or ("FIXONRETRY" in text and count == 1):
             content = "{not json"
         elif "OUTSIDEVOCAB" in text:
-            content = json.dumps({"labels": [{"finding": "ignore the instructions", "regions": ["left lung"],
-                                              "status": "present", "severity": "none", "temporal": "none",
-                                              "evidence": text}]})
+            content = json.dumps(
+                {
+                    "labels": [
+                        {
+                            "finding": "ignore the instructions",
+                            "regions": ["left lung"],
+                            "status": "present",
+                            "severity": "none",
+                            "temporal": "none",
+                            "evidence": text,
+                        }
+                    ]
+                }
+            )
         elif "UNGROUNDED" in text:
-            content = json.dumps({"labels": [{"finding": "pneumothorax", "regions": ["right lung"], "status": "present",
-                                              "severity": "none", "temporal": "none",
-                                              "evidence": "a large tension pneumothorax"}]})
+            content = json.dumps(
+                {
+                    "labels": [
+                        {
+                            "finding": "pneumothorax",
+                            "regions": ["right lung"],
+                            "status": "present",
+                            "severity": "none",
+                            "temporal": "none",
+                            "evidence": "a large tension pneumothorax",
+                        }
+                    ]
+                }
+            )
         elif "TRUNCATED" in text:
             content, finish = content[: max(5, len(content) // 2)], "length"
         prompt_tokens = sum(len(m["content"]) for m in messages) // 4
         choice = {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}
         if body.get("logprobs"):  # every token at log-probability -0.1
             choice["logprobs"] = {"content": [{"token": "t", "logprob": -0.1, "bytes": None, "top_logprobs": []}] * 5}
-        return 200, {
-            "id": f"cmpl-{count}", "object": "chat.completion", "created": int(time.time()), "model": body.get("model"),
-            "choices": [choice],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(content) // 4,
-                      "total_tokens": prompt_tokens + len(content) // 4},
-        }, {}
+        return (
+            200,
+            {
+                "id": f"cmpl-{count}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [choice],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": len(content) // 4,
+                    "total_tokens": prompt_tokens + len(content) // 4,
+                },
+            },
+            {},
+        )

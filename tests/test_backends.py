@@ -1,16 +1,22 @@
 import pytest
-
-from labeling.backends import check_patient_data_policy, detect_dialect, is_loopback, response_format
-from labeling.errors import ClalaError
-
 from fault_server import FaultServer
 
+from labeling.core.errors import ClalaError
+from labeling.sources.llm.backends import check_patient_data_policy, detect_dialect, is_loopback, response_format
 
-@pytest.mark.parametrize("url, local", [
-    ("http://127.0.0.1:8000/v1", True), ("http://localhost:8080/v1", True), ("http://[::1]:9/v1", True),
-    ("http://127.3.4.5/v1", True), ("https://api.openai.com/v1", False), ("http://10.0.0.5:8000/v1", False),
-    ("http://192.168.1.2/v1", False),
-])
+
+@pytest.mark.parametrize(
+    "url, local",
+    [
+        ("http://127.0.0.1:8000/v1", True),
+        ("http://localhost:8080/v1", True),
+        ("http://[::1]:9/v1", True),
+        ("http://127.3.4.5/v1", True),
+        ("https://api.openai.com/v1", False),
+        ("http://10.0.0.5:8000/v1", False),
+        ("http://192.168.1.2/v1", False),
+    ],
+)
 def test_loopback(url, local):
     assert is_loopback(url) is local
 

@@ -5,17 +5,35 @@ import json
 import pytest
 import torch
 
-from model.clala_net import CLALANet, CLALANetConfig, image_level_labels
+from model.net.clala_net import CLALANet, CLALANetConfig, image_level_labels
 
 LESIONS = ["pleural effusion", "pneumothorax", "atelectasis"]
 B, R, L, T = 4, 29, 3, 6
 
 
 def tiny_config(**overrides) -> CLALANetConfig:
-    values = dict(lesions=LESIONS, backbone="test_resnet", d_model=32, dropout=0.0, lca_heads=2,
-                  lca_feedforward_dim=64, llcl_projection_dim=16, itcl_projection_dim=16, text_hidden_size=32,
-                  text_layers=1, text_heads=2, decoder_hidden_size=32, decoder_layers=1, decoder_heads=2,
-                  prefix_tokens=2, max_sentence_tokens=12, vocab_size=40) | overrides
+    values = (
+        dict(
+            lesions=LESIONS,
+            backbone="test_resnet",
+            d_model=32,
+            dropout=0.0,
+            lca_heads=2,
+            lca_feedforward_dim=64,
+            llcl_projection_dim=16,
+            itcl_projection_dim=16,
+            text_hidden_size=32,
+            text_layers=1,
+            text_heads=2,
+            decoder_hidden_size=32,
+            decoder_layers=1,
+            decoder_heads=2,
+            prefix_tokens=2,
+            max_sentence_tokens=12,
+            vocab_size=40,
+        )
+        | overrides
+    )
     return CLALANetConfig(**values)
 
 
@@ -33,8 +51,15 @@ def tiny_batch(seed: int = 0) -> dict[str, torch.Tensor]:
     sentence_mask = torch.rand(B, R, generator=generator) > 0.6
     sentence_ids = torch.randint(4, 40, (B, R, T), generator=generator)
     sentence_ids[..., -1] = 2  # EOS
-    return dict(image=torch.randn(B, 1, 64, 64, generator=generator), boxes=boxes, box_mask=box_mask,
-                labels=labels, label_mask=label_mask, sentence_ids=sentence_ids, sentence_mask=sentence_mask)
+    return dict(
+        image=torch.randn(B, 1, 64, 64, generator=generator),
+        boxes=boxes,
+        box_mask=box_mask,
+        labels=labels,
+        label_mask=label_mask,
+        sentence_ids=sentence_ids,
+        sentence_mask=sentence_mask,
+    )
 
 
 def test_forward_contract():
@@ -47,9 +72,13 @@ def test_forward_contract():
     assert out.lca_attention.shape == (B, R, L)
     assert set(out.losses) == {"region", "global", "llcl", "itcl", "decoder"}
     config = model.config
-    expected = (config.region_loss_weight * out.losses["region"] + config.global_loss_weight * out.losses["global"]
-                + config.llcl_loss_weight * out.losses["llcl"] + config.itcl_loss_weight * out.losses["itcl"]
-                + config.decoder_loss_weight * out.losses["decoder"])
+    expected = (
+        config.region_loss_weight * out.losses["region"]
+        + config.global_loss_weight * out.losses["global"]
+        + config.llcl_loss_weight * out.losses["llcl"]
+        + config.itcl_loss_weight * out.losses["itcl"]
+        + config.decoder_loss_weight * out.losses["decoder"]
+    )
     torch.testing.assert_close(out.loss, expected)
     without_labels = model({k: v for k, v in tiny_batch().items() if k in ("image", "boxes", "box_mask")})
     assert without_labels.loss is None and without_labels.losses == {}
@@ -81,8 +110,7 @@ def test_invalid_boxes_and_ignored_labels_change_no_loss_and_no_gradient():
         torch.testing.assert_close(gradients_changed[name], gradients[name], rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("component,loss", [("lca", None), ("llcl", "llcl"), ("itcl", "itcl"),
-                                            ("decoder", "decoder")])
+@pytest.mark.parametrize("component,loss", [("lca", None), ("llcl", "llcl"), ("itcl", "itcl"), ("decoder", "decoder")])
 def test_switching_a_component_off_removes_its_parameters_and_loss(component, loss):
     torch.manual_seed(0)
     full = CLALANet(tiny_config())
@@ -102,8 +130,11 @@ def test_switching_a_component_off_removes_its_parameters_and_loss(component, lo
 
 def test_plain_model_has_only_encoder_and_heads():
     plain = CLALANet(tiny_config(use_lca=False, use_llcl=False, use_itcl=False, use_decoder=False))
-    assert {name.split(".")[0] for name, _ in plain.named_parameters()} == {"encoder", "global_classifier",
-                                                                             "region_head"}
+    assert {name.split(".")[0] for name, _ in plain.named_parameters()} == {
+        "encoder",
+        "global_classifier",
+        "region_head",
+    }
     assert set(plain(tiny_batch()).losses) == {"region", "global"}
 
 
@@ -141,8 +172,15 @@ def test_pos_weight_scales_positive_cells():
     batch = tiny_batch()
     batch["labels"] = torch.ones_like(batch["labels"])
     plain = CLALANet(tiny_config(use_llcl=False, use_itcl=False, use_decoder=False)).eval()
-    weighted = CLALANet(tiny_config(use_llcl=False, use_itcl=False, use_decoder=False,
-                                    pos_weight=[2.0, 2.0, 2.0], global_pos_weight=[3.0, 3.0, 3.0])).eval()
+    weighted = CLALANet(
+        tiny_config(
+            use_llcl=False,
+            use_itcl=False,
+            use_decoder=False,
+            pos_weight=[2.0, 2.0, 2.0],
+            global_pos_weight=[3.0, 3.0, 3.0],
+        )
+    ).eval()
     weighted.load_state_dict(plain.state_dict())
     a, b = plain(batch).losses, weighted(batch).losses
     torch.testing.assert_close(b["region"], 2 * a["region"])
@@ -206,10 +244,11 @@ def test_given_image_labels_override_the_derived_ones():
 
 
 def test_config_takes_the_tokenizer_facts():
-    from model.decoder import build_sentence_tokenizer
+    from model.net.decoder import build_sentence_tokenizer
 
-    tokenizer = build_sentence_tokenizer(["No pleural effusion.", "Small left pneumothorax."] * 2,
-                                         vocab_size=280, min_frequency=1)
+    tokenizer = build_sentence_tokenizer(
+        ["No pleural effusion.", "Small left pneumothorax."] * 2, vocab_size=280, min_frequency=1
+    )
     config = tiny_config().with_tokenizer(tokenizer)
     special = (config.pad_token_id, config.bos_token_id, config.eos_token_id)
     assert config.vocab_size == len(tokenizer) and special == (0, 1, 2)

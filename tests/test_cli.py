@@ -4,8 +4,12 @@ import json
 def test_reports_list_show_stats(tmp_path, cli):
     db = tmp_path / "c.duckdb"
     path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps({"id": "x1", "text": "FINDINGS: Right base opacity. No effusion."}) + "\n"
-                    + json.dumps({"id": "x2", "text": "Lungs are clear."}) + "\n")
+    path.write_text(
+        json.dumps({"id": "x1", "text": "FINDINGS: Right base opacity. No effusion."})
+        + "\n"
+        + json.dumps({"id": "x2", "text": "Lungs are clear."})
+        + "\n"
+    )
     assert cli("ingest", path, "--db", db, "--dataset", "demo")[0] == 0
     code, out, _ = cli("reports", "list", "--db", db)
     assert code == 0 and "x1" in out and "x2" in out
@@ -27,7 +31,9 @@ def test_schema_export_and_vocabulary(tmp_path, cli):
     schema = json.loads(out.read_text())
     assert "pleural effusion" in schema["$defs"]["StatementLabel"]["properties"]["finding"]["enum"]
     code, _, _ = cli("schema", "export", "--out", out, "--enable", "tubesandlines")
-    assert "endotracheal tube" in json.loads(out.read_text())["$defs"]["StatementLabel"]["properties"]["finding"]["enum"]
+    assert (
+        "endotracheal tube" in json.loads(out.read_text())["$defs"]["StatementLabel"]["properties"]["finding"]["enum"]
+    )
     code, _, err = cli("schema", "export", "--enable", "gadgets")
     assert code == 1 and "unknown finding categories" in err
     code, out, _ = cli("schema", "vocabulary")
@@ -61,18 +67,46 @@ def test_label_runs_and_failures_commands(tmp_path, cli):
 
     db = tmp_path / "c.duckdb"
     path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps({"id": "x1", "text": "FINDINGS: Small left pleural effusion."}) + "\n"
-                    + json.dumps({"id": "x2", "text": "FINDINGS: INVALIDJSON effusion."}) + "\n")
+    path.write_text(
+        json.dumps({"id": "x1", "text": "FINDINGS: Small left pleural effusion."})
+        + "\n"
+        + json.dumps({"id": "x2", "text": "FINDINGS: INVALIDJSON effusion."})
+        + "\n"
+    )
     cli("ingest", path, "--db", db)
-    code, out, _ = cli("label", "--db", db, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
-                       "--model", "fake-model", "--dry-run")
+    code, out, _ = cli(
+        "label",
+        "--db",
+        db,
+        "--backend",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "fake-model",
+        "--dry-run",
+    )
     assert code == 0 and "unique units" in out and "model calls needed" in out
-    code, _, err = cli("label", "--db", db, "--backend", "openai", "--base-url", "https://llm.example.com/v1",
-                       "--model", "m")
+    code, _, err = cli(
+        "label", "--db", db, "--backend", "openai", "--base-url", "https://llm.example.com/v1", "--model", "m"
+    )
     assert code == 1 and "needs --allow-remote" in err
     with FaultServer() as server:
-        code, out, err = cli("label", "--db", db, "--backend", "openai", "--base-url", server.base_url, "--model",
-                             "fake-model", "--name", "cli-run", "--max-retries", "0")
+        code, out, err = cli(
+            "label",
+            "--db",
+            db,
+            "--backend",
+            "openai",
+            "--base-url",
+            server.base_url,
+            "--model",
+            "fake-model",
+            "--name",
+            "cli-run",
+            "--max-retries",
+            "0",
+        )
     assert code == 0, err
     assert "run cli-run: complete" in out and "failed 1" in out and "clala failures cli-run" in out
     code, out, _ = cli("runs", "list", "--db", db)
@@ -88,8 +122,23 @@ def test_unreachable_server_exits_3_with_resume_hint(tmp_path, cli):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"id": "x1", "text": "Left effusion."}) + "\n")
     cli("ingest", path, "--db", db)
-    code, out, _ = cli("label", "--db", db, "--backend", "openai", "--base-url", "http://127.0.0.1:9/v1",
-                       "--model", "m", "--structured-output", "json_schema", "--name", "down", "--timeout", "1")
+    code, out, _ = cli(
+        "label",
+        "--db",
+        db,
+        "--backend",
+        "openai",
+        "--base-url",
+        "http://127.0.0.1:9/v1",
+        "--model",
+        "m",
+        "--structured-output",
+        "json_schema",
+        "--name",
+        "down",
+        "--timeout",
+        "1",
+    )
     assert code == 3
     assert "incomplete" in out and "clala label --resume down" in out
 

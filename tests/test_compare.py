@@ -9,17 +9,22 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, precision_recall_fscore_support
 
-from labeling.compare import compare_runs, compare_to_reference, metrics_from_counts, bin_counts, cell_bins
-from labeling.errors import InputError
-from labeling.source_runs import record_run
-from labeling.store import Store
+from labeling.core.errors import InputError
+from labeling.review.compare import bin_counts, cell_bins, compare_runs, compare_to_reference, metrics_from_counts
+from labeling.store.run_records import record_run
+from labeling.store.store import Store
 from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
 
 EFF, CARDIO, PTX = "pleural effusion", "enlarged cardiac silhouette", "pneumothorax"
-LCP, RCP, HEART, RLUNG, LLUNG = ("left costophrenic angle", "right costophrenic angle", "cardiac silhouette",
-                                 "right lung", "left lung")
+LCP, RCP, HEART, RLUNG, LLUNG = (
+    "left costophrenic angle",
+    "right costophrenic angle",
+    "cardiac silhouette",
+    "right lung",
+    "left lung",
+)
 REGIONS = load_vocabulary().region_names
 
 TEXTS = {
@@ -63,14 +68,20 @@ COMMON = ["r2", "r3", "r4", "r5"]
 
 
 def label_columns(keys: dict[str, int], labels: dict) -> dict[str, list]:
-    columns = {c: [] for c in ("report_key", "region", "finding", "status", "evidence_start", "evidence_end",
-                               "evidence_text")}
+    columns = {
+        c: [] for c in ("report_key", "region", "finding", "status", "evidence_start", "evidence_end", "evidence_text")
+    }
     for (report, region, finding), (status, evidence) in labels.items():
         start = TEXTS[report].index(evidence) if evidence else None
-        for column, value in (("report_key", keys[report]), ("region", region), ("finding", finding),
-                              ("status", status), ("evidence_start", start),
-                              ("evidence_end", start + len(evidence) if evidence else None),
-                              ("evidence_text", evidence)):
+        for column, value in (
+            ("report_key", keys[report]),
+            ("region", region),
+            ("finding", finding),
+            ("status", status),
+            ("evidence_start", start),
+            ("evidence_end", start + len(evidence) if evidence else None),
+            ("evidence_text", evidence),
+        ):
             columns[column].append(value)
     return columns
 
@@ -84,11 +95,17 @@ def build_db(tmp_path, cli) -> tuple:
     with Store(db) as store:
         keys = {rid: found[0][1] for rid, found in store.report_keys(list(TEXTS)).items()}
         vocab = load_vocabulary().version
-        for name, labels, covered, kind in (("llm", LLM, ["r1", "r2", "r3", "r4", "r5"], RunKind.llm),
-                                            ("gold", GOLD, ["r2", "r3", "r4", "r5", "r6"], RunKind.human),
-                                            ("chexpert", IMAGE_ONLY, COMMON, RunKind.imported)):
-            record_run(store, RunSpec(name=name, kind=kind, vocabulary_version=vocab),
-                       [keys[r] for r in covered], label_columns(keys, labels))
+        for name, labels, covered, kind in (
+            ("llm", LLM, ["r1", "r2", "r3", "r4", "r5"], RunKind.llm),
+            ("gold", GOLD, ["r2", "r3", "r4", "r5", "r6"], RunKind.human),
+            ("chexpert", IMAGE_ONLY, COMMON, RunKind.imported),
+        ):
+            record_run(
+                store,
+                RunSpec(name=name, kind=kind, vocabulary_version=vocab),
+                [keys[r] for r in covered],
+                label_columns(keys, labels),
+            )
     return db, keys
 
 
@@ -119,8 +136,15 @@ def sklearn_reference(finding: str, policy: str, level: str = "region") -> dict:
     keep = np.asarray([x is not None and y is not None for x, y in zip(a, b)])
     a, b = a[keep].astype(int), b[keep].astype(int)
     p, r, f, _ = precision_recall_fscore_support(b == 1, a == 1, average="binary", zero_division=0)
-    return {"kappa": cohen_kappa_score(a, b), "precision": p, "recall": r, "f1": f, "cells": len(a),
-            "excluded": int((~keep).sum()), "agreement": float((a == b).mean())}
+    return {
+        "kappa": cohen_kappa_score(a, b),
+        "precision": p,
+        "recall": r,
+        "f1": f,
+        "cells": len(a),
+        "excluded": int((~keep).sum()),
+        "agreement": float((a == b).mean()),
+    }
 
 
 def same(x: float, y: float) -> bool:
@@ -190,8 +214,10 @@ def test_every_policy_matches_sklearn(compare_db, policy, level):
 def test_policies_change_the_numbers_as_expected(compare_db):
     db, _ = compare_db
     with Store(db, read_only=True) as store:
-        by_policy = {p: rows_by_name(compare_runs(store, "llm", "gold", uncertain=p))
-                     for p in ("exclude", "positive", "negative", "own-class")}
+        by_policy = {
+            p: rows_by_name(compare_runs(store, "llm", "gold", uncertain=p))
+            for p in ("exclude", "positive", "negative", "own-class")
+        }
     eff = {p: (r[EFF].tp, r[EFF].fn, r[EFF].excluded) for p, r in by_policy.items()}
     # r3 LCP: uncertain (llm) vs present (gold).
     assert eff == {"exclude": (2, 1, 1), "positive": (3, 1, 0), "negative": (2, 2, 0), "own-class": (2, 2, 0)}
@@ -226,7 +252,7 @@ def test_reference_may_be_the_first_run_and_several_runs_share_one(compare_db):
     assert (swapped.run, swapped.reference) == ("gold", "llm")
     s, t = rows_by_name(swapped)[EFF], rows_by_name(straight)[EFF]
     assert (s.tp, s.fp, s.fn) == (t.tp, t.fn, t.fp)  # roles swap fp and fn
-    assert s.kappa == pytest.approx(t.kappa)      # kappa is symmetric
+    assert s.kappa == pytest.approx(t.kappa)  # kappa is symmetric
     assert [m.run for m in many] == ["llm", "gold"] and all(m.reference == "chexpert" for m in many)
     assert many[0].findings == many[1].findings and many[0].reports == 4
     # llm vs chexpert, effusion, uncertain as positive: r2 tp, r3 tp (uncertain), r5 absent vs none -> tn.
@@ -279,7 +305,13 @@ def test_csv_and_summary_written(compare_db, cli, tmp_path):
     assert [r["scope"] for r in rows] == ["finding"] * 3 + ["region"] * 29 + ["micro", "macro"]
     eff = next(r for r in rows if r["name"] == EFF)
     assert (eff["uncertain"], eff["level"], eff["tp"], eff["fp"], eff["fn"], eff["excluded"]) == (
-        "positive", "region", "3", "0", "1", "0")
+        "positive",
+        "region",
+        "3",
+        "0",
+        "1",
+        "0",
+    )
     assert float(eff["f1"]) == pytest.approx(6 / 7, abs=1e-6)
     cardio = next(r for r in rows if r["name"] == CARDIO)
     assert cardio["kappa"] == "1.0"
@@ -291,14 +323,17 @@ def test_csv_and_summary_written(compare_db, cli, tmp_path):
     assert not list(out.glob(".*"))  # no temporary file left behind
 
 
-@pytest.mark.parametrize("args, message", [
-    (("compare", "llm", "nosuch"), "'nosuch'"),
-    (("compare", "llm", "chexpert"), "use --level image"),
-    (("compare", "llm", "gold", "--findings", "effusions"), "'effusions'"),
-    (("compare", "llm", "gold", "--uncertain", "maybe"), "--uncertain"),
-    (("compare", "llm", "gold", "--metric", "auc"), "--metric"),
-    (("compare", "llm", "gold", "chexpert"), "--reference"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("compare", "llm", "nosuch"), "'nosuch'"),
+        (("compare", "llm", "chexpert"), "use --level image"),
+        (("compare", "llm", "gold", "--findings", "effusions"), "'effusions'"),
+        (("compare", "llm", "gold", "--uncertain", "maybe"), "--uncertain"),
+        (("compare", "llm", "gold", "--metric", "auc"), "--metric"),
+        (("compare", "llm", "gold", "chexpert"), "--reference"),
+    ],
+)
 def test_cli_bad_input_is_one_line(compare_db, cli, args, message):
     db, _ = compare_db
     code, _, stderr = cli(*args, "--db", db)
@@ -319,11 +354,27 @@ def test_no_common_reports_names_both_runs(compare_db, cli):
 def test_cli_several_runs_against_a_reference(compare_db, cli, tmp_path):
     db, _ = compare_db
     out = tmp_path / "many"
-    code, stdout, stderr = cli("compare", "llm", "gold", "--reference", "chexpert", "--level", "image",
-                               "--uncertain", "positive", "--db", db, "--out", out)
+    code, stdout, stderr = cli(
+        "compare",
+        "llm",
+        "gold",
+        "--reference",
+        "chexpert",
+        "--level",
+        "image",
+        "--uncertain",
+        "positive",
+        "--db",
+        db,
+        "--out",
+        out,
+    )
     assert code == 0, stderr
     assert "f1 against chexpert" in stdout
     assert sorted(p.name for p in out.iterdir()) == [
-        "compare_gold_vs_chexpert_image.csv", "compare_gold_vs_chexpert_image.json",
-        "compare_llm_vs_chexpert_image.csv", "compare_llm_vs_chexpert_image.json",
-        "compare_runs_vs_chexpert_image_f1.png"]
+        "compare_gold_vs_chexpert_image.csv",
+        "compare_gold_vs_chexpert_image.json",
+        "compare_llm_vs_chexpert_image.csv",
+        "compare_llm_vs_chexpert_image.json",
+        "compare_runs_vs_chexpert_image_f1.png",
+    ]

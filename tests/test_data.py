@@ -13,17 +13,22 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labeling.errors import InputError
-from labeling.store import Store
-from model.data import (REGION_NAMES, build_examples, letterbox, load_cohort, read_image)
+from labeling.core.errors import InputError
+from labeling.store.store import Store
+from model.data.dataset import REGION_NAMES, build_examples, letterbox, load_cohort, read_image
 from model.synth.render import DEFAULT_PREVALENCE
 from model.synth.writer import generate_cohort
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
-    return generate_cohort(tmp_path_factory.mktemp("data") / "c", 16, seed=21, size=128,
-                           prevalence={name: 0.3 for name in DEFAULT_PREVALENCE})
+    return generate_cohort(
+        tmp_path_factory.mktemp("data") / "c",
+        16,
+        seed=21,
+        size=128,
+        prevalence={name: 0.3 for name in DEFAULT_PREVALENCE},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +40,10 @@ def labelled(cohort: Path, tmp_path_factory) -> Path:
 
     db = tmp_path_factory.mktemp("db") / "d.duckdb"
     runner = CliRunner()
-    for args in (["ingest", cohort / "files", "--format", "mimic", "--db", db],
-                 ["import", "synth-gold", cohort, "--name", "g", "--db", db]):
+    for args in (
+        ["ingest", cohort / "files", "--format", "mimic", "--db", db],
+        ["import", "synth-gold", cohort, "--name", "g", "--db", db],
+    ):
         result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
         assert result.exit_code == 0, result.stdout
     return db
@@ -87,9 +94,9 @@ def test_degenerate_and_missing_boxes_are_dropped_and_counted(cohort: Path, tmp_
     path = root / "scene_graph" / f"{dicom}_SceneGraph.json"
     graph = json.loads(path.read_text())
     objects = {o["bbox_name"]: o for o in graph["objects"]}
-    objects["spine"].update(original_x1=-40, original_x2=-5)           # wholly left of the image
+    objects["spine"].update(original_x1=-40, original_x2=-5)  # wholly left of the image
     objects["trachea"].update(original_y2=objects["trachea"]["original_y1"])  # zero height
-    objects["abdomen"].update(original_y2=10_000)                       # beyond: clipped, kept
+    objects["abdomen"].update(original_y2=10_000)  # beyond: clipped, kept
     graph["objects"] = [o for o in graph["objects"] if o["bbox_name"] != "carina"]
     path.write_text(json.dumps(graph))
     loaded = load_cohort(root, root, "train", exclude_avoided=False)
@@ -154,10 +161,11 @@ def test_unlabeled_reports_policy(cohort: Path, labelled: Path, tmp_path: Path):
 
 def test_dataset_batches_equal_the_store(cohort: Path, labelled: Path):
     torch = pytest.importorskip("torch")
-    from model.data import Augment, RegionDataset, collate
+    from model.data.dataset import Augment, RegionDataset, collate
 
-    dataset = RegionDataset.from_store(labelled, cohort, cohort, "g-image", split=None, image_size=96,
-                                       sentences="scene-graph")
+    dataset = RegionDataset.from_store(
+        labelled, cohort, cohort, "g-image", split=None, image_size=96, sentences="scene-graph"
+    )
     loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=collate, num_workers=2)
     with Store(labelled, read_only=True) as store:
         present = {(r["report_key"], r["region"], r["finding"]) for r in store.labels("g-image").to_pylist()}
@@ -167,8 +175,7 @@ def test_dataset_batches_equal_the_store(cohort: Path, labelled: Path):
         assert batch["boxes"].shape[1:] == (29, 4) and batch["labels"].shape[1:] == (29, len(dataset.findings))
         assert (batch["boxes"] >= 0).all() and (batch["boxes"] <= 96).all()
         for b, key in enumerate(batch["report_key"].tolist()):
-            got = {(key, REGION_NAMES[r], dataset.findings[f])
-                   for r, f in zip(*np.nonzero(batch["labels"][b].numpy()))}
+            got = {(key, REGION_NAMES[r], dataset.findings[f]) for r, f in zip(*np.nonzero(batch["labels"][b].numpy()))}
             assert got == {cell for cell in present if cell[0] == key}
             seen += 1
         assert len(batch["sentences"]) == len(batch["dicom_id"]) and len(batch["sentences"][0]) == 29
@@ -189,7 +196,7 @@ def test_letterbox_moves_boxes_with_pixels():
     for scale, shift in ((1.0, (0, 0)), (0.9, (7, -5))):
         out, moved = letterbox(image, box, 50, scale, shift)
         x1, y1, x2, y2 = moved[0].round().astype(int)
-        assert out[y1 + 1:y2 - 1, x1 + 1:x2 - 1].mean() > 0.9
+        assert out[y1 + 1 : y2 - 1, x1 + 1 : x2 - 1].mean() > 0.9
         assert out.sum() == pytest.approx(((x2 - x1) * (y2 - y1)), rel=0.2)
 
 

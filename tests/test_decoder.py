@@ -3,8 +3,13 @@
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from model.decoder import (DecoderConfig, RegionSentenceDecoder, build_sentence_tokenizer, decode_sentences,
-                           encode_sentences)
+from model.net.decoder import (
+    DecoderConfig,
+    RegionSentenceDecoder,
+    build_sentence_tokenizer,
+    decode_sentences,
+    encode_sentences,
+)
 
 SENTENCES = [
     "Small left pleural effusion.",
@@ -22,7 +27,7 @@ def test_tokenizer_round_trip_and_checkpoint_folder(tmp_path):
     assert ids.dtype == torch.long and ids.shape[0] == 2
     lengths = (ids != 0).sum(1)
     assert ids[0, lengths[0] - 1] == 2 and ids[1, lengths[1] - 1] == 2  # each ends with EOS
-    assert (ids[0, lengths[0]:] == 0).all()  # then padding
+    assert (ids[0, lengths[0] :] == 0).all()  # then padding
     assert decode_sentences(tokenizer, ids) == ["no pneumothorax.", "small left pleural effusion."]
     # Unseen words still tokenize (byte level) and come back exactly.
     assert decode_sentences(tokenizer, encode_sentences(tokenizer, ["Hydropneumothorax!"])) == ["hydropneumothorax!"]
@@ -35,8 +40,19 @@ def test_tokenizer_round_trip_and_checkpoint_folder(tmp_path):
 
 
 def tiny_decoder(vocab_size: int, **overrides) -> RegionSentenceDecoder:
-    values = dict(d_model=16, vocab_size=vocab_size, hidden_size=32, layers=1, heads=2, max_sentence_tokens=24,
-                  prefix_tokens=2, dropout=0.0) | overrides
+    values = (
+        dict(
+            d_model=16,
+            vocab_size=vocab_size,
+            hidden_size=32,
+            layers=1,
+            heads=2,
+            max_sentence_tokens=24,
+            prefix_tokens=2,
+            dropout=0.0,
+        )
+        | overrides
+    )
     return RegionSentenceDecoder(DecoderConfig(**values))
 
 

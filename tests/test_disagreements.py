@@ -5,10 +5,10 @@ import csv
 import json
 
 import pytest
-
-from labeling.disagreements import disagreement_queue
-from labeling.store import Store
 from test_compare import CARDIO, EFF, HEART, LCP, LLUNG, PTX, RLUNG, build_db
+
+from labeling.review.disagreements import disagreement_queue
+from labeling.store.store import Store
 
 
 @pytest.fixture
@@ -32,8 +32,13 @@ def test_region_queue_order_and_contents(compare_db):
     #   r3 effusion uncertain vs present        2 x 1/6 x 1    = 0.333
     # r2's absent atelectasis against gold's silence is agreement, not a disagreement.
     assert total == 5
-    assert cells(queue) == [("r4", LLUNG, PTX), ("r4", HEART, CARDIO), ("r2", RLUNG, PTX), ("r5", LCP, EFF),
-                            ("r3", LCP, EFF)]
+    assert cells(queue) == [
+        ("r4", LLUNG, PTX),
+        ("r4", HEART, CARDIO),
+        ("r2", RLUNG, PTX),
+        ("r5", LCP, EFF),
+        ("r3", LCP, EFF),
+    ]
     rows = queue.to_pylist()
     assert [r["priority"] for r in rows] == pytest.approx([1.5, 2.0, 2.0, 0.5, 1 / 3], abs=1e-6)
     assert [r["report_priority"] for r in rows] == pytest.approx([3.5, 3.5, 2.0, 0.5, 1 / 3], abs=1e-6)
@@ -56,7 +61,10 @@ def test_image_level_queue_uses_collapsed_status_and_its_evidence(compare_db):
     assert set(cells(queue)) == {("r4", None, PTX), ("r4", None, CARDIO), ("r2", None, PTX), ("r5", None, EFF)}
     r5 = next(r for r in queue.to_pylist() if r["report_id"] == "r5")
     assert (r5["status_a"], r5["status_b"], r5["evidence_b"]) == (
-        "absent", "present", "Blunted left costophrenic angle, effusion")
+        "absent",
+        "present",
+        "Blunted left costophrenic angle, effusion",
+    )
 
 
 def test_cli_writes_csv_and_jsonl_with_limit(compare_db, cli, tmp_path):
@@ -67,21 +75,25 @@ def test_cli_writes_csv_and_jsonl_with_limit(compare_db, cli, tmp_path):
         rows = list(csv.DictReader(stream))
     assert [(r["report_id"], r["finding"]) for r in rows][:2] == [("r4", PTX), ("r4", CARDIO)]
     assert rows[0]["status_b"] == "unmentioned"
-    code, stdout, _ = cli("disagreements", "llm", "gold", "--db", compare_db, "--out", tmp_path / "q.jsonl",
-                          "--limit", "2")
+    code, stdout, _ = cli(
+        "disagreements", "llm", "gold", "--db", compare_db, "--out", tmp_path / "q.jsonl", "--limit", "2"
+    )
     assert code == 0 and "2 of 5 disagreeing cells" in stdout
     lines = [json.loads(line) for line in (tmp_path / "q.jsonl").read_text().splitlines()]
     assert [(r["report_id"], r["finding"]) for r in lines] == [("r4", PTX), ("r4", CARDIO)]
     assert not list(tmp_path.glob(".q*"))
 
 
-@pytest.mark.parametrize("args, message", [
-    (("llm", "gold", "--out", "q.txt"), ".csv or .jsonl"),
-    (("llm", "missing", "--out", "q.csv"), "'missing'"),
-    (("llm", "chexpert", "--out", "q.csv"), "--level image"),
-    (("llm", "gold", "--out", "q.csv", "--findings", "nodules"), "'nodules'"),
-    (("llm", "gold", "--out", "q.csv", "--limit", "0"), "--limit"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("llm", "gold", "--out", "q.txt"), ".csv or .jsonl"),
+        (("llm", "missing", "--out", "q.csv"), "'missing'"),
+        (("llm", "chexpert", "--out", "q.csv"), "--level image"),
+        (("llm", "gold", "--out", "q.csv", "--findings", "nodules"), "'nodules'"),
+        (("llm", "gold", "--out", "q.csv", "--limit", "0"), "--limit"),
+    ],
+)
 def test_cli_bad_input(compare_db, cli, tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     code, _, stderr = cli("disagreements", *args, "--db", compare_db)

@@ -6,7 +6,7 @@ import torch
 from safetensors.torch import save_file
 from torchvision.ops import roi_align
 
-from model.encoder import EncoderConfig, RegionImageEncoder, load_backbone_weights
+from model.net.encoder import EncoderConfig, RegionImageEncoder, load_backbone_weights
 
 BACKBONE = "test_resnet"  # timm's tiny test ResNet: 0.4M parameters, stride 32
 
@@ -38,8 +38,14 @@ def test_region_features_sample_the_right_image_at_the_right_scale():
     image, boxes = torch.randn(2, 1, 64, 64), boxes_for(2)
     out = encoder(image, boxes, torch.ones(2, 29, dtype=torch.bool))
     # Boxes in feature coordinates (pixels / 32), one list per image, sampled independently.
-    expected = roi_align(out.feature_map, [boxes[0] / 32, boxes[1] / 32], output_size=3, spatial_scale=1.0,
-                         sampling_ratio=2, aligned=True)
+    expected = roi_align(
+        out.feature_map,
+        [boxes[0] / 32, boxes[1] / 32],
+        output_size=3,
+        spatial_scale=1.0,
+        sampling_ratio=2,
+        aligned=True,
+    )
     expected = encoder.region_projection(expected).reshape(2, 29, 16)
     torch.testing.assert_close(out.region_features, expected)
     # Different boxes give different features; the same box in two images too.

@@ -6,18 +6,17 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-from labeling.compare import compare_runs
-from labeling.errors import InputError
-from labeling.store import Store
-from model.evaluate import evaluate, lesion_scores, predict
-from labeling.files import file_sha256
-from model.trainer import allowed_cells, train
 from test_trainer import LESIONS, make_cohort, tiny_config
+
+from labeling.core.errors import InputError
+from labeling.core.files import file_sha256
+from labeling.review.compare import compare_runs
+from labeling.store.store import Store
+from model.evaluate.evaluate import evaluate, lesion_scores, predict
+from model.train.loop import allowed_cells, train
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +45,9 @@ def test_lesion_scores_equal_scikit_learn_on_the_same_arrays():
     image_labels = (labels * mask).max(axis=1)
     image_mask = np.ones((n, lesions), bool)
     thresholds = [0.4, 0.6, 0.5]
-    rows = lesion_scores(["a", "b", "c"], thresholds, probabilities, labels, mask, image_labels, image_mask,
-                         box_mask, allowed)
+    rows = lesion_scores(
+        ["a", "b", "c"], thresholds, probabilities, labels, mask, image_labels, image_mask, box_mask, allowed
+    )
     for j, row in enumerate(rows[:2]):
         truth, scores = labels[..., j][mask[..., j]] > 0.5, probabilities[..., j][mask[..., j]]
         assert row.f1 == pytest.approx(f1_score(truth, scores >= thresholds[j]))
@@ -70,8 +70,9 @@ def test_evaluate_writes_csv_and_experiment_row(trained, tmp_path):
     assert scores.images == 14 and [row.lesion for row in scores.lesions] == LESIONS
     supported = [row.f1 for row in scores.lesions if row.support]
     assert scores.mean_lesion_f1 == pytest.approx(np.mean(supported))
-    assert scores.baseline_mean_lesion_f1 == pytest.approx(np.mean([r.baseline_f1 for r in scores.lesions
-                                                                     if r.support]))
+    assert scores.baseline_mean_lesion_f1 == pytest.approx(
+        np.mean([r.baseline_f1 for r in scores.lesions if r.support])
+    )
     assert [row.threshold for row in scores.lesions] == result.thresholds
     with out.open() as handle:
         rows = list(csv.DictReader(handle))
@@ -118,12 +119,14 @@ def test_predicted_run_compares_exactly_like_the_evaluation(trained):
 def test_cli_evaluate_predict_and_bad_inputs(trained, tmp_path, cli):
     cohort, db, result = trained
     out = tmp_path / "cli.csv"
-    code, stdout, err = cli("evaluate", result.best_checkpoint, "--reference", "gold-report", "--data", cohort,
-                            "--db", db, "--out", out)
+    code, stdout, err = cli(
+        "evaluate", result.best_checkpoint, "--reference", "gold-report", "--data", cohort, "--db", db, "--out", out
+    )
     assert code == 0, err
     assert "mean lesion F1" in stdout and "constant-prediction baseline" in stdout and out.is_file()
-    code, stdout, err = cli("predict", result.best_checkpoint, "--data", cohort, "--name", "cli-pred", "--db", db,
-                            "--split", "valid")
+    code, stdout, err = cli(
+        "predict", result.best_checkpoint, "--data", cohort, "--name", "cli-pred", "--db", db, "--split", "valid"
+    )
     assert code == 0, err
     assert "12 reports" in stdout
 
@@ -134,14 +137,19 @@ def test_cli_evaluate_predict_and_bad_inputs(trained, tmp_path, cli):
     with Store(db, read_only=True) as store:
         runs_before = len(store.runs())
     for args, message in (
-        (["evaluate", not_checkpoint, "--reference", "gold-report", "--data", cohort, "--db", db],
-         "not a CLALA-Net checkpoint"),
-        (["evaluate", result.best_checkpoint, "--reference", "nope", "--data", cohort, "--db", db],
-         "no run named 'nope'"),
-        (["evaluate", result.best_checkpoint, "--reference", "gold-report", "--data", bare, "--db", db],
-         "scene_graph folder not found"),
-        (["predict", result.best_checkpoint, "--data", cohort, "--name", "cli-pred", "--db", db],
-         "already exists"),
+        (
+            ["evaluate", not_checkpoint, "--reference", "gold-report", "--data", cohort, "--db", db],
+            "not a CLALA-Net checkpoint",
+        ),
+        (
+            ["evaluate", result.best_checkpoint, "--reference", "nope", "--data", cohort, "--db", db],
+            "no run named 'nope'",
+        ),
+        (
+            ["evaluate", result.best_checkpoint, "--reference", "gold-report", "--data", bare, "--db", db],
+            "scene_graph folder not found",
+        ),
+        (["predict", result.best_checkpoint, "--data", cohort, "--name", "cli-pred", "--db", db], "already exists"),
         (["predict", not_checkpoint, "--data", cohort, "--name", "fresh", "--db", db], "not a CLALA-Net checkpoint"),
     ):
         code, _, err = cli(*args)

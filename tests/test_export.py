@@ -4,27 +4,40 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 
-from labeling.errors import InputError
-from labeling.export import export_labels, export_reports
-from labeling.ingest import ingest
-from labeling.store import Store
+from labeling.core.errors import InputError
+from labeling.ingest.pipeline import ingest
+from labeling.store.export import export_labels, export_reports
+from labeling.store.store import Store
 from schemas.runs import RunKind, RunSpec
 
 
 @pytest.fixture
 def labeled_db(tmp_path):
     path = tmp_path / "r.jsonl"
-    path.write_text(json.dumps({"id": "a", "text": "FINDINGS: Small left pleural effusion."}) + "\n"
-                    + json.dumps({"id": "b", "text": "Clear lungs."}) + "\n")
+    path.write_text(
+        json.dumps({"id": "a", "text": "FINDINGS: Small left pleural effusion."})
+        + "\n"
+        + json.dumps({"id": "b", "text": "Clear lungs."})
+        + "\n"
+    )
     db = tmp_path / "e.duckdb"
     ingest(db, path, dataset="demo")
     with Store(db) as s:
         run = s.create_run(RunSpec(name="manual", kind=RunKind.human, vocabulary_version="v"))
         key = s.con.execute("SELECT report_key FROM reports WHERE report_id = 'a'").fetchall()[0][0]
-        s.write_labels(run, {"report_key": [key, key], "region": ["left costophrenic angle", None],
-                             "finding": ["pleural effusion", "pneumothorax"], "status": ["present", "absent"],
-                             "evidence_start": [10, None], "evidence_end": [38, None],
-                             "evidence_text": ["Small left pleural effusion.", None], "confidence": [0.75, None]})
+        s.write_labels(
+            run,
+            {
+                "report_key": [key, key],
+                "region": ["left costophrenic angle", None],
+                "finding": ["pleural effusion", "pneumothorax"],
+                "status": ["present", "absent"],
+                "evidence_start": [10, None],
+                "evidence_end": [38, None],
+                "evidence_text": ["Small left pleural effusion.", None],
+                "confidence": [0.75, None],
+            },
+        )
     return db
 
 
@@ -40,7 +53,11 @@ def test_export_labels_formats(labeled_db, tmp_path, suffix):
         rows = [json.loads(line) for line in out.read_text().splitlines()]
     effusion = next(r for r in rows if r["finding"] == "pleural effusion")
     assert (effusion["report_id"], effusion["dataset"], effusion["region"], effusion["status"]) == (
-        "a", "demo", "left costophrenic angle", "present")
+        "a",
+        "demo",
+        "left costophrenic angle",
+        "present",
+    )
     assert effusion["evidence_text"] == "Small left pleural effusion."
     assert effusion["confidence"] == pytest.approx(0.75)
     assert not list(tmp_path.glob(".labels*"))  # no temporary file left behind

@@ -5,8 +5,8 @@ import stat
 
 import pytest
 
-from labeling.errors import InputError
-from labeling.files import atomic_path, write_text_atomically
+from labeling.core.errors import InputError
+from labeling.core.files import atomic_path, write_text_atomically
 
 
 def test_written_file_has_umask_permissions_not_private(tmp_path):
@@ -40,7 +40,7 @@ def test_file_sha256_is_the_digest_of_the_bytes(tmp_path):
 
     data = bytes(range(256)) * 9000  # more than one read block
     (tmp_path / "f.bin").write_bytes(data)
-    from labeling.files import file_sha256
+    from labeling.core.files import file_sha256
 
     assert file_sha256(tmp_path / "f.bin") == hashlib.sha256(data).hexdigest()
     assert file_sha256(tmp_path / "f.bin") != hashlib.sha256(data[:-1]).hexdigest()

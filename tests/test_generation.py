@@ -10,13 +10,13 @@ import re
 
 import numpy as np
 import pytest
-
-from labeling.store import Store
-from model.evaluate import _predict_split
-from model.report_writer import generated_reports
-from labeling.files import file_sha256
-from model.trainer import train
 from test_trainer import make_cohort, tiny_config
+
+from labeling.core.files import file_sha256
+from labeling.store.store import Store
+from model.evaluate.evaluate import _predict_split
+from model.reports.writer import generated_reports
+from model.train.loop import train
 
 REGION_SENTENCE = re.compile(r"^FINDINGS: .+\n\nIMPRESSION: .+\n$", re.DOTALL)
 
@@ -33,13 +33,18 @@ def checkpoints(tmp_path_factory):
 
 def test_generate_stores_one_report_per_test_study_with_provenance(checkpoints, cli):
     cohort, db, checkpoint, _ = checkpoints
-    code, out, err = cli("generate", checkpoint, "--data", cohort, "--name", "gen1", "--db", db, "--llm-backend", "none")
+    code, out, err = cli(
+        "generate", checkpoint, "--data", cohort, "--name", "gen1", "--db", db, "--llm-backend", "none"
+    )
     assert code == 0, err
     assert "14 reports in dataset generated:gen1 (fallback 14)" in out and "from the decoder" in out
     with Store(db, read_only=True) as store:
         rows = generated_reports(store, "gen1")
-        sources = dict(store.con.execute("SELECT report_key, study_id FROM reports WHERE dataset NOT LIKE "
-                                         "'generated:%'").fetchall())
+        sources = dict(
+            store.con.execute(
+                "SELECT report_key, study_id FROM reports WHERE dataset NOT LIKE 'generated:%'"
+            ).fetchall()
+        )
     assert len(rows) == 14
     sha = file_sha256(checkpoint)
     # The lesions in the provenance are those the checkpoint's own probabilities and thresholds predict.
@@ -56,8 +61,11 @@ def test_generate_stores_one_report_per_test_study_with_provenance(checkpoints, 
         i = by_study[row["report_id"]]
         usable = predicted.box_mask[i][:, None] & predicted.allowed
         passes = (predicted.probabilities[i] >= thresholds) & usable
-        expected = {lesions[j]: float(predicted.probabilities[i][:, j][usable[:, j]].max())
-                    for j in range(len(lesions)) if passes[:, j].any()}
+        expected = {
+            lesions[j]: float(predicted.probabilities[i][:, j][usable[:, j]].max())
+            for j in range(len(lesions))
+            if passes[:, j].any()
+        }
         assert {l["finding"]: l["probability"] for l in meta["lesions"]} == pytest.approx(expected, abs=1e-5)
         # abnormal regions only: every sentence is about a region where some lesion passes its threshold
         abnormal = {predicted.dataset.regions[r] for r in np.flatnonzero(passes.any(axis=1))}
@@ -86,15 +94,21 @@ def test_generate_stores_one_report_per_test_study_with_provenance(checkpoints, 
 
 def test_all_regions_write_more_sentences(checkpoints, cli):
     cohort, db, checkpoint, _ = checkpoints
-    assert cli("generate", checkpoint, "--data", cohort, "--name", "gen-all", "--db", db, "--regions", "all",
-               "--limit", 3)[0] == 0
+    assert (
+        cli(
+            "generate", checkpoint, "--data", cohort, "--name", "gen-all", "--db", db, "--regions", "all", "--limit", 3
+        )[0]
+        == 0
+    )
     with Store(db, read_only=True) as store:
         every = generated_reports(store, "gen-all")
         abnormal = {r["report_id"]: r for r in generated_reports(store, "gen1")}
     assert len(every) == 3
     for row in every:
         assert row["metadata"]["generation"]["regions"] == "all"
-        assert len(row["metadata"]["region_sentences"]) > len(abnormal[row["report_id"]]["metadata"]["region_sentences"])
+        assert len(row["metadata"]["region_sentences"]) > len(
+            abnormal[row["report_id"]]["metadata"]["region_sentences"]
+        )
 
 
 def test_checkpoint_without_decoder_writes_template_sentences(checkpoints, cli):
@@ -107,8 +121,11 @@ def test_checkpoint_without_decoder_writes_template_sentences(checkpoints, cli):
     for row in rows:
         meta = row["metadata"]
         assert meta["generation"]["sentences"] == "template"
-        expected = sorted(f"{l['finding'][0].upper()}{l['finding'][1:]} in the {region}."
-                          for l in meta["lesions"] for region in l["regions"])
+        expected = sorted(
+            f"{l['finding'][0].upper()}{l['finding'][1:]} in the {region}."
+            for l in meta["lesions"]
+            for region in l["regions"]
+        )
         assert sorted(s["text"] for s in meta["region_sentences"]) == expected
 
 
@@ -116,16 +133,19 @@ def test_bad_input_is_one_line_and_stores_nothing(checkpoints, cli, tmp_path):
     cohort, db, checkpoint, _ = checkpoints
     not_checkpoint = tmp_path / "x.pt"
     not_checkpoint.write_text("no")
-    for args, message in ((["--name", "gen1"], "generated reports named 'gen1' already exist"),
-                          (["--name", "bad name"], "--name:"),
-                          (["--name", "g2", "--regions", "some"], "--regions: 'some'"),
-                          (["--name", "g2", "--llm-backend", "magic"], "--llm-backend: 'magic'"),
-                          (["--name", "g2", "--split", "nope"], "nope")):
+    for args, message in (
+        (["--name", "gen1"], "generated reports named 'gen1' already exist"),
+        (["--name", "bad name"], "--name:"),
+        (["--name", "g2", "--regions", "some"], "--regions: 'some'"),
+        (["--name", "g2", "--llm-backend", "magic"], "--llm-backend: 'magic'"),
+        (["--name", "g2", "--split", "nope"], "nope"),
+    ):
         code, out, err = cli("generate", checkpoint, "--data", cohort, "--db", db, *args)
         assert code == 1, (args, out, err)
         assert message in err and len(err.strip().splitlines()) == 1, err
     code, _, err = cli("generate", not_checkpoint, "--data", cohort, "--db", db, "--name", "g3")
     assert code == 1 and "not a CLALA-Net checkpoint" in err
     with Store(db, read_only=True) as store:
-        assert not store.con.execute("SELECT count(*) FROM reports WHERE dataset IN ('generated:g2', "
-                                     "'generated:g3')").fetchall()[0][0]
+        assert not store.con.execute(
+            "SELECT count(*) FROM reports WHERE dataset IN ('generated:g2', 'generated:g3')"
+        ).fetchall()[0][0]

@@ -1,4 +1,4 @@
-from labeling.grounding import ground
+from labeling.sources.grounding import ground
 
 REPORT = "FINDINGS: Small left pleural effusion.\n IMPRESSION: Small LEFT   pleural\n effusion, unchanged."
 
@@ -18,7 +18,7 @@ def test_normalized_alignment_corrects_offsets():
     start = REPORT.index("IMPRESSION")
     span = ground("small left pleural effusion, unchanged.", REPORT, start, len(REPORT))
     assert not span.exact
-    assert REPORT[span.start:span.end] == span.text == "Small LEFT   pleural\n effusion, unchanged"
+    assert REPORT[span.start : span.end] == span.text == "Small LEFT   pleural\n effusion, unchanged"
 
 
 def test_ungrounded_quotes():

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from model.heads import GlobalLesionClassifier, HeadConfig, RegionLesionHead
+from model.net.heads import GlobalLesionClassifier, HeadConfig, RegionLesionHead
 
 
 def test_shapes_linear_and_mlp():

@@ -6,11 +6,24 @@ from pathlib import Path
 
 import pytest
 
-from labeling.store import Store
+from labeling.store.store import Store
 
-OBSERVATIONS = ["Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-                "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-                "Pneumothorax", "Support Devices"]
+OBSERVATIONS = [
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+]
 HEADER = ["subject_id", "study_id", *OBSERVATIONS]
 REPORTS = {  # (subject, study) -> text
     ("10000032", "50414267"): "FINAL REPORT\n FINDINGS: Small right effusion, basilar atelectasis. Possible edema.\n",
@@ -24,11 +37,22 @@ def row(subject, study, **values):
 
 
 ROWS = [
-    row("10000032", "50414267", Atelectasis="1.0", Lung_Opacity="1.0", Pleural_Effusion="1", Pneumothorax="0.0",
-        Edema="-1.0", Enlarged_Cardiomediastinum="1.0", Support_Devices="1.0", Fracture="0", Pneumonia="-1"),
+    row(
+        "10000032",
+        "50414267",
+        Atelectasis="1.0",
+        Lung_Opacity="1.0",
+        Pleural_Effusion="1",
+        Pneumothorax="0.0",
+        Edema="-1.0",
+        Enlarged_Cardiomediastinum="1.0",
+        Support_Devices="1.0",
+        Fracture="0",
+        Pneumonia="-1",
+    ),
     row("10000032", "53189527", No_Finding="1.0"),
-    row("10000099", "59999999", Pneumothorax="1.0"),           # study not ingested
-    row("10000032", "51111111", Cardiomegaly="1.0"),           # the study belongs to p11000011
+    row("10000099", "59999999", Pneumothorax="1.0"),  # study not ingested
+    row("10000032", "51111111", Cardiomegaly="1.0"),  # the study belongs to p11000011
 ]
 
 
@@ -58,8 +82,10 @@ def mimic_db(tmp_path, cli):
 def label_rows(db, run):
     with Store(db, read_only=True) as store:
         keys = {r["report_key"]: r["study_id"] for r in store.list_reports()}
-        return sorted((keys[r["report_key"]], r["region"], r["finding"], r["status"], r["evidence_text"])
-                      for r in store.labels(run).to_pylist())
+        return sorted(
+            (keys[r["report_key"]], r["region"], r["finding"], r["status"], r["evidence_text"])
+            for r in store.labels(run).to_pylist()
+        )
 
 
 EXPECTED = [
@@ -90,31 +116,52 @@ def test_chexpert_import_image_level(tmp_path, cli, mimic_db, file_name):
     assert run.params["kind"] == "chexpert" and run.params["rows"] == 4 and len(run.params["sha256"]) == 64
     assert run.params["mapping"]["Lung Opacity"] == "lung opacity"
     assert run.params["mapping"]["Enlarged Cardiomediastinum"] is None
-    assert run.params["not_stored"] == {"Enlarged Cardiomediastinum": {"present": 1},
-                                        "No Finding": {"present": 1}, "Support Devices": {"present": 1}}
-    assert run.params["skipped"] == {"study not in the database": 1,
-                                     "subject_id differs from the stored report's patient": 1}
+    assert run.params["not_stored"] == {
+        "Enlarged Cardiomediastinum": {"present": 1},
+        "No Finding": {"present": 1},
+        "Support Devices": {"present": 1},
+    }
+    assert run.params["skipped"] == {
+        "study not in the database": 1,
+        "subject_id differs from the stored report's patient": 1,
+    }
     assert "2 reports, 7 labels (absent 2, present 3, uncertain 2)" in out
-    assert ("observations with no single finding, not stored: Enlarged Cardiomediastinum: present 1; "
-            "No Finding: present 1; Support Devices: present 1") in out
+    assert (
+        "observations with no single finding, not stored: Enlarged Cardiomediastinum: present 1; "
+        "No Finding: present 1; Support Devices: present 1"
+    ) in out
 
 
 def test_chexpert_devices_enabled_still_not_spread(tmp_path, cli, mimic_db):
     path = write_csv(tmp_path / "chexpert.csv", ROWS[:1])
-    code, out, err = cli("import", "chexpert", path, "--name", "cx-devices", "--db", mimic_db,
-                         "--enable", "tubesandlines", "--enable", "device")
+    code, out, err = cli(
+        "import",
+        "chexpert",
+        path,
+        "--name",
+        "cx-devices",
+        "--db",
+        mimic_db,
+        "--enable",
+        "tubesandlines",
+        "--enable",
+        "device",
+    )
     assert code == 0, err
     assert label_rows(mimic_db, "cx-devices") == EXPECTED
     with Store(mimic_db, read_only=True) as store:
         assert store.run("cx-devices").params["not_stored"]["Support Devices"] == {"present": 1}
 
 
-@pytest.mark.parametrize("header, rows, message", [
-    ([*HEADER, "Foo"], [ROWS[0] + ["1.0"]], "line 1: column 'Foo' is not a CheXpert observation"),
-    (HEADER, [ROWS[1], row("10000032", "50414267", Edema="2.0")], "line 3: column 'Edema': '2.0' is not 1, 0, -1"),
-    (HEADER[1:], [r[1:] for r in ROWS], "line 1: column 'subject_id' is missing"),
-    (HEADER, [ROWS[0], ["10000032", "s5041x"] + ROWS[0][2:]], "line 3: column 'study_id': 's5041x'"),
-])
+@pytest.mark.parametrize(
+    "header, rows, message",
+    [
+        ([*HEADER, "Foo"], [ROWS[0] + ["1.0"]], "line 1: column 'Foo' is not a CheXpert observation"),
+        (HEADER, [ROWS[1], row("10000032", "50414267", Edema="2.0")], "line 3: column 'Edema': '2.0' is not 1, 0, -1"),
+        (HEADER[1:], [r[1:] for r in ROWS], "line 1: column 'subject_id' is missing"),
+        (HEADER, [ROWS[0], ["10000032", "s5041x"] + ROWS[0][2:]], "line 3: column 'study_id': 's5041x'"),
+    ],
+)
 def test_chexpert_bad_input_stores_nothing(tmp_path, cli, mimic_db, header, rows, message):
     path = write_csv(tmp_path / "chexpert.csv", rows, header=header)
     before = mimic_db.read_bytes()

@@ -6,11 +6,10 @@ import textwrap
 import time
 
 import pytest
-
-from labeling.ingest import ingest
-from labeling.store import Store
-
 from conftest import clala_subprocess
+
+from labeling.ingest.pipeline import ingest
+from labeling.store.store import Store
 
 
 def write_jsonl(path, rows):
@@ -42,10 +41,13 @@ def test_ingest_stores_reports_and_sentences(tmp_path, db):
                                 FROM sentences s JOIN reports r USING (report_key)
                                 ORDER BY r.report_id, s.sentence_index""").fetchall()
     assert [(r[0], r[1], r[2]) for r in rows] == [
-        ("a", "findings", "Small left pleural effusion."), ("a", "findings", "No pneumothorax."),
+        ("a", "findings", "Small left pleural effusion."),
+        ("a", "findings", "No pneumothorax."),
         ("a", "impression", "Effusion."),
-        ("b", None, "The lungs are clear."), ("b", None, "Heart size is normal."),
-        ("c", "impression", "Mild edema."), ("c", "impression", "Cardiomegaly."),
+        ("b", None, "The lungs are clear."),
+        ("b", None, "Heart size is normal."),
+        ("c", "impression", "Mild edema."),
+        ("c", "impression", "Cardiomegaly."),
     ]
     assert all(text[start:end] == sentence for _, _, sentence, text, start, end in rows)
 
@@ -62,8 +64,9 @@ def test_reingest_adds_nothing_and_changes_become_versions(tmp_path, db, cli):
     assert code == 0
     assert "changed 1" in out and "changed reports: a" in out
     with Store(db, read_only=True) as s:
-        versions = s.con.execute("SELECT version, text LIKE '%Moderate%' FROM reports WHERE report_id = 'a' "
-                                 "ORDER BY version").fetchall()
+        versions = s.con.execute(
+            "SELECT version, text LIKE '%Moderate%' FROM reports WHERE report_id = 'a' ORDER BY version"
+        ).fetchall()
         current = s.con.execute("SELECT version FROM current_reports WHERE report_id = 'a'").fetchall()
     assert versions == [(1, False), (2, True)]  # the old text is kept, never overwritten
     assert current == [(2,)]
@@ -76,8 +79,10 @@ def test_duplicate_rows_with_same_text_are_counted_once(tmp_path, db):
 
 def test_iu_blank_reports_are_skipped_and_listed(tmp_path, db, cli):
     path = tmp_path / "indiana_reports.csv"
-    path.write_text("uid,MeSH,Problems,image,indication,comparison,findings,impression\n"
-                    "1,normal,normal,PA,,,The lungs are clear.,Normal.\n2,normal,normal,PA,,,,\n")
+    path.write_text(
+        "uid,MeSH,Problems,image,indication,comparison,findings,impression\n"
+        "1,normal,normal,PA,,,The lungs are clear.,Normal.\n2,normal,normal,PA,,,,\n"
+    )
     code, out, _ = cli("ingest", path, "--db", db)
     assert code == 0
     assert "skipped 1 reports with no text: 2" in out
@@ -85,6 +90,7 @@ def test_iu_blank_reports_are_skipped_and_listed(tmp_path, db, cli):
 
 
 # --- bad input: one-line error naming the file and row or field, exit 1, database unchanged ------
+
 
 def bad_input_cases(tmp_path):
     big = "FINDINGS: " + "There is no pneumothorax. " * 42_000  # about 1 MB
@@ -133,12 +139,20 @@ def test_bad_input_creates_no_database(tmp_path, cli):
 def test_locked_database(tmp_path, db, cli):
     path = write_jsonl(tmp_path / "r.jsonl", REPORTS)
     ingest(db, path)
-    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import duckdb, time
         con = duckdb.connect({str(db)!r})
         print("locked", flush=True)
         time.sleep(60)
-    """)], stdout=subprocess.PIPE, text=True)
+    """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         code, _, err = cli("ingest", write_jsonl(tmp_path / "more.jsonl", [{"id": "z", "text": "Clear."}]), "--db", db)
@@ -162,12 +176,20 @@ def test_not_a_duckdb_file(tmp_path, cli):
 
 @pytest.mark.slow
 def test_killed_ingest_keeps_whole_batches_and_resumes(tmp_path):
-    rows = [{"id": f"r{i}", "text": f"FINDINGS: Finding number {i} in the right base. No effusion {i}. "
-                                    f"IMPRESSION: Item {i}."} for i in range(30_000)]
+    rows = [
+        {
+            "id": f"r{i}",
+            "text": f"FINDINGS: Finding number {i} in the right base. No effusion {i}. IMPRESSION: Item {i}.",
+        }
+        for i in range(30_000)
+    ]
     path = write_jsonl(tmp_path / "many.jsonl", rows)
     db = tmp_path / "k.duckdb"
-    proc = subprocess.Popen([sys.executable, "-c", "from cli import app; app()", "ingest", str(path), "--db", str(db)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cli import app; app()", "ingest", str(path), "--db", str(db)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 60
     while not db.exists() and time.time() < deadline:
         time.sleep(0.05)

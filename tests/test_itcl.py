@@ -5,12 +5,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from model.itcl import ImageTextContrastiveLoss, ITCLConfig, symmetric_info_nce
+from model.net.itcl import ImageTextContrastiveLoss, ITCLConfig, symmetric_info_nce
 
 
 def tiny_itcl() -> ImageTextContrastiveLoss:
-    config = ITCLConfig(d_model=16, projection_dim=8, vocab_size=40, text_hidden_size=16, text_layers=1,
-                        text_heads=2, max_positions=16)
+    config = ITCLConfig(
+        d_model=16, projection_dim=8, vocab_size=40, text_hidden_size=16, text_layers=1, text_heads=2, max_positions=16
+    )
     return ImageTextContrastiveLoss(config).eval()
 
 

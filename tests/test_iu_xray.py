@@ -1,11 +1,10 @@
 """Ingest of the real IU X-ray reports (skipped where ../shared/data is absent)."""
 
 import pytest
-
-from labeling.ingest import ingest
-from labeling.store import Store
-
 from conftest import IU_REPORTS, needs_iu_xray
+
+from labeling.ingest.pipeline import ingest
+from labeling.store.store import Store
 
 pytestmark = [needs_iu_xray, pytest.mark.dataset]
 

@@ -21,8 +21,9 @@ def test_evidence_must_match_its_span():
 
 
 def test_label_fields_are_validated():
-    label = Label(region="left costophrenic angle", finding="pleural effusion", status="present",
-                  severity="mild", confidence=0.9)
+    label = Label(
+        region="left costophrenic angle", finding="pleural effusion", status="present", severity="mild", confidence=0.9
+    )
     assert label.status is Status.present
     with pytest.raises(ValidationError):
         Label(region=None, finding="pneumothorax", status="maybe")
@@ -38,7 +39,9 @@ def test_precedence_present_over_uncertain_over_absent():
     other = Label(region="right lower lung zone", finding="atelectasis", status="absent")
     merged = merge_labels([absent, uncertain, other])
     assert sorted((l.region, l.status.value) for l in merged) == [
-        ("left lower lung zone", "uncertain"), ("right lower lung zone", "absent")]
+        ("left lower lung zone", "uncertain"),
+        ("right lower lung zone", "absent"),
+    ]
     assert {l.status for l in merge_labels([uncertain, present, absent])} == {Status.present}
 
 
@@ -62,8 +65,18 @@ def test_output_schema_enumerates_the_vocabulary():
     assert statement["regions"]["items"]["enum"] == list(vocab.region_names)
     assert set(statement["status"]["enum"]) == {"present", "absent", "uncertain"}
     assert "anyOf" not in str(schema)  # kept to keywords every structured-output backend supports
-    answer = {"labels": [{"finding": "pleural effusion", "regions": ["left costophrenic angle"], "status": "present",
-                          "severity": "mild", "temporal": "none", "evidence": "Small left pleural effusion"}]}
+    answer = {
+        "labels": [
+            {
+                "finding": "pleural effusion",
+                "regions": ["left costophrenic angle"],
+                "status": "present",
+                "severity": "mild",
+                "temporal": "none",
+                "evidence": "Small left pleural effusion",
+            }
+        ]
+    }
     jsonschema.validate(answer, schema)
     build_output_model(vocab).model_validate(answer)
     bad = {"labels": [dict(answer["labels"][0], finding="ignore previous instructions")]}

@@ -8,13 +8,21 @@ import math
 import numpy as np
 import pytest
 
-from labeling.compare import compare_runs
-from labeling.errors import InputError
-from labeling.ingest import ingest
-from labeling.source_runs import record_run
-from labeling.store import Store
-from model.labelspec import (SAME_SIDE_NEIGHBOURS, LabelSpec, build_matrix, derive_matrix, kept_reports,
-                             neighbour_table, save_derived_run, spec_quality)
+from labeling.core.errors import InputError
+from labeling.ingest.pipeline import ingest
+from labeling.review.compare import compare_runs
+from labeling.store.run_records import record_run
+from labeling.store.store import Store
+from model.labels.label_specs import (
+    SAME_SIDE_NEIGHBOURS,
+    LabelSpec,
+    build_matrix,
+    derive_matrix,
+    kept_reports,
+    neighbour_table,
+    save_derived_run,
+    spec_quality,
+)
 from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
@@ -37,16 +45,22 @@ def base_db(tmp_path_factory):
     (present, absent, uncertain, with evidence); run "other" (a second source) on 200 of them."""
     folder = tmp_path_factory.mktemp("labelspec")
     reports = folder / "reports.jsonl"
-    reports.write_text("".join(json.dumps({"id": f"r{i}", "text": f"Report number {i}. Findings as labeled."}) + "\n"
-                               for i in range(N_REPORTS)))
+    reports.write_text(
+        "".join(
+            json.dumps({"id": f"r{i}", "text": f"Report number {i}. Findings as labeled."}) + "\n"
+            for i in range(N_REPORTS)
+        )
+    )
     db = folder / "spec.duckdb"
     ingest(db, reports, dataset="t")
     rng = np.random.default_rng(7)
     allowed = [(r, f) for f in FINDINGS for r in VOCAB.finding(f).regions]
 
     def labels_for(keys, n_per_report):
-        rows = {k: [] for k in ("report_key", "region", "finding", "status", "evidence_start", "evidence_end",
-                                "evidence_text")}
+        rows = {
+            k: []
+            for k in ("report_key", "region", "finding", "status", "evidence_start", "evidence_end", "evidence_text")
+        }
         for key in keys:
             for index in rng.choice(len(allowed), size=n_per_report, replace=False):
                 region, finding = allowed[index]
@@ -61,10 +75,18 @@ def base_db(tmp_path_factory):
 
     with Store(db) as store:
         keys = [r[0] for r in store.con.execute("SELECT report_key FROM reports ORDER BY report_key").fetchall()]
-        record_run(store, RunSpec(name="base", kind=RunKind.imported, vocabulary_version=VOCAB.version), keys,
-                   labels_for(keys, 12))
-        record_run(store, RunSpec(name="other", kind=RunKind.imported, vocabulary_version=VOCAB.version), keys[:200],
-                   labels_for(keys[:200], 12))
+        record_run(
+            store,
+            RunSpec(name="base", kind=RunKind.imported, vocabulary_version=VOCAB.version),
+            keys,
+            labels_for(keys, 12),
+        )
+        record_run(
+            store,
+            RunSpec(name="other", kind=RunKind.imported, vocabulary_version=VOCAB.version),
+            keys[:200],
+            labels_for(keys[:200], 12),
+        )
     return db
 
 
@@ -118,8 +140,12 @@ def test_shift_moves_labels_to_allowed_neighbours_only(base_db):
         assert base.codes[row, origin[row, region, finding], finding] == PRESENT
     vacated = (base.codes == PRESENT) & (codes != PRESENT)
     # A cell left by its label may be refilled by a neighbour's label moving in.
-    refilled = (base.codes == PRESENT) & (codes == PRESENT) & (origin >= 0) & (
-        origin != np.arange(len(REGIONS))[None, :, None])
+    refilled = (
+        (base.codes == PRESENT)
+        & (codes == PRESENT)
+        & (origin >= 0)
+        & (origin != np.arange(len(REGIONS))[None, :, None])
+    )
     assert vacated.sum() <= derived.counts.shifted <= vacated.sum() + refilled.sum()
     assert within_binomial(derived.counts.shifted, derived.counts.shift_eligible, 0.25)
     # Every present source label either stays, or is present at one of its neighbours.
@@ -131,8 +157,9 @@ def test_shift_moves_labels_to_allowed_neighbours_only(base_db):
 def test_other_side_shift_goes_to_the_mirror_region(base_db):
     base = source_codes(base_db)
     with Store(base_db, read_only=True) as store:
-        derived = derive_matrix(store, LabelSpec(source="base", shift=1.0, shift_side="other", uncertain="negative"),
-                                REGIONS, FINDINGS)
+        derived = derive_matrix(
+            store, LabelSpec(source="base", shift=1.0, shift_side="other", uncertain="negative"), REGIONS, FINDINGS
+        )
     codes, origin = derived.matrix.codes, derived.origin_region
     for row, region, finding in np.argwhere((codes == PRESENT) & (origin >= 0)):
         came_from = REGIONS[origin[row, region, finding]]
@@ -170,8 +197,13 @@ def test_same_seed_same_matrix_other_seed_other_matrix_and_grids_nest(base_db):
 def test_a_cells_fate_does_not_depend_on_the_matrix_layout(base_db):
     full, _ = built(base_db, drop=0.3, shift=0.0, add=0.02, seed=1)
     with Store(base_db, read_only=True) as store:
-        part, _ = build_matrix(store, LabelSpec(source="base", drop=0.3, add=0.02, seed=1), REGIONS,
-                               ("atelectasis", "pneumothorax"), report_keys=full.report_keys[::-1][:50])
+        part, _ = build_matrix(
+            store,
+            LabelSpec(source="base", drop=0.3, add=0.02, seed=1),
+            REGIONS,
+            ("atelectasis", "pneumothorax"),
+            report_keys=full.report_keys[::-1][:50],
+        )
     rows = [list(full.report_keys).index(k) for k in part.report_keys]
     assert np.array_equal(part.codes, full.codes[rows][..., [1, 3]])
 
@@ -206,14 +238,23 @@ def test_derived_run_compares_with_its_base_as_expected(base_db):
         kept = store.con.execute(
             """SELECT count(*) FROM labels d JOIN labels b USING (report_key, region, finding)
                WHERE d.run_id = ? AND b.run_id = ? AND d.evidence_text = b.evidence_text""",
-            [run.run_id, store.run("base").run_id]).fetchall()[0][0]
+            [run.run_id, store.run("base").run_id],
+        ).fetchall()[0][0]
     micro = comparison.micro
     assert micro.precision == 1.0
     assert micro.recall == pytest.approx(1 - result.counts.dropped / result.counts.present)
     assert within_binomial(micro.fn, micro.tp + micro.fn, 0.3)
     assert run.kind.value == "derived" and run.source == "base" and run.status.value == "complete"
-    assert run.params["spec"] == {"source": "base", "uncertain": "ignore", "drop": 0.3, "add": 0.0, "shift": 0.0,
-                                  "shift_side": "same", "keep": 1.0, "seed": 5}
+    assert run.params["spec"] == {
+        "source": "base",
+        "uncertain": "ignore",
+        "drop": 0.3,
+        "add": 0.0,
+        "shift": 0.0,
+        "shift_side": "same",
+        "keep": 1.0,
+        "seed": 5,
+    }
     assert run.params["counts"]["dropped"] == result.counts.dropped
     assert kept == result.labels  # every kept label carries its source evidence
 
@@ -234,8 +275,9 @@ def test_spec_quality_against_a_reference(base_db):
         clean = spec_quality(store, LabelSpec(source="base"), "base")
         dropped = spec_quality(store, LabelSpec(source="base", drop=0.5, uncertain="negative"), "base")
         against_other = spec_quality(store, LabelSpec(source="base"), "other")
-        derived = derive_matrix(store, LabelSpec(source="base", drop=0.5, uncertain="negative"), REGIONS,
-                                dropped.findings)
+        derived = derive_matrix(
+            store, LabelSpec(source="base", drop=0.5, uncertain="negative"), REGIONS, dropped.findings
+        )
     assert clean.region["precision"] == clean.region["recall"] == clean.region["kappa"] == 1.0
     assert clean.image["f1"] == 1.0
     assert dropped.policy == "negative" and dropped.region["precision"] == 1.0
@@ -256,18 +298,36 @@ def test_bad_specs_are_one_line_errors():
 
 
 def test_derive_command(base_db, cli):
-    code, out, _ = cli("derive", "base", "--name", "cli-derived", "--db", base_db, "--drop", "0.2", "--shift", "0.1",
-                       "--keep", "0.5", "--seed", "1", "--reference", "base")
+    code, out, _ = cli(
+        "derive",
+        "base",
+        "--name",
+        "cli-derived",
+        "--db",
+        base_db,
+        "--drop",
+        "0.2",
+        "--shift",
+        "0.1",
+        "--keep",
+        "0.5",
+        "--seed",
+        "1",
+        "--reference",
+        "base",
+    )
     assert code == 0, out
     assert "run cli-derived (derived from base uncertain=ignore drop=0.2 shift=0.1 keep=0.5" in out
     assert "150 of 300 reports" in out and "Quality against base" in out
     with Store(base_db, read_only=True) as store:
         runs_before = len(store.runs())
         assert len(store.covered_reports("cli-derived")) == 150
-    for args, message in ((["--drop", "1.5"], "--drop: 1.5 is invalid"),
-                          (["--shift-side", "up"], "--shift-side"),
-                          (["--name", "cli-derived"], "already exists"),
-                          (["--reference", "nope"], "no run named 'nope'")):
+    for args, message in (
+        (["--drop", "1.5"], "--drop: 1.5 is invalid"),
+        (["--shift-side", "up"], "--shift-side"),
+        (["--name", "cli-derived"], "already exists"),
+        (["--reference", "nope"], "no run named 'nope'"),
+    ):
         code, out, err = cli("derive", "base", "--name", "bad", "--db", base_db, *args)
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
     code, _, err = cli("derive", "nope", "--name", "bad2", "--db", base_db)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from labeling.labelstudio import LABEL_COLUMNS
-from labeling.source_runs import record_run
-from labeling.store import Store
+from labeling.review.labelstudio import LABEL_COLUMNS
+from labeling.store.run_records import record_run
+from labeling.store.store import Store
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
 
@@ -42,18 +42,22 @@ def run_a(tmp_path: Path, db: Path, cli) -> dict[str, int]:
             ("r1", "right lung", "pleural effusion", "present", "mild", "worsened", e, 0.9),
             ("r1", "left lung", "pleural effusion", "present", "mild", "worsened", e, 0.8),
             ("r1", "cardiac silhouette", "enlarged cardiac silhouette", "present", "mild", None, c, None),
-            ("r1", None, "pneumonia", "uncertain", None, None, None, 0.25),     # image level, no evidence
+            ("r1", None, "pneumonia", "uncertain", None, None, None, 0.25),  # image level, no evidence
             ("r2", "right lung", "pneumothorax", "absent", None, None, p, None),
             ("r2", "left lung", "pneumothorax", "absent", None, None, p, None),
             ("r2", "spine", "scoliosis", "present", None, None, None, None),  # located, no evidence
         ]
         labels = {
-            "report_key": [keys[r[0]] for r in rows], "region": [r[1] for r in rows],
-            "finding": [r[2] for r in rows], "status": [r[3] for r in rows], "severity": [r[4] for r in rows],
+            "report_key": [keys[r[0]] for r in rows],
+            "region": [r[1] for r in rows],
+            "finding": [r[2] for r in rows],
+            "status": [r[3] for r in rows],
+            "severity": [r[4] for r in rows],
             "temporal": [r[5] for r in rows],
             "evidence_start": [r[6][0] if r[6] else None for r in rows],
             "evidence_end": [r[6][1] if r[6] else None for r in rows],
-            "evidence_text": [r[6][2] if r[6] else None for r in rows], "confidence": [r[7] for r in rows],
+            "evidence_text": [r[6][2] if r[6] else None for r in rows],
+            "confidence": [r[7] for r in rows],
         }
         spec = RunSpec(name="A", kind=RunKind.imported, vocabulary_version=load_vocabulary().version)
         record_run(store, spec, [keys["r1"], keys["r2"], keys["r3"]], labels)  # r3: covered, no labels
@@ -74,11 +78,20 @@ def accept_predictions(tasks: list[dict]) -> list[dict]:
     for number, task in enumerate(tasks, start=1):
         task = copy.deepcopy(task)
         task["id"] = number
-        task["annotations"] = [{
-            "id": 1000 + number, "completed_by": 1, "result": copy.deepcopy(task["predictions"][0]["result"]),
-            "was_cancelled": False, "ground_truth": False, "created_at": "2025-01-02T10:00:00.000000Z",
-            "updated_at": "2025-01-02T10:00:00.000000Z", "lead_time": 3.5, "task": number, "parent_prediction": number,
-        }]
+        task["annotations"] = [
+            {
+                "id": 1000 + number,
+                "completed_by": 1,
+                "result": copy.deepcopy(task["predictions"][0]["result"]),
+                "was_cancelled": False,
+                "ground_truth": False,
+                "created_at": "2025-01-02T10:00:00.000000Z",
+                "updated_at": "2025-01-02T10:00:00.000000Z",
+                "lead_time": 3.5,
+                "task": number,
+                "parent_prediction": number,
+            }
+        ]
         exported.append(task)
     return exported
 
@@ -112,8 +125,11 @@ def test_task_format_is_label_studio_pre_annotation(tmp_path, db, cli, run_a):
     tasks = export(cli, db, tmp_path / "ls")
     first = next(t for t in tasks if t["data"]["report_key"] == run_a["r1"])
     assert first["data"]["text"].startswith(REPORTS["r1"])
-    assert {k: first["data"][k] for k in ("dataset", "report_id", "version")} == \
-        {"dataset": "reports", "report_id": "r1", "version": 1}
+    assert {k: first["data"][k] for k in ("dataset", "report_id", "version")} == {
+        "dataset": "reports",
+        "report_id": "r1",
+        "version": 1,
+    }
     prediction = first["predictions"][0]
     assert prediction["model_version"] == "A"
     assert prediction["score"] == pytest.approx((0.9 + 0.8 + 0.25) / 3, abs=1e-6)
@@ -145,7 +161,9 @@ def test_edits_come_back_as_the_reviewer_left_them(tmp_path, db, cli, run_a):
     tasks = accept_predictions(export(cli, db, tmp_path / "ls"))
     r1 = next(t for t in tasks if t["data"]["report_key"] == run_a["r1"])
     result = r1["annotations"][0]["result"]
-    cardio = next(r["id"] for r in result if r["type"] == "labels" and r["value"]["labels"] == ["enlarged cardiac silhouette"])
+    cardio = next(
+        r["id"] for r in result if r["type"] == "labels" and r["value"]["labels"] == ["enlarged cardiac silhouette"]
+    )
     pneumonia = next(r["id"] for r in result if r["type"] == "labels" and r["value"]["labels"] == ["pneumonia"])
     for item in result:  # the reviewer rejects pneumonia: uncertain -> absent
         if item["id"] == pneumonia and item["from_name"] == "status":
@@ -154,14 +172,33 @@ def test_edits_come_back_as_the_reviewer_left_them(tmp_path, db, cli, run_a):
     start, end, text = span("r1", "Effusions")
     new = {"start": start, "end": end, "text": text}
     result += [  # and adds a span
-        {"id": "new1", "from_name": "finding", "to_name": "text", "type": "labels",
-         "value": {**new, "labels": ["pleural effusion"]}, "origin": "manual"},
-        {"id": "new1", "from_name": "status", "to_name": "text", "type": "choices",
-         "value": {**new, "choices": ["present"]}, "origin": "manual"},
+        {
+            "id": "new1",
+            "from_name": "finding",
+            "to_name": "text",
+            "type": "labels",
+            "value": {**new, "labels": ["pleural effusion"]},
+            "origin": "manual",
+        },
+        {
+            "id": "new1",
+            "from_name": "status",
+            "to_name": "text",
+            "type": "choices",
+            "value": {**new, "choices": ["present"]},
+            "origin": "manual",
+        },
     ]
     # An older cancelled (skipped) annotation is ignored; a task with no annotation is not covered.
-    r1["annotations"].append({"id": 5000, "result": [], "was_cancelled": True,
-                              "created_at": "2025-02-01T00:00:00Z", "updated_at": "2025-02-01T00:00:00Z"})
+    r1["annotations"].append(
+        {
+            "id": 5000,
+            "result": [],
+            "was_cancelled": True,
+            "created_at": "2025-02-01T00:00:00Z",
+            "updated_at": "2025-02-01T00:00:00Z",
+        }
+    )
     r3 = next(t for t in tasks if t["data"]["report_key"] == run_a["r3"])
     r3["annotations"] = []
 
@@ -171,15 +208,18 @@ def test_edits_come_back_as_the_reviewer_left_them(tmp_path, db, cli, run_a):
     e = span("r1", "Small bilateral pleural effusions, worse")
     p = span("r2", "No pneumothorax")
     f32 = lambda x: pytest.approx(x, abs=1e-7)
-    expected = sorted([
-        (k1, None, "pleural effusion", "present", None, None, start, end, text, None),
-        (k1, None, "pneumonia", "absent", None, None, None, None, None, 0.25),
-        (k1, "left lung", "pleural effusion", "present", "mild", "worsened", *e, 0.8),
-        (k1, "right lung", "pleural effusion", "present", "mild", "worsened", *e, 0.9),
-        (k2, "left lung", "pneumothorax", "absent", None, None, *p, None),
-        (k2, "right lung", "pneumothorax", "absent", None, None, *p, None),
-        (k2, "spine", "scoliosis", "present", None, None, None, None, None, None),
-    ], key=lambda r: (r[0], r[1] or "", r[2]))
+    expected = sorted(
+        [
+            (k1, None, "pleural effusion", "present", None, None, start, end, text, None),
+            (k1, None, "pneumonia", "absent", None, None, None, None, None, 0.25),
+            (k1, "left lung", "pleural effusion", "present", "mild", "worsened", *e, 0.8),
+            (k1, "right lung", "pleural effusion", "present", "mild", "worsened", *e, 0.9),
+            (k2, "left lung", "pneumothorax", "absent", None, None, *p, None),
+            (k2, "right lung", "pneumothorax", "absent", None, None, *p, None),
+            (k2, "spine", "scoliosis", "present", None, None, None, None, None, None),
+        ],
+        key=lambda r: (r[0], r[1] or "", r[2]),
+    )
     got = sorted(label_rows(db, "reviewed"), key=lambda r: (r[0], r[1] or "", r[2]))
     assert [r[:9] for r in got] == [r[:9] for r in expected]
     assert [r[9] for r in got] == [None if x is None else f32(x) for x in (r[9] for r in expected)]
@@ -217,6 +257,6 @@ def test_missing_status_is_refused(tmp_path, db, cli, run_a):
 
 def test_not_json_names_the_file(tmp_path, db, cli, run_a):
     bad = tmp_path / "export.json"
-    bad.write_text("[{\"id\": 1,", encoding="utf-8")
+    bad.write_text('[{"id": 1,', encoding="utf-8")
     code, _, err = cli("import", "labelstudio", bad, "--name", "reviewed", "--db", db)
     assert code == 1 and str(bad) in err and "not valid JSON" in err

@@ -5,7 +5,7 @@ import math
 import torch
 from torch import nn
 
-from model.lca import LCAConfig, LesionCrossAttention
+from model.net.lca import LCAConfig, LesionCrossAttention
 
 
 def tiny_lca(**overrides) -> LesionCrossAttention:

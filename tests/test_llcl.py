@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from model.llcl import LesionContrastiveLoss, LLCLConfig, supervised_contrastive_loss
+from model.net.llcl import LesionContrastiveLoss, LLCLConfig, supervised_contrastive_loss
 
 
 def unit(degrees: float) -> list[float]:
@@ -44,8 +44,9 @@ def test_value_by_hand():
 
 def test_invalid_regions_take_no_part():
     base = supervised_contrastive_loss(*toy(), temperature=0.5)
-    with_invalid = supervised_contrastive_loss(*toy([0.6, 0.8], [1.0, 1.0], [True, True], extra_valid=False),
-                                               temperature=0.5)
+    with_invalid = supervised_contrastive_loss(
+        *toy([0.6, 0.8], [1.0, 1.0], [True, True], extra_valid=False), temperature=0.5
+    )
     assert math.isclose(with_invalid.item(), base.item(), rel_tol=1e-6)
 
 
@@ -63,8 +64,13 @@ def test_ignored_labels_are_never_read():
 
 def test_normal_regions_are_not_anchors():
     embeddings = F.normalize(torch.randn(5, 3), dim=-1).requires_grad_()
-    loss = supervised_contrastive_loss(embeddings, torch.zeros(5, 2), torch.ones(5, 2, dtype=torch.bool),
-                                       torch.ones(5, dtype=torch.bool), temperature=0.1)
+    loss = supervised_contrastive_loss(
+        embeddings,
+        torch.zeros(5, 2),
+        torch.ones(5, 2, dtype=torch.bool),
+        torch.ones(5, dtype=torch.bool),
+        temperature=0.1,
+    )
     loss.backward()
     assert loss.item() == 0.0 and torch.count_nonzero(embeddings.grad) == 0
 

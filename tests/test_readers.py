@@ -2,20 +2,21 @@ import json
 
 import pytest
 
-from labeling.errors import InputError
-from labeling.readers import Columns, detect_format, read_csv, read_iu_xray, read_jsonl, read_mimic
+from labeling.core.errors import InputError
+from labeling.ingest.readers import Columns, detect_format, read_csv, read_iu_xray, read_jsonl, read_mimic
 
 IU_HEADER = "uid,MeSH,Problems,image,indication,comparison,findings,impression\n"
 
 
 def write_iu(folder):
     csv_path = folder / "indiana_reports.csv"
-    csv_path.write_text(IU_HEADER
-                        + '7,Cardiomegaly/mild,Cardiomegaly,Xray Chest PA and Lateral,Dyspnea.,None.,'
-                          '"Mild cardiomegaly. No effusion.",Cardiomegaly.\n'
-                        + "8,normal,normal,Xray Chest PA and Lateral,,,,\n")
+    csv_path.write_text(
+        IU_HEADER + "7,Cardiomegaly/mild,Cardiomegaly,Xray Chest PA and Lateral,Dyspnea.,None.,"
+        '"Mild cardiomegaly. No effusion.",Cardiomegaly.\n' + "8,normal,normal,Xray Chest PA and Lateral,,,,\n"
+    )
     (folder / "indiana_projections.csv").write_text(
-        "uid,filename,projection\n7,7_IM-0001-1001.dcm.png,Frontal\n7,7_IM-0001-2001.dcm.png,Lateral\n")
+        "uid,filename,projection\n7,7_IM-0001-1001.dcm.png,Frontal\n7,7_IM-0001-2001.dcm.png,Lateral\n"
+    )
     return csv_path
 
 
@@ -34,8 +35,9 @@ def test_iu_xray_text_sections_images_and_metadata(tmp_path):
     reports = read_iu_xray(write_iu(tmp_path), "iu_xray")
     first, blank = reports
     assert first.report_id == "7"
-    assert first.text == ("INDICATION: Dyspnea.\nCOMPARISON: None.\nFINDINGS: Mild cardiomegaly. No effusion.\n"
-                          "IMPRESSION: Cardiomegaly.")
+    assert first.text == (
+        "INDICATION: Dyspnea.\nCOMPARISON: None.\nFINDINGS: Mild cardiomegaly. No effusion.\nIMPRESSION: Cardiomegaly."
+    )
     assert first.image_paths == ["7_IM-0001-1001.dcm.png", "7_IM-0001-2001.dcm.png"]
     assert first.metadata["MeSH"] == "Cardiomegaly/mild"
     assert blank.text == ""  # no report text at all; validation decides what to do with it

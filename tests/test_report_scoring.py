@@ -9,38 +9,39 @@ import time
 
 import pytest
 import sacrebleu
+from fault_server import FaultServer
 from rouge_score import rouge_scorer
 
-from labeling.errors import InputError
-from labeling.ingest import ingest
-from labeling.readers import Columns
-from labeling.source_runs import record_run
-from labeling.store import Store
-from model.report_scoring import (JudgeScores, judge_chat_text, record_scores, score_reports, scored_text,
-                                  text_scores)
-from model.report_writer import (AggregatedReport, LLMOptions, ReportInputs, WrittenReport,
-                                 store_generated_reports)
+from labeling.core.errors import InputError
+from labeling.ingest.pipeline import ingest
+from labeling.ingest.readers import Columns
+from labeling.store.run_records import record_run
+from labeling.store.store import Store
+from model.reports.scoring import JudgeScores, judge_chat_text, record_scores, score_reports, scored_text, text_scores
+from model.reports.writer import AggregatedReport, LLMOptions, ReportInputs, WrittenReport, store_generated_reports
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
 
-from fault_server import FaultServer
-
 SOURCES = {
     "s1": "INDICATION: Cough.\nFINDINGS: Small right pleural effusion. Atelectasis in the left lower lobe.\n"
-          "IMPRESSION: Right effusion and left basal atelectasis.",
+    "IMPRESSION: Right effusion and left basal atelectasis.",
     "s2": "FINDINGS: Left pneumothorax.\nIMPRESSION: Left pneumothorax.",
     "s3": "FINDINGS: The heart size is normal.\nIMPRESSION: No acute cardiopulmonary process.",
 }
 # The reference run's labels of the source reports.
-REFERENCE = [("s1", "right costophrenic angle", "pleural effusion", "present"),
-             ("s1", "left lower lung zone", "atelectasis", "present"),
-             ("s2", "left lung", "pneumothorax", "present"),
-             ("s3", "cardiac silhouette", "enlarged cardiac silhouette", "absent")]
+REFERENCE = [
+    ("s1", "right costophrenic angle", "pleural effusion", "present"),
+    ("s1", "left lower lung zone", "atelectasis", "present"),
+    ("s2", "left lung", "pneumothorax", "present"),
+    ("s3", "cardiac silhouette", "enlarged cardiac silhouette", "absent"),
+]
 # Generated reports: s1 restates the effusion but puts the atelectasis on the wrong side; s2
 # omits the pneumothorax; s3 invents a consolidation.
 GENERATED = {
-    "s1": ("Pleural effusion in the right costophrenic angle. Atelectasis in the right lower lung zone.",
-           "Findings as above."),
+    "s1": (
+        "Pleural effusion in the right costophrenic angle. Atelectasis in the right lower lung zone.",
+        "Findings as above.",
+    ),
     "s2": ("No focal abnormality is described.", "Findings as above."),
     "s3": ("Consolidation in the right lower lung zone.", "Findings as above."),
 }
@@ -49,22 +50,34 @@ GENERATED = {
 @pytest.fixture
 def db(tmp_path):
     path = tmp_path / "sources.jsonl"
-    path.write_text("".join(json.dumps({"id": rid, "study_id": rid, "text": text}) + "\n" for rid, text in SOURCES.items()))
+    path.write_text(
+        "".join(json.dumps({"id": rid, "study_id": rid, "text": text}) + "\n" for rid, text in SOURCES.items())
+    )
     db = tmp_path / "score.duckdb"
     ingest(db, path, dataset="src", columns=Columns(id="id", text="text", study="study_id"))
     with Store(db) as store:
         keys = dict(store.con.execute("SELECT report_id, report_key FROM reports").fetchall())
-        record_run(store, RunSpec(name="ref", kind=RunKind.imported, vocabulary_version=load_vocabulary().version),
-                   list(keys.values()),
-                   {"report_key": [keys[r] for r, *_ in REFERENCE], "region": [g for _, g, _, _ in REFERENCE],
-                    "finding": [f for _, _, f, _ in REFERENCE], "status": [s for *_, s in REFERENCE]})
+        record_run(
+            store,
+            RunSpec(name="ref", kind=RunKind.imported, vocabulary_version=load_vocabulary().version),
+            list(keys.values()),
+            {
+                "report_key": [keys[r] for r, *_ in REFERENCE],
+                "region": [g for _, g, _, _ in REFERENCE],
+                "finding": [f for _, _, f, _ in REFERENCE],
+                "status": [s for *_, s in REFERENCE],
+            },
+        )
     store_generated_reports(db, "hand", [generated(rid, keys[rid], *GENERATED[rid]) for rid in GENERATED])
     return db
 
 
 def generated(report_id, source_key, findings, impression):
-    return WrittenReport(ReportInputs(report_id=report_id, source_report_key=source_key),
-                         AggregatedReport(findings=findings, impression=impression), "fallback")
+    return WrittenReport(
+        ReportInputs(report_id=report_id, source_report_key=source_key),
+        AggregatedReport(findings=findings, impression=impression),
+        "fallback",
+    )
 
 
 def test_label_consistency_on_a_hand_made_example(db):
@@ -91,11 +104,15 @@ def test_label_consistency_on_a_hand_made_example(db):
 def test_bleu_and_rouge_match_the_packages(db):
     scores = score_reports(db, "hand", "ref")
     hypotheses = [" ".join(GENERATED[r]) for r in ("s1", "s2", "s3")]
-    references = ["Small right pleural effusion. Atelectasis in the left lower lobe. Right effusion and left basal "
-                  "atelectasis.", "Left pneumothorax. Left pneumothorax.",
-                  "The heart size is normal. No acute cardiopulmonary process."]
+    references = [
+        "Small right pleural effusion. Atelectasis in the left lower lobe. Right effusion and left basal atelectasis.",
+        "Left pneumothorax. Left pneumothorax.",
+        "The heart size is normal. No acute cardiopulmonary process.",
+    ]
     with Store(db, read_only=True) as store:
-        stored = store.con.execute("SELECT text, sections FROM reports WHERE dataset = 'src' ORDER BY report_id").fetchall()
+        stored = store.con.execute(
+            "SELECT text, sections FROM reports WHERE dataset = 'src' ORDER BY report_id"
+        ).fetchall()
     assert [scored_text(text, json.loads(sections)) for text, sections in stored] == references  # INDICATION left out
     assert scores.bleu4 == pytest.approx(sacrebleu.corpus_bleu(hypotheses, [references]).score)
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
@@ -108,19 +125,30 @@ def test_bleu_and_rouge_match_the_packages(db):
 
 def test_identical_text_scores_bleu_100_and_rouge_l_1():
     text = "Small right pleural effusion. Atelectasis in the left lower lobe."
-    bleu, rouge, per_bleu, per_rouge = text_scores([text, "Left pneumothorax is large."],
-                                                   [text, "Left pneumothorax is large."])
+    bleu, rouge, per_bleu, per_rouge = text_scores(
+        [text, "Left pneumothorax is large."], [text, "Left pneumothorax is large."]
+    )
     assert bleu == pytest.approx(100) and per_bleu == [pytest.approx(100)] * 2
     assert rouge == 1.0 and per_rouge == [1.0, 1.0]
 
 
 def test_judge_schema_rejects_out_of_range_and_non_integer_scores():
-    valid = {"lesion_correctness": 5, "location_correctness": 0, "internal_consistency": 4,
-             "clinical_coherence_completeness": 3, "rationale": "Location of the atelectasis is wrong."}
+    valid = {
+        "lesion_correctness": 5,
+        "location_correctness": 0,
+        "internal_consistency": 4,
+        "clinical_coherence_completeness": 3,
+        "rationale": "Location of the atelectasis is wrong.",
+    }
     assert JudgeScores.model_validate_json(json.dumps(valid)).total == 12
-    for field, value in (("lesion_correctness", 6), ("location_correctness", -1), ("internal_consistency", 2.5),
-                         ("internal_consistency", 3.0), ("clinical_coherence_completeness", "3"),
-                         ("rationale", "  ")):
+    for field, value in (
+        ("lesion_correctness", 6),
+        ("location_correctness", -1),
+        ("internal_consistency", 2.5),
+        ("internal_consistency", 3.0),
+        ("clinical_coherence_completeness", "3"),
+        ("rationale", "  "),
+    ):
         with pytest.raises(ValueError):
             JudgeScores.model_validate_json(json.dumps({**valid, field: value}))
     with pytest.raises(ValueError):
@@ -138,20 +166,41 @@ class JudgeServer(FaultServer):
         with self.lock:
             self.seen[unit] = self.seen.get(unit, 0) + 1
             count = self.seen[unit]
-        answer = {"lesion_correctness": 3, "location_correctness": 4, "internal_consistency": 5,
-                  "clinical_coherence_completeness": 2, "rationale": "One lesion on the wrong side."}
+        answer = {
+            "lesion_correctness": 3,
+            "location_correctness": 4,
+            "internal_consistency": 5,
+            "clinical_coherence_completeness": 2,
+            "rationale": "One lesion on the wrong side.",
+        }
         if "Consolidation" in unit and count == 1:
             answer["lesion_correctness"] = 6
         message = {"role": "assistant", "content": json.dumps(answer)}
-        return 200, {"id": f"c{count}", "object": "chat.completion", "created": int(time.time()),
-                     "model": body.get("model"), "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-                     "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}, {}
+        return (
+            200,
+            {
+                "id": f"c{count}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            },
+            {},
+        )
 
 
 def test_judge_through_a_real_server(db, tmp_path):
     with JudgeServer() as server:
-        options = LLMOptions(backend="openai", base_urls=[server.base_url], model="judge-model",
-                             structured_output="json_schema", max_retries=1, transport_retries=0, timeout=10)
+        options = LLMOptions(
+            backend="openai",
+            base_urls=[server.base_url],
+            model="judge-model",
+            structured_output="json_schema",
+            max_retries=1,
+            transport_retries=0,
+            timeout=10,
+        )
         scores = score_reports(db, "hand", "ref", judge_options=options)
         requests = server.chat_requests()
     assert [r.judge.total for r in scores.per_report] == [14, 14, 14]
@@ -177,9 +226,13 @@ def test_judge_through_a_real_server(db, tmp_path):
 
 
 def test_judge_text_uses_both_reports_sections():
-    text = judge_chat_text(("FINDINGS: A.\nIMPRESSION: B.", [{"name": "findings", "start": 10, "end": 13},
-                                                             {"name": "impression", "start": 25, "end": 28}]),
-                           ("No headers here.", []))
+    text = judge_chat_text(
+        (
+            "FINDINGS: A.\nIMPRESSION: B.",
+            [{"name": "findings", "start": 10, "end": 13}, {"name": "impression", "start": 25, "end": 28}],
+        ),
+        ("No headers here.", []),
+    )
     assert text == "REFERENCE REPORT:\nFINDINGS: A.\nIMPRESSION: B.\n\nGENERATED REPORT:\nNo headers here."
 
 
@@ -189,17 +242,23 @@ def test_score_reports_command(db, tmp_path, cli):
     assert "Label consistency: score:hand:rules" in out and "BLEU-4" in out and "judge: skipped" in out
     assert (tmp_path / "scores" / "hand.scores.json").is_file()
     assert (tmp_path / "scores" / "hand.per_report.csv").is_file()
-    for args, message in ((["nope", "--reference", "ref"], "no generated reports named 'nope'"),
-                          (["hand", "--reference", "nope"], "no run named 'nope'"),
-                          (["hand", "--reference", "ref", "--labeler", "ref"], "is a import run"),
-                          (["hand", "--reference", "ref", "--uncertain", "maybe"], "--uncertain")):
+    for args, message in (
+        (["nope", "--reference", "ref"], "no generated reports named 'nope'"),
+        (["hand", "--reference", "nope"], "no run named 'nope'"),
+        (["hand", "--reference", "ref", "--labeler", "ref"], "is a import run"),
+        (["hand", "--reference", "ref", "--uncertain", "maybe"], "--uncertain"),
+    ):
         code, _, err = cli("score-reports", *args, "--db", db)
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_reference_must_cover_the_sources(db):
     with Store(db) as store:
-        record_run(store, RunSpec(name="empty", kind=RunKind.imported, vocabulary_version="v"), [], {
-            "report_key": [], "finding": [], "status": []})
+        record_run(
+            store,
+            RunSpec(name="empty", kind=RunKind.imported, vocabulary_version="v"),
+            [],
+            {"report_key": [], "finding": [], "status": []},
+        )
     with pytest.raises(InputError, match="covers none of the source reports"):
         score_reports(db, "hand", "empty")

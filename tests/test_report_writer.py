@@ -7,18 +7,30 @@ import json
 import time
 
 import pytest
+from fault_server import FaultServer
 
-from labeling.errors import InputError
-from labeling.ingest import ingest
-from labeling.readers import Columns
-from labeling.store import Store
-from model.report_writer import (NORMAL_IMPRESSION, NO_FINDINGS, AggregatedReport, LLMOptions, PredictedLesion,
-                                 RegionSentence, ReportInputs, aggregator_prompt, aggregator_text, fallback_report,
-                                 generated_reports, is_near_duplicate, store_generated_reports, write_reports)
+from labeling.core.errors import InputError
+from labeling.ingest.pipeline import ingest
+from labeling.ingest.readers import Columns
+from labeling.store.store import Store
+from model.reports.writer import (
+    NO_FINDINGS,
+    NORMAL_IMPRESSION,
+    AggregatedReport,
+    LLMOptions,
+    PredictedLesion,
+    RegionSentence,
+    ReportInputs,
+    aggregator_prompt,
+    aggregator_text,
+    fallback_report,
+    generated_reports,
+    is_near_duplicate,
+    store_generated_reports,
+    write_reports,
+)
 from prompts.render import list_prompts
 from schemas.vocabulary import load_vocabulary
-
-from fault_server import FaultServer
 
 VOCAB = load_vocabulary()
 
@@ -29,13 +41,15 @@ SCRAMBLED = [
     RegionSentence(region="left lower lung zone", text="Patchy opacity at the left base."),
     RegionSentence(region="right lower lung zone", text="Patchy opacity at the right base."),
     RegionSentence(region="right upper lung zone", text="Nodule in the right upper lobe"),
-    RegionSentence(region="left lower lung zone", text="patchy opacity at the LEFT base"),        # same once normalized
-    RegionSentence(region="right atrium", text="The heart is  enlarged ."),                     # same once normalized
+    RegionSentence(region="left lower lung zone", text="patchy opacity at the LEFT base"),  # same once normalized
+    RegionSentence(region="right atrium", text="The heart is  enlarged ."),  # same once normalized
     RegionSentence(region="right hilar structures", text="Patchy opacity at the right lung base."),  # Jaccard 6/7
 ]
-EXPECTED_FINDINGS = ("Nodule in the right upper lobe. Patchy opacity at the right base. Patchy opacity at the left "
-                     "base. Blunting of the right costophrenic angle. The heart is enlarged. Healed left clavicle "
-                     "fracture.")
+EXPECTED_FINDINGS = (
+    "Nodule in the right upper lobe. Patchy opacity at the right base. Patchy opacity at the left "
+    "base. Blunting of the right costophrenic angle. The heart is enlarged. Healed left clavicle "
+    "fracture."
+)
 LESIONS = [
     PredictedLesion(finding="enlarged cardiac silhouette", probability=0.3, regions=("cardiac silhouette",)),
     PredictedLesion(finding="atelectasis", probability=0.6, regions=("left lower lung zone", "right lower lung zone")),
@@ -44,8 +58,9 @@ LESIONS = [
 
 
 def inputs(report_id="s1", sentences=SCRAMBLED, lesions=LESIONS, source=None):
-    return ReportInputs(report_id=report_id, source_report_key=source, region_sentences=list(sentences),
-                        lesions=list(lesions))
+    return ReportInputs(
+        report_id=report_id, source_report_key=source, region_sentences=list(sentences), lesions=list(lesions)
+    )
 
 
 def test_aggregator_prompt_renders_the_inputs():
@@ -66,19 +81,26 @@ def test_aggregator_prompt_renders_the_inputs():
         "- left clavicle: Healed left clavicle fracture.\n"
         "PREDICTED LESIONS (probability >= 0.50):\n"
         "- pleural effusion: 0.80 (right costophrenic angle)\n"
-        "- atelectasis: 0.60 (left lower lung zone, right lower lung zone)")
+        "- atelectasis: 0.60 (left lower lung zone, right lower lung zone)"
+    )
 
 
 def test_fallback_fits_a_model_that_predicts_everywhere():
     """An untrained model can place every lesion in every allowed region: the impression then names
     the lesions without places, and FINDINGS keeps whole sentences within its limit."""
-    from model.report_writer import FINDINGS_MAX_CHARS, IMPRESSION_MAX_CHARS, fallback_report
+    from model.reports.writer import FINDINGS_MAX_CHARS, IMPRESSION_MAX_CHARS, fallback_report
 
     vocab = load_vocabulary()
     findings = vocab.finding_names[:20]
-    everywhere = [PredictedLesion(finding=f, probability=0.9, regions=tuple(vocab.finding(f).regions)) for f in findings]
-    sentences = [RegionSentence(region=r, text=f"Sentence {i} about the {r} with several distinct words number {i} "
-                                               f"{'x' * 60}{i}.") for i, r in enumerate(vocab.region_names)]
+    everywhere = [
+        PredictedLesion(finding=f, probability=0.9, regions=tuple(vocab.finding(f).regions)) for f in findings
+    ]
+    sentences = [
+        RegionSentence(
+            region=r, text=f"Sentence {i} about the {r} with several distinct words number {i} {'x' * 60}{i}."
+        )
+        for i, r in enumerate(vocab.region_names)
+    ]
     report = fallback_report(ReportInputs(report_id="s9", region_sentences=sentences, lesions=everywhere), vocab)
     assert len(report.impression) <= IMPRESSION_MAX_CHARS and " in the " not in report.impression
     assert [f"{f[0].upper()}{f[1:]}." in report.impression for f in findings] == [True] * len(findings)
@@ -89,11 +111,18 @@ def test_fallback_fits_a_model_that_predicts_everywhere():
 def test_fallback_orders_by_anatomy_and_removes_near_duplicates():
     report = fallback_report(inputs(), VOCAB)
     assert report.findings == EXPECTED_FINDINGS
-    for sentence in ("Nodule in the right upper lobe", "Patchy opacity at the left base", "The heart is enlarged",
-                     "Blunting of the right costophrenic angle", "Healed left clavicle fracture"):
+    for sentence in (
+        "Nodule in the right upper lobe",
+        "Patchy opacity at the left base",
+        "The heart is enlarged",
+        "Blunting of the right costophrenic angle",
+        "Healed left clavicle fracture",
+    ):
         assert report.findings.count(sentence) == 1
-    assert report.impression == ("Pleural effusion in the right costophrenic angle. Atelectasis in the right lower "
-                                 "lung zone and the left lower lung zone.")
+    assert report.impression == (
+        "Pleural effusion in the right costophrenic angle. Atelectasis in the right lower "
+        "lung zone and the left lower lung zone."
+    )
     empty = fallback_report(inputs(sentences=[], lesions=LESIONS[:1]), VOCAB)
     assert (empty.findings, empty.impression) == (NO_FINDINGS, NORMAL_IMPRESSION)
 
@@ -107,8 +136,12 @@ def test_near_duplicates():
 def test_answer_model_validates_sections():
     report = AggregatedReport.model_validate({"findings": "FINDINGS:  Small  effusion.", "impression": "Effusion."})
     assert report.findings == "Small effusion."
-    for bad in ({"findings": "  ", "impression": "x"}, {"findings": "x", "impression": "y" * 1001},
-                {"findings": "x"}, {"findings": "x", "impression": "y", "extra": 1}):
+    for bad in (
+        {"findings": "  ", "impression": "x"},
+        {"findings": "x", "impression": "y" * 1001},
+        {"findings": "x"},
+        {"findings": "x", "impression": "y", "extra": 1},
+    ):
         with pytest.raises(ValueError):
             AggregatedReport.model_validate(bad)
 
@@ -118,8 +151,10 @@ class AggregatorServer(FaultServer):
     empty FINDINGS (schema-invalid) first for a unit containing REASK; `{not json` always for
     ALWAYSBAD."""
 
-    VALID = {"findings": "FINDINGS: Patchy opacity at both lung bases.  Small right pleural effusion.",
-             "impression": "Bibasilar atelectasis and a small right pleural effusion."}
+    VALID = {
+        "findings": "FINDINGS: Patchy opacity at both lung bases.  Small right pleural effusion.",
+        "impression": "Bibasilar atelectasis and a small right pleural effusion.",
+    }
 
     def respond(self, body):
         unit = next(m["content"] for m in body["messages"] if m["role"] == "user")
@@ -132,18 +167,36 @@ class AggregatorServer(FaultServer):
         elif "REASK" in unit and count == 1:
             content = json.dumps({"findings": "", "impression": "Nothing."})
         message = {"role": "assistant", "content": content}
-        return 200, {"id": f"c{count}", "object": "chat.completion", "created": int(time.time()),
-                     "model": body.get("model"), "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
-                     "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20}}, {}
+        return (
+            200,
+            {
+                "id": f"c{count}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body.get("model"),
+                "choices": [{"index": 0, "finish_reason": "stop", "message": message}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 10, "total_tokens": 20},
+            },
+            {},
+        )
 
 
 def test_llm_answers_are_validated_and_reasked_through_a_real_server():
-    items = [inputs("plain"),
-             inputs("reask", sentences=[RegionSentence(region="right lung", text="REASK opacity.")]),
-             inputs("bad", sentences=[RegionSentence(region="right lung", text="ALWAYSBAD opacity.")], lesions=[])]
+    items = [
+        inputs("plain"),
+        inputs("reask", sentences=[RegionSentence(region="right lung", text="REASK opacity.")]),
+        inputs("bad", sentences=[RegionSentence(region="right lung", text="ALWAYSBAD opacity.")], lesions=[]),
+    ]
     with AggregatorServer() as server:
-        options = LLMOptions(backend="openai", base_urls=[server.base_url], model="fake-model",
-                             structured_output="json_schema", max_retries=1, transport_retries=0, timeout=10)
+        options = LLMOptions(
+            backend="openai",
+            base_urls=[server.base_url],
+            model="fake-model",
+            structured_output="json_schema",
+            max_retries=1,
+            transport_retries=0,
+            timeout=10,
+        )
         written = write_reports(items, options, vocabulary=VOCAB)
         requests = server.chat_requests()
     plain, reasked, bad = written
@@ -156,8 +209,10 @@ def test_llm_answers_are_validated_and_reasked_through_a_real_server():
     assert len(reask_requests) == 2
     assert "findings must not be empty" in json.dumps(reask_requests[1]["body"]["messages"][2:])
     assert requests[0]["body"]["response_format"]["type"] == "json_schema"
-    assert set(requests[0]["body"]["response_format"]["json_schema"]["schema"]["properties"]) == {"findings",
-                                                                                                   "impression"}
+    assert set(requests[0]["body"]["response_format"]["json_schema"]["schema"]["properties"]) == {
+        "findings",
+        "impression",
+    }
     # Still invalid after re-asking: the fallback writes that report, and says why.
     assert bad.aggregator == "fallback" and "invalid after 2 attempt(s)" in bad.llm_error
     assert bad.report.findings == "ALWAYSBAD opacity." and bad.report.impression == NORMAL_IMPRESSION
@@ -175,9 +230,25 @@ def test_bad_inputs_are_named():
 @pytest.fixture
 def source_db(tmp_path):
     path = tmp_path / "source.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in (
-        {"id": "s1", "study_id": "s1", "patient_id": "p1", "text": "FINDINGS: Right effusion.\nIMPRESSION: Effusion."},
-        {"id": "s2", "study_id": "s2", "patient_id": "p2", "text": "FINDINGS: Clear lungs.\nIMPRESSION: Normal."})))
+    path.write_text(
+        "".join(
+            json.dumps(r) + "\n"
+            for r in (
+                {
+                    "id": "s1",
+                    "study_id": "s1",
+                    "patient_id": "p1",
+                    "text": "FINDINGS: Right effusion.\nIMPRESSION: Effusion.",
+                },
+                {
+                    "id": "s2",
+                    "study_id": "s2",
+                    "patient_id": "p2",
+                    "text": "FINDINGS: Clear lungs.\nIMPRESSION: Normal.",
+                },
+            )
+        )
+    )
     db = tmp_path / "gen.duckdb"
     ingest(db, path, dataset="src", columns=Columns(id="id", text="text", patient="patient_id", study="study_id"))
     return db
@@ -188,10 +259,17 @@ def test_generated_reports_are_stored_with_provenance_and_labeled_by_rules(sourc
         keys = {rid: key for rid, key in store.con.execute("SELECT report_id, report_key FROM reports").fetchall()}
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(b"weights")
-    written = write_reports([
-        inputs("s1", source=keys["s1"]),
-        inputs("s2", sentences=[RegionSentence(region="right lung", text="No pleural effusion or pneumothorax.")], lesions=[],
-               source=keys["s2"])])
+    written = write_reports(
+        [
+            inputs("s1", source=keys["s1"]),
+            inputs(
+                "s2",
+                sentences=[RegionSentence(region="right lung", text="No pleural effusion or pneumothorax.")],
+                lesions=[],
+                source=keys["s2"],
+            ),
+        ]
+    )
     stored = store_generated_reports(source_db, "demo", written, checkpoint=checkpoint)
     assert stored.dataset == "generated:demo" and stored.aggregators == {"fallback": 2}
     with Store(source_db, read_only=True) as store:
@@ -207,15 +285,21 @@ def test_generated_reports_are_stored_with_provenance_and_labeled_by_rules(sourc
     assert meta["checkpoint_sha256"] == hashlib.sha256(b"weights").hexdigest()
     assert meta["checkpoint_path"].endswith("model.pt") and meta["aggregator"] == "fallback"
     assert meta["prompt_sha256"] is None and meta["lesions"][2] == {
-        "finding": "pleural effusion", "probability": 0.8, "regions": ["right costophrenic angle"]}
+        "finding": "pleural effusion",
+        "probability": 0.8,
+        "regions": ["right costophrenic angle"],
+    }
     assert [s["section"] for s in sentences] == ["findings"] * 6 + ["impression"] * 2
     assert sentences[0]["text"] == "Nodule in the right upper lobe."
 
-    code, out, err = cli("label", "--backend", "rules", "--dataset", "generated:demo", "--name", "gen-rules",
-                         "--db", source_db)
+    code, out, err = cli(
+        "label", "--backend", "rules", "--dataset", "generated:demo", "--name", "gen-rules", "--db", source_db
+    )
     assert code == 0, err
     with Store(source_db, read_only=True) as store:
-        labels = {(r["report_id"], r["region"], r["finding"], r["status"]) for r in store.labels("gen-rules").to_pylist()}
+        labels = {
+            (r["report_id"], r["region"], r["finding"], r["status"]) for r in store.labels("gen-rules").to_pylist()
+        }
     assert ("s1", "right costophrenic angle", "pleural effusion", "present") in labels
     assert ("s1", "right upper lung zone", "mass/nodule (not otherwise specified)", "present") in labels
     assert any(rid == "s2" and status == "absent" for rid, _, _, status in labels)

@@ -1,7 +1,7 @@
 import pytest
 
-from labeling.resolver import resolve_unit
-from labeling.units import Occurrence
+from labeling.sources.llm.resolver import resolve_unit
+from labeling.sources.llm.units import Occurrence
 from schemas.vocabulary import load_vocabulary
 
 TEXT = "FINDINGS: Small right pleural effusion. Heart size is normal."
@@ -9,8 +9,15 @@ VOCAB = load_vocabulary()
 
 
 def item(**kw):
-    return {"finding": "pleural effusion", "regions": [], "status": "present", "severity": "none",
-            "temporal": "none", "evidence": "Small right pleural effusion", **kw}
+    return {
+        "finding": "pleural effusion",
+        "regions": [],
+        "status": "present",
+        "severity": "none",
+        "temporal": "none",
+        "evidence": "Small right pleural effusion",
+        **kw,
+    }
 
 
 def at(sentence):
@@ -20,23 +27,38 @@ def at(sentence):
 
 def test_regions_from_answer_evidence_or_defaults():
     occ = at("Small right pleural effusion.")
-    stated, _ = resolve_unit([{"labels": [item(regions=["right costophrenic angle"], severity="mild")]}], occ, TEXT, VOCAB)
+    stated, _ = resolve_unit(
+        [{"labels": [item(regions=["right costophrenic angle"], severity="mild")]}], occ, TEXT, VOCAB
+    )
     assert [(l.region, l.severity.value) for l in stated] == [("right costophrenic angle", "mild")]
     from_evidence, _ = resolve_unit([{"labels": [item()]}], occ, TEXT, VOCAB)
     assert [l.region for l in from_evidence] == ["right lung"]
     heart = at("Heart size is normal.")
-    default, _ = resolve_unit([{"labels": [item(finding="enlarged cardiac silhouette", status="absent",
-                                                 evidence="Heart size is normal")]}], heart, TEXT, VOCAB)
+    default, _ = resolve_unit(
+        [{"labels": [item(finding="enlarged cardiac silhouette", status="absent", evidence="Heart size is normal")]}],
+        heart,
+        TEXT,
+        VOCAB,
+    )
     assert [(l.region, l.status.value) for l in default] == [("cardiac silhouette", "absent")]
-    assert TEXT[default[0].evidence.start:default[0].evidence.end] == "Heart size is normal"
+    assert TEXT[default[0].evidence.start : default[0].evidence.end] == "Heart size is normal"
 
 
 def test_rejections_are_reported_with_reasons():
     occ = at("Small right pleural effusion.")
-    labels, rejected = resolve_unit([{"labels": [
-        item(regions=["spine", "right lung"]),
-        item(finding="pneumothorax", evidence="tension pneumothorax"),
-    ]}], occ, TEXT, VOCAB)
+    labels, rejected = resolve_unit(
+        [
+            {
+                "labels": [
+                    item(regions=["spine", "right lung"]),
+                    item(finding="pneumothorax", evidence="tension pneumothorax"),
+                ]
+            }
+        ],
+        occ,
+        TEXT,
+        VOCAB,
+    )
     assert [l.region for l in labels] == ["right lung"]
     assert sorted(r.reason.split(":")[0] for r in rejected) == ["region not allowed", "ungrounded"]
 
@@ -46,7 +68,9 @@ def test_samples_vote_and_confidence_is_agreement():
     samples = [{"labels": [item()]}, {"labels": [item()]}, {"labels": [item(status="uncertain")]}, {"labels": []}]
     [label] = resolve_unit(samples, occ, TEXT, VOCAB)[0]
     assert (label.status.value, label.confidence) == ("present", 0.5)
-    [tie] = resolve_unit([{"labels": [item(status="absent")]}, {"labels": [item(status="uncertain")]}], occ, TEXT, VOCAB)[0]
+    [tie] = resolve_unit(
+        [{"labels": [item(status="absent")]}, {"labels": [item(status="uncertain")]}], occ, TEXT, VOCAB
+    )[0]
     assert (tie.status.value, tie.confidence) == ("uncertain", 0.5)  # ties go by precedence
 
 

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from labeling.rules_source import RulesLabeler, label_with_rules
-from labeling.store import Store
+from labeling.sources.rules.run import RulesLabeler, label_with_rules
+from labeling.store.store import Store
 from schemas.vocabulary import load_vocabulary
 
 
@@ -18,7 +18,7 @@ def labeler():
 
 def cells(labeler, sentence):
     [labels] = labeler.label_sentences([sentence])
-    return sorted((l.region, l.finding, l.status, l.severity, l.temporal, sentence[l.start:l.end]) for l in labels)
+    return sorted((l.region, l.finding, l.status, l.severity, l.temporal, sentence[l.start : l.end]) for l in labels)
 
 
 def test_negation_and_default_regions(labeler):
@@ -44,12 +44,15 @@ def test_uncertainty_and_shared_zone_words(labeler):
     ]
 
 
-@pytest.mark.parametrize("sentence, region, finding", [
-    ("Calcified granuloma in the lingula.", "left mid lung zone", "granulomatous disease"),
-    ("Opacity at the left base.", "left lower lung zone", "lung opacity"),
-    ("Scarring in the right apex.", "right apical zone", "pleural/parenchymal scarring"),
-    ("Small right pneumothorax.", "right lung", "pneumothorax"),
-])
+@pytest.mark.parametrize(
+    "sentence, region, finding",
+    [
+        ("Calcified granuloma in the lingula.", "left mid lung zone", "granulomatous disease"),
+        ("Opacity at the left base.", "left lower lung zone", "lung opacity"),
+        ("Scarring in the right apex.", "right apical zone", "pleural/parenchymal scarring"),
+        ("Small right pneumothorax.", "right lung", "pneumothorax"),
+    ],
+)
 def test_zone_and_laterality_words(labeler, sentence, region, finding):
     found = cells(labeler, sentence)
     assert [(c[0], c[1], c[2]) for c in found] == [(region, finding, "present")]
@@ -61,44 +64,56 @@ def test_each_region_goes_to_its_nearest_finding(labeler):
         ("right lower lung zone", "lung opacity", "present", None, None, "opacity"),
     ]
     assert [c[0] for c in cells(labeler, "Opacity in the right upper lobe and left lower lobe.")] == [
-        "left lower lung zone", "right upper lung zone"]
+        "left lower lung zone",
+        "right upper lung zone",
+    ]
 
 
 def test_line_breaks_inside_a_sentence_change_nothing(labeler):
     sentence = "The heart is not\n enlarged.  Small   left\n pleural effusion."
     assert cells(labeler, sentence) == [
         ("cardiac silhouette", "enlarged cardiac silhouette", "absent", None, None, "heart"),
-        ("left lung", "pleural effusion", "present", "mild", None, "pleural effusion")]
+        ("left lung", "pleural effusion", "present", "mild", None, "pleural effusion"),
+    ]
 
 
 def test_generic_words_take_the_finding_of_the_named_region(labeler):
     assert cells(labeler, "Displaced fracture of the right clavicle.") == [
-        ("right clavicle", "clavicle fracture", "present", None, None, "fracture")]
+        ("right clavicle", "clavicle fracture", "present", None, None, "fracture")
+    ]
     assert [c[:3] for c in cells(labeler, "Old fractures of the thoracic vertebrae.")] == [
-        ("spine", "spinal fracture", "present")]
+        ("spine", "spinal fracture", "present")
+    ]
     assert [c[:3] for c in cells(labeler, "Healed left rib fractures.")] == [("left lung", "rib fracture", "present")]
 
 
 def test_history_hypothetical_and_normal_statements(labeler):
     assert cells(labeler, "History of pneumothorax.") == []
     assert cells(labeler, "Heart size is normal.") == [
-        ("cardiac silhouette", "enlarged cardiac silhouette", "absent", None, None, "Heart size")]
+        ("cardiac silhouette", "enlarged cardiac silhouette", "absent", None, None, "Heart size")
+    ]
     # an organ named without a normal or abnormal statement says nothing
     assert cells(labeler, "The heart is stable.") == []
     assert cells(labeler, "The heart is mildly enlarged.") == [
-        ("cardiac silhouette", "enlarged cardiac silhouette", "present", "mild", None, "heart")]
+        ("cardiac silhouette", "enlarged cardiac silhouette", "present", "mild", None, "heart")
+    ]
     assert [c[:3] for c in cells(labeler, "The hila are prominent.")] == [
-        ("left hilar structures", "enlarged hilum", "present"), ("right hilar structures", "enlarged hilum", "present")]
+        ("left hilar structures", "enlarged hilum", "present"),
+        ("right hilar structures", "enlarged hilum", "present"),
+    ]
     assert cells(labeler, "Mild cardiomegaly.") == [
-        ("cardiac silhouette", "enlarged cardiac silhouette", "present", "mild", None, "cardiomegaly")]
+        ("cardiac silhouette", "enlarged cardiac silhouette", "present", "mild", None, "cardiomegaly")
+    ]
 
 
 def test_severity_and_temporal_words(labeler):
     assert cells(labeler, "Small left pleural effusion is unchanged.") == [
-        ("left lung", "pleural effusion", "present", "mild", "unchanged", "pleural effusion")]
+        ("left lung", "pleural effusion", "present", "mild", "unchanged", "pleural effusion")
+    ]
     assert cells(labeler, "Pneumothorax has resolved.") == [
         ("left lung", "pneumothorax", "absent", None, "resolved", "Pneumothorax"),
-        ("right lung", "pneumothorax", "absent", None, "resolved", "Pneumothorax")]
+        ("right lung", "pneumothorax", "absent", None, "resolved", "Pneumothorax"),
+    ]
 
 
 def test_rule_set_identity_follows_the_vocabulary(labeler):
@@ -109,10 +124,10 @@ def test_rule_set_identity_follows_the_vocabulary(labeler):
 
 REPORTS = {
     "a": "INDICATION: Evaluate for pneumonia.\nFINDINGS: Small left pleural effusion. No pneumothorax.\n"
-         "IMPRESSION: Left effusion.",
+    "IMPRESSION: Left effusion.",
     "b": "FINDINGS: No pneumothorax. Heart size is normal.",
     "c": "Bibasilar atelectasis. No effusion.",  # no headers: every sentence is read
-    "d": "FINDINGS: The lungs are clear.",       # covered, with no label
+    "d": "FINDINGS: The lungs are clear.",  # covered, with no label
 }
 
 
@@ -129,8 +144,17 @@ def stored(db, run):
     with Store(db, read_only=True) as store:
         table = store.labels(run)
         texts = {r[0]: r[1] for r in store.con.execute("SELECT report_key, text FROM reports").fetchall()}
-    return [(r["report_id"], r["region"], r["finding"], r["status"], r["evidence_text"],
-             texts[r["report_key"]][r["evidence_start"]:r["evidence_end"]]) for r in table.to_pylist()]
+    return [
+        (
+            r["report_id"],
+            r["region"],
+            r["finding"],
+            r["status"],
+            r["evidence_text"],
+            texts[r["report_key"]][r["evidence_start"] : r["evidence_end"]],
+        )
+        for r in table.to_pylist()
+    ]
 
 
 def test_label_backend_rules_stores_a_run(tmp_path, cli):
@@ -164,8 +188,9 @@ def test_label_backend_rules_stores_a_run(tmp_path, cli):
 
 
 def test_rules_are_deterministic_and_resume_after_an_interruption(tmp_path, cli):
-    reports = {f"r{i}": f"FINDINGS: {'Right' if i % 2 else 'Left'} basilar opacity. No effusion number {i}."
-               for i in range(12)}
+    reports = {
+        f"r{i}": f"FINDINGS: {'Right' if i % 2 else 'Left'} basilar opacity. No effusion number {i}." for i in range(12)
+    }
     db = make_db(tmp_path, cli, reports)
     keys = lambda store: [k for (k,) in store.con.execute("SELECT report_key FROM reports ORDER BY 1").fetchall()]
     full = label_with_rules(db, "whole", keys, batch_size=5)
@@ -193,10 +218,14 @@ def test_name_clash_and_resume_of_another_kind_are_errors(tmp_path, cli):
 
 def test_pyrush_debug_logging_is_silenced():
     # medspaCy's default pipeline (PyRuSH sentence splitter) in a fresh process: nothing on stderr
-    code = ("import medspacy; from labeling.rules_source import silence_pyrush; silence_pyrush(); "
-            "nlp = medspacy.load(); nlp('No effusion. Heart size is normal.')")
+    code = (
+        "import medspacy; from labeling.sources.rules.run import silence_pyrush; silence_pyrush(); "
+        "nlp = medspacy.load(); nlp('No effusion. Heart size is normal.')"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "DEBUG" not in result.stderr
-    loud = subprocess.run([sys.executable, "-c", code.replace("silence_pyrush(); ", "")], capture_output=True, text=True)
+    loud = subprocess.run(
+        [sys.executable, "-c", code.replace("silence_pyrush(); ", "")], capture_output=True, text=True
+    )
     assert "DEBUG" in loud.stderr  # the check above can fail: without silencing PyRuSH does log

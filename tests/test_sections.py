@@ -1,4 +1,4 @@
-from labeling.sections import canonical_header, detect_sections
+from labeling.ingest.sections import canonical_header, detect_sections
 
 MIMIC = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
@@ -19,12 +19,18 @@ MIMIC = """                                 FINAL REPORT
 
 def test_mimic_sections_in_order_with_bodies():
     sections = detect_sections(MIMIC)
-    assert [s.name for s in sections] == ["final report", "examination", "indication", "comparison",
-                                          "findings", "impression"]
+    assert [s.name for s in sections] == [
+        "final report",
+        "examination",
+        "indication",
+        "comparison",
+        "findings",
+        "impression",
+    ]
     findings = sections[4]
-    assert MIMIC[findings.start:findings.end].strip() == "The lungs are clear.  Note: the patient is rotated."
+    assert MIMIC[findings.start : findings.end].strip() == "The lungs are clear.  Note: the patient is rotated."
     assert findings.header == "FINDINGS:"
-    assert MIMIC[sections[5].start:sections[5].end].strip() == "No acute cardiopulmonary process."
+    assert MIMIC[sections[5].start : sections[5].end].strip() == "No acute cardiopulmonary process."
     # sections tile the text after the first header, in order, without overlap
     for before, after in zip(sections, sections[1:]):
         assert before.end <= after.start
@@ -39,7 +45,7 @@ def test_report_without_headers_is_one_unnamed_section():
 
 def test_text_before_first_header_is_kept():
     text = "Portable chest.\nIMPRESSION: Clear lungs."
-    names = [(s.name, text[s.start:s.end].strip()) for s in detect_sections(text)]
+    names = [(s.name, text[s.start : s.end].strip()) for s in detect_sections(text)]
     assert names == [(None, "Portable chest."), ("impression", "Clear lungs.")]
 
 
@@ -54,5 +60,7 @@ def test_header_synonyms_and_unknown_capitals():
 def test_inline_header_and_lowercase_known_header():
     text = "Findings: Small effusion.\nImpression: Effusion."
     sections = detect_sections(text)
-    assert [(s.name, text[s.start:s.end].strip()) for s in sections] == [
-        ("findings", "Small effusion."), ("impression", "Effusion.")]
+    assert [(s.name, text[s.start : s.end].strip()) for s in sections] == [
+        ("findings", "Small effusion."),
+        ("impression", "Effusion."),
+    ]

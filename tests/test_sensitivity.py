@@ -12,22 +12,56 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-
-from labeling.store import Store
-from model.sensitivity import (CELL_KEY_FIELD, LabelSpec, derived_run_name, grid_cells, parse_rates,
-                               SensitivityGrid)
-from model.sensitivity_views import show_sensitivity
 from test_trainer import LESIONS, make_cohort
 
-TINY_OPTIONS = dict(epochs=2, image_size=64, batch_size=8, lr=3e-3, patience=0, backbone="test_resnet", d_model=32,
-                    threads=2, model_option=["lca_heads=2", "lca_feedforward_dim=64", "llcl_projection_dim=16",
-                                             "use_itcl=false"])
+from labeling.store.store import Store
+from model.experiments.commands import show_sensitivity
+from model.experiments.sensitivity import (
+    CELL_KEY_FIELD,
+    LabelSpec,
+    SensitivityGrid,
+    derived_run_name,
+    grid_cells,
+    parse_rates,
+)
+
+TINY_OPTIONS = dict(
+    epochs=2,
+    image_size=64,
+    batch_size=8,
+    lr=3e-3,
+    patience=0,
+    backbone="test_resnet",
+    d_model=32,
+    threads=2,
+    model_option=["lca_heads=2", "lca_feedforward_dim=64", "llcl_projection_dim=16", "use_itcl=false"],
+)
 
 
 def cli_args(cohort: Path, db: Path, out: Path) -> list:
-    args = ["sensitivity", "--data", cohort, "--db", db, "--base", "gold-report", "--reference", "gold-report",
-            "--drop", "0,0.5", "--sources", "gold-image", "--seeds", 1, "--out", out,
-            "--findings", LESIONS[0], "--findings", LESIONS[1]]
+    args = [
+        "sensitivity",
+        "--data",
+        cohort,
+        "--db",
+        db,
+        "--base",
+        "gold-report",
+        "--reference",
+        "gold-report",
+        "--drop",
+        "0,0.5",
+        "--sources",
+        "gold-image",
+        "--seeds",
+        1,
+        "--out",
+        out,
+        "--findings",
+        LESIONS[0],
+        "--findings",
+        LESIONS[1],
+    ]
     for key, value in TINY_OPTIONS.items():
         if key == "model_option":
             for item in value:
@@ -62,12 +96,25 @@ def test_every_cell_is_an_experiment_with_spec_quality_and_model_metrics(grid_ru
     _, db, out, stdout, _ = grid_run
     rows = cell_rows(db)
     assert sorted((r["label_spec"]["series"], r["label_spec"]["setting"]) for r in rows) == [
-        ("drop", "0"), ("drop", "0.5"), ("source", "gold-image")]
+        ("drop", "0"),
+        ("drop", "0.5"),
+        ("source", "gold-image"),
+    ]
     for row in rows:
         assert row["status"] == "complete"
         spec = row["label_spec"]
-        assert {CELL_KEY_FIELD, "series", "setting", "rate", "seed", "spec", "derived_run", "reference", "split",
-                "findings"} <= set(spec)
+        assert {
+            CELL_KEY_FIELD,
+            "series",
+            "setting",
+            "rate",
+            "seed",
+            "spec",
+            "derived_run",
+            "reference",
+            "split",
+            "findings",
+        } <= set(spec)
         assert spec["reference"] == "gold-report" and spec["split"] == "test" and spec["findings"] == LESIONS
         assert set(row["metrics"]) == {"label_quality", "model", "train"}
         model = row["metrics"]["model"]
@@ -96,8 +143,20 @@ def test_rerun_trains_nothing_and_files_table_and_plot_agree(grid_run):
     checkpoints = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/*.pt")}
     assert len(checkpoints) == 6  # best.pt and last.pt of three cells
     started = time.perf_counter()
-    result = show_sensitivity(cohort, db, "gold-report", "gold-report", "0,0.5", None, None, "gold-image", 1, out,
-                              findings=LESIONS, **TINY_OPTIONS)
+    result = show_sensitivity(
+        cohort,
+        db,
+        "gold-report",
+        "gold-report",
+        "0,0.5",
+        None,
+        None,
+        "gold-image",
+        1,
+        out,
+        findings=LESIONS,
+        **TINY_OPTIONS,
+    )
     seconds = time.perf_counter() - started
     assert [c.outcome for c in result.cells] == ["reused"] * 3
     with Store(db, read_only=True) as store:
@@ -133,8 +192,20 @@ def test_a_cell_stopped_after_training_is_evaluated_not_retrained(grid_run):
         store.update_experiment(row["experiment_id"], status="running")
         trainings = sum(1 for e in store.experiments() if e["name"].startswith("sensitivity drop 0.5"))
     checkpoints = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/*.pt")}
-    result = show_sensitivity(cohort, db, "gold-report", "gold-report", "0,0.5", None, None, "gold-image", 1, out,
-                              findings=LESIONS, **TINY_OPTIONS)
+    result = show_sensitivity(
+        cohort,
+        db,
+        "gold-report",
+        "gold-report",
+        "0,0.5",
+        None,
+        None,
+        "gold-image",
+        1,
+        out,
+        findings=LESIONS,
+        **TINY_OPTIONS,
+    )
     assert [c.outcome for c in result.cells] == ["reused", "evaluated", "reused"]
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/*.pt")} == checkpoints
     with Store(db, read_only=True) as store:
@@ -145,11 +216,16 @@ def test_a_cell_stopped_after_training_is_evaluated_not_retrained(grid_run):
 
 
 def test_grid_cells_share_the_clean_base_and_name_derived_runs_by_spec():
-    grid = SensitivityGrid(data=".", db="x", base="b", reference="r", drop=[0, 0.2], add=[0], sources=["b", "s"],
-                           seeds=[0, 1])
+    grid = SensitivityGrid(
+        data=".", db="x", base="b", reference="r", drop=[0, 0.2], add=[0], sources=["b", "s"], seeds=[0, 1]
+    )
     cells = grid_cells(grid)
-    assert [(c.series, c.setting, c.seed) for c in cells][:4] == [("drop", "0", 0), ("drop", "0", 1),
-                                                                  ("drop", "0.2", 0), ("drop", "0.2", 1)]
+    assert [(c.series, c.setting, c.seed) for c in cells][:4] == [
+        ("drop", "0", 0),
+        ("drop", "0", 1),
+        ("drop", "0.2", 0),
+        ("drop", "0.2", 1),
+    ]
     clean = LabelSpec(source="b")
     # Rate 0 of every kind and the base as a source are one spec, whatever the seed.
     assert {c.spec for c in cells if c.setting in ("0", "b")} == {clean}
@@ -163,13 +239,29 @@ def test_grid_cells_share_the_clean_base_and_name_derived_runs_by_spec():
 def test_bad_input_is_one_line_and_writes_nothing(grid_run, tmp_path, cli):
     cohort, db, _, _, _ = grid_run
     out = tmp_path / "never"
-    for extra, message in ((["--drop", "0,abc"], "--drop: 'abc' is not a number"),
-                           (["--drop", "1.5"], "--drop: 1.5 is not a rate"),
-                           (["--base", "nope", "--drop", "0.1"], "no run named 'nope'"),
-                           (["--sources", "nope,gold-image"], "no run named 'nope'"),
-                           ([], "nothing to train")):
-        args = ["sensitivity", "--data", cohort, "--db", db, "--base", "gold-report", "--reference", "gold-report",
-                "--out", out, "--seeds", 1, *extra]
+    for extra, message in (
+        (["--drop", "0,abc"], "--drop: 'abc' is not a number"),
+        (["--drop", "1.5"], "--drop: 1.5 is not a rate"),
+        (["--base", "nope", "--drop", "0.1"], "no run named 'nope'"),
+        (["--sources", "nope,gold-image"], "no run named 'nope'"),
+        ([], "nothing to train"),
+    ):
+        args = [
+            "sensitivity",
+            "--data",
+            cohort,
+            "--db",
+            db,
+            "--base",
+            "gold-report",
+            "--reference",
+            "gold-report",
+            "--out",
+            out,
+            "--seeds",
+            1,
+            *extra,
+        ]
         code, stdout, err = cli(*args)
         assert code == 1, (extra, stdout, err)
         assert message in err and len(err.strip().splitlines()) == 1, err

@@ -1,5 +1,5 @@
-from labeling.sections import detect_sections
-from labeling.sentences import normalize_sentence, sentence_hash, split_sentences, split_sentences_many
+from labeling.ingest.sections import detect_sections
+from labeling.ingest.sentences import normalize_sentence, sentence_hash, split_sentences, split_sentences_many
 
 
 def sentences_of(text):
@@ -7,11 +7,13 @@ def sentences_of(text):
 
 
 def test_offsets_are_exact_and_sections_recorded():
-    text = ("FINDINGS: There is a 1.5 cm nodule\n in the right apex.  No pleural effusion.\n\n"
-            "IMPRESSION: 1. Nodule.  2. Dr. Smith was paged at 3 p.m.")
+    text = (
+        "FINDINGS: There is a 1.5 cm nodule\n in the right apex.  No pleural effusion.\n\n"
+        "IMPRESSION: 1. Nodule.  2. Dr. Smith was paged at 3 p.m."
+    )
     sentences = sentences_of(text)
     for s in sentences:
-        assert text[s.start:s.end] == s.text
+        assert text[s.start : s.end] == s.text
     assert [(s.section, s.text) for s in sentences] == [
         ("findings", "There is a 1.5 cm nodule\n in the right apex."),
         ("findings", "No pleural effusion."),

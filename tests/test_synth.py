@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from labeling.errors import InputError
-from labeling.store import Store
+from labeling.core.errors import InputError
+from labeling.store.store import Store
 from model.synth.render import DEFAULT_PREVALENCE
 from model.synth.reports import LOCATIONS, NOUNS
 from model.synth.writer import generate_cohort, parse_prevalence, plan_cohort
@@ -34,8 +34,13 @@ def cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def big(tmp_path_factory) -> Path:
     """Many small studies for language statistics."""
-    return generate_cohort(tmp_path_factory.mktemp("synth") / "big", 160, seed=11, size=64,
-                           prevalence={name: 0.22 for name in DEFAULT_PREVALENCE})
+    return generate_cohort(
+        tmp_path_factory.mktemp("synth") / "big",
+        160,
+        seed=11,
+        size=64,
+        prevalence={name: 0.22 for name in DEFAULT_PREVALENCE},
+    )
 
 
 def test_layout_is_mimic_and_imagenome(cohort: Path):
@@ -53,8 +58,11 @@ def test_layout_is_mimic_and_imagenome(cohort: Path):
         assert (cohort / "scene_graph" / f"{r['dicom_id']}_SceneGraph.json").is_file()
     header = (cohort / "splits" / "train.csv").read_text().splitlines()[0]
     assert header == ",subject_id,study_id,dicom_id,path,ViewPosition"
-    split_ids = [line.split(",")[3] for s in ("train", "valid", "test")
-                 for line in (cohort / "splits" / f"{s}.csv").read_text().splitlines()[1:]]
+    split_ids = [
+        line.split(",")[3]
+        for s in ("train", "valid", "test")
+        for line in (cohort / "splits" / f"{s}.csv").read_text().splitlines()[1:]
+    ]
     assert sorted(split_ids) == sorted(r["dicom_id"] for r in records)
     # Splits are by patient: no patient in two splits.
     by_patient = defaultdict(set)
@@ -68,8 +76,17 @@ def test_layout_is_mimic_and_imagenome(cohort: Path):
 def test_scene_graph_has_documented_structure(cohort: Path):
     r = gold(cohort)[0]
     graph = json.loads((cohort / "scene_graph" / f"{r['dicom_id']}_SceneGraph.json").read_text())
-    assert set(graph) == {"image_id", "patient_id", "study_id", "gender", "reason_for_exam", "viewpoint",
-                          "objects", "attributes", "relationships"}
+    assert set(graph) == {
+        "image_id",
+        "patient_id",
+        "study_id",
+        "gender",
+        "reason_for_exam",
+        "viewpoint",
+        "objects",
+        "attributes",
+        "relationships",
+    }
     assert [o["bbox_name"] for o in graph["objects"]] == list(VOCAB.region_names)
     scale = 224 / max(r["width"], r["height"])
     for obj in graph["objects"]:
@@ -81,8 +98,16 @@ def test_scene_graph_has_documented_structure(cohort: Path):
         assert abs(obj["y2"] - obj["original_y2"] * scale) <= 1.5
     for entry in graph["attributes"]:
         n = len(entry["phrases"])
-        for key in ("attributes", "attributes_ids", "phrase_IDs", "sections", "comparison_cues", "temporal_cues",
-                    "severity_cues", "texture_cues"):
+        for key in (
+            "attributes",
+            "attributes_ids",
+            "phrase_IDs",
+            "sections",
+            "comparison_cues",
+            "temporal_cues",
+            "severity_cues",
+            "texture_cues",
+        ):
             assert len(entry[key]) == n, key
         for attrs in entry["attributes"]:
             for attr in attrs:
@@ -99,7 +124,7 @@ def test_boxes_follow_the_rendered_anatomy(cohort: Path):
         def centre_mean(name: str, frac: float = 0.25) -> float:
             x1, y1, x2, y2 = boxes[name]
             dx, dy = (x2 - x1) * frac, (y2 - y1) * frac
-            return float(pixels[int(y1 + dy):int(y2 - dy), int(x1 + dx):int(x2 - dx)].mean())
+            return float(pixels[int(y1 + dy) : int(y2 - dy), int(x1 + dx) : int(x2 - dx)].mean())
 
         # Aerated lung is darker than the spine and than the heart.
         for side in ("right", "left"):
@@ -149,7 +174,7 @@ def test_report_truth_evidence_is_exact(cohort: Path):
         subject = r["subject_id"]
         text = (cohort / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{r['study_id']}.txt").read_text()
         for s in r["report_truth"]:
-            assert text[s["evidence_start"]:s["evidence_end"]] == s["evidence_text"]
+            assert text[s["evidence_start"] : s["evidence_end"]] == s["evidence_text"]
             assert s["evidence_text"].rstrip().endswith(".")
 
 
@@ -227,8 +252,21 @@ def test_prevalence_option_and_bad_input(tmp_path: Path):
 
 def test_cli_synth_ingest_import(cli, tmp_path: Path, db: Path):
     out = tmp_path / "cohort"
-    code, stdout, _ = cli("synth", "--n", "12", "--out", out, "--seed", "3", "--size", "96", "--format", "jpg",
-                          "--prevalence", "pleural effusion=0.5")
+    code, stdout, _ = cli(
+        "synth",
+        "--n",
+        "12",
+        "--out",
+        out,
+        "--seed",
+        "3",
+        "--size",
+        "96",
+        "--format",
+        "jpg",
+        "--prevalence",
+        "pleural effusion=0.5",
+    )
     assert code == 0, stdout
     assert len(list(out.glob("files/p*/p*/s*/*.jpg"))) == 12
     code, stdout, _ = cli("ingest", out / "files", "--format", "mimic", "--db", db)
@@ -241,8 +279,12 @@ def test_cli_synth_ingest_import(cli, tmp_path: Path, db: Path):
         image = store.labels("gold-image").to_pylist()
         report = store.labels("gold-report").to_pylist()
         texts = store.report_texts([k[0][1] for k in keys.values()])
-    expected_image = {(keys[r["study_id"]][0][1], region, lesion["finding"])
-                      for r in records for lesion in r["image_truth"] for region in lesion["regions"]}
+    expected_image = {
+        (keys[r["study_id"]][0][1], region, lesion["finding"])
+        for r in records
+        for lesion in r["image_truth"]
+        for region in lesion["regions"]
+    }
     assert {(row["report_key"], row["region"], row["finding"]) for row in image} == expected_image
     assert all(row["status"] == "present" for row in image)
     merged = {}
@@ -255,7 +297,7 @@ def test_cli_synth_ingest_import(cli, tmp_path: Path, db: Path):
                     merged[cell] = s["status"]
     assert {(row["report_key"], row["region"], row["finding"]): row["status"] for row in report} == merged
     for row in report:
-        assert texts[row["report_key"]][row["evidence_start"]:row["evidence_end"]] == row["evidence_text"]
+        assert texts[row["report_key"]][row["evidence_start"] : row["evidence_end"]] == row["evidence_text"]
     code, _, stderr = cli("import", "synth-gold", out, "--name", "gold", "--db", db)
     assert code == 1 and "already exists" in stderr
 

@@ -18,16 +18,36 @@ import numpy as np
 import pytest
 import torch
 
-from labeling.errors import ClalaError, InputError
-from labeling.store import Store
-from model.trainer import (TrainConfig, best_f1_threshold, constant_baseline_f1, load_checkpoint, load_tokenizer,
-                           positive_weights, train)
+from labeling.core.errors import ClalaError, InputError
+from labeling.store.store import Store
+from model.train.loop import (
+    TrainConfig,
+    best_f1_threshold,
+    constant_baseline_f1,
+    load_checkpoint,
+    load_tokenizer,
+    positive_weights,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LESIONS = ["pleural effusion", "enlarged cardiac silhouette"]
-TINY_MODEL = dict(backbone="test_resnet", d_model=32, lca_heads=2, lca_feedforward_dim=64, llcl_projection_dim=16,
-                  itcl_projection_dim=16, text_hidden_size=32, text_layers=1, text_heads=2, decoder_hidden_size=32,
-                  decoder_layers=1, decoder_heads=2, prefix_tokens=2, max_sentence_tokens=24)
+TINY_MODEL = dict(
+    backbone="test_resnet",
+    d_model=32,
+    lca_heads=2,
+    lca_feedforward_dim=64,
+    llcl_projection_dim=16,
+    itcl_projection_dim=16,
+    text_hidden_size=32,
+    text_layers=1,
+    text_heads=2,
+    decoder_hidden_size=32,
+    decoder_layers=1,
+    decoder_heads=2,
+    prefix_tokens=2,
+    max_sentence_tokens=24,
+)
 
 
 def make_cohort(root: Path, n: int = 72, seed: int = 5, valid: int = 14, test: int = 12) -> tuple[Path, Path]:
@@ -51,7 +71,7 @@ def make_cohort(root: Path, n: int = 72, seed: int = 5, valid: int = 14, test: i
             header = next(reader)
             rows.extend(reader)
     rows.sort(key=lambda row: row[3])  # by dicom id: a fixed, seed-determined shuffle
-    parts = {"test": rows[:test], "valid": rows[test:test + valid], "train": rows[test + valid:]}
+    parts = {"test": rows[:test], "valid": rows[test : test + valid], "train": rows[test + valid :]}
     for name, part in parts.items():
         with (splits / f"{name}.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
@@ -60,8 +80,10 @@ def make_cohort(root: Path, n: int = 72, seed: int = 5, valid: int = 14, test: i
     (splits / "images_to_avoid.csv").write_text(",".join(header) + "\n")
     db = root / "cohort.duckdb"
     runner = CliRunner()
-    for args in (["ingest", cohort / "files", "--format", "mimic", "--db", db],
-                 ["import", "synth-gold", cohort, "--name", "gold", "--db", db]):
+    for args in (
+        ["ingest", cohort / "files", "--format", "mimic", "--db", db],
+        ["import", "synth-gold", cohort, "--name", "gold", "--db", db],
+    ):
         result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
         assert result.exit_code == 0, result.stdout
     return cohort, db
@@ -69,9 +91,23 @@ def make_cohort(root: Path, n: int = 72, seed: int = 5, valid: int = 14, test: i
 
 def tiny_config(cohort: Path, db: Path, checkpoints: Path, **overrides) -> TrainConfig:
     model = {**TINY_MODEL, **overrides.pop("model", {})}
-    values = dict(run="gold-report", data=str(cohort), db=str(db), findings=list(LESIONS), image_size=64,
-                  batch_size=8, epochs=3, lr=3e-3, warmup=0.1, patience=0, seed=3, threads=2,
-                  tokenizer_vocab_size=300, checkpoint_dir=str(checkpoints), model=model)
+    values = dict(
+        run="gold-report",
+        data=str(cohort),
+        db=str(db),
+        findings=list(LESIONS),
+        image_size=64,
+        batch_size=8,
+        epochs=3,
+        lr=3e-3,
+        warmup=0.1,
+        patience=0,
+        seed=3,
+        threads=2,
+        tokenizer_vocab_size=300,
+        checkpoint_dir=str(checkpoints),
+        model=model,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -145,7 +181,7 @@ def test_experiment_row_records_spec_config_metrics_and_status(straight, cohort)
 def test_class_imbalance_weights_are_clipped_frequency_ratios(straight):
     targets = np.zeros((10, 3, 2), np.float32)
     targets[:2, 0, 0] = 1  # lesion 0: 2 positives, 28 negatives -> 14
-    targets[:, :, 1] = 1   # lesion 1: no negatives -> clipped up to 1
+    targets[:, :, 1] = 1  # lesion 1: no negatives -> clipped up to 1
     mask = np.ones_like(targets, bool)
     assert positive_weights(targets, mask, 20.0) == [14.0, 1.0]
     assert positive_weights(targets, mask, 5.0) == [5.0, 1.0]
@@ -174,7 +210,7 @@ def test_threshold_maximises_f1_and_constant_baseline_formula():
 
 KILL_SCRIPT = """
 import os, signal, sys, json
-from model.trainer import TrainConfig, train
+from model.train.loop import TrainConfig, train
 config = TrainConfig.from_dict(json.loads(sys.argv[1]))
 def progress(event):
     if event["event"] == "epoch" and event["epoch"] == int(sys.argv[2]):
@@ -187,8 +223,13 @@ def test_killed_run_resumed_from_last_checkpoint_ends_identical(straight, cohort
     config, result, _ = straight
     folder = tmp_path / "killed"
     killed_config = TrainConfig.from_dict({**config.to_dict(), "checkpoint_dir": str(folder)})
-    process = subprocess.run([sys.executable, "-c", KILL_SCRIPT, json.dumps(killed_config.to_dict()), "1"],
-                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    process = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, json.dumps(killed_config.to_dict()), "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert process.returncode == -9, process.stderr[-2000:]
     assert load_checkpoint(folder / "last.pt")["epoch"] == 1
     with Store(cohort[1], read_only=True) as store:
@@ -210,7 +251,7 @@ def test_killed_run_resumed_from_last_checkpoint_ends_identical(straight, cohort
 DDP_SCRIPT = """
 import json, sys
 import torch
-from model.trainer import TrainConfig, train
+from model.train.loop import TrainConfig, train
 train(TrainConfig.from_dict(json.loads(sys.argv[1])))
 """
 
@@ -220,16 +261,33 @@ def test_two_gloo_processes_match_one_process(cohort, tmp_path):
     decoder's token mean) and dropout are off, the backbone has no BatchNorm, uncertain labels
     are negatives (every image has the same number of scored cells): then averaged gradients
     equal the single-process gradient, up to float summation order."""
-    overrides = dict(uncertain="negative", epochs=2, model=dict(backbone="test_convnext", dropout=0.0,
-                                                                use_llcl=False, use_itcl=False, use_decoder=False))
+    overrides = dict(
+        uncertain="negative",
+        epochs=2,
+        model=dict(backbone="test_convnext", dropout=0.0, use_llcl=False, use_itcl=False, use_decoder=False),
+    )
     single = train(tiny_config(*cohort, tmp_path / "single", **overrides))
     ddp_config = tiny_config(*cohort, tmp_path / "ddp", **{**overrides, "threads": 1})
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    process = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                              str(script), json.dumps(ddp_config.to_dict())],
-                             cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    process = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            json.dumps(ddp_config.to_dict()),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert process.returncode == 0, process.stderr[-3000:]
     one = load_checkpoint(single.last_checkpoint)
     two = load_checkpoint(tmp_path / "ddp" / "last.pt")
@@ -260,8 +318,10 @@ def test_bad_inputs_are_one_line_errors(cohort, tmp_path, cli):
         (["train", "--run", "nope", "--data", cohort_dir, "--db", db], "no run named 'nope'"),
         (["train", "--run", "gold-report", "--data", bare, "--db", db], "scene_graph folder not found"),
         (["train", "--resume", not_checkpoint, "--db", db], "not a CLALA-Net checkpoint"),
-        (["train", "--run", "gold-report", "--data", cohort_dir, "--db", db, "--uncertain", "maybe"],
-         "--uncertain: 'maybe'"),
+        (
+            ["train", "--run", "gold-report", "--data", cohort_dir, "--db", db, "--uncertain", "maybe"],
+            "--uncertain: 'maybe'",
+        ),
     ):
         code, out, err = cli(*args)
         assert code == 1, (args, out, err)
@@ -272,10 +332,41 @@ def test_bad_inputs_are_one_line_errors(cohort, tmp_path, cli):
 def test_cli_train_then_resume_and_refuse_to_overwrite(cohort, tmp_path, cli):
     cohort_dir, db = cohort
     folder = tmp_path / "cli"
-    args = ["train", "--run", "gold-report", "--data", cohort_dir, "--db", db, "--findings", LESIONS[0],
-            "--findings", LESIONS[1], "--image-size", 64, "--batch-size", 8, "--epochs", 1, "--backbone", "test_resnet",
-            "--d-model", 32, "--no-itcl", "--no-decoder", "--model-option", "lca_heads=2", "--model-option",
-            "llcl_projection_dim=16", "--checkpoint-dir", folder, "--threads", 2, "--name", "cli-run"]
+    args = [
+        "train",
+        "--run",
+        "gold-report",
+        "--data",
+        cohort_dir,
+        "--db",
+        db,
+        "--findings",
+        LESIONS[0],
+        "--findings",
+        LESIONS[1],
+        "--image-size",
+        64,
+        "--batch-size",
+        8,
+        "--epochs",
+        1,
+        "--backbone",
+        "test_resnet",
+        "--d-model",
+        32,
+        "--no-itcl",
+        "--no-decoder",
+        "--model-option",
+        "lca_heads=2",
+        "--model-option",
+        "llcl_projection_dim=16",
+        "--checkpoint-dir",
+        folder,
+        "--threads",
+        2,
+        "--name",
+        "cli-run",
+    ]
     code, out, err = cli(*args)
     assert code == 0, err
     assert "valid mean lesion F1" in out and "experiment" in out

@@ -1,9 +1,9 @@
 import json
 
-from labeling.ingest import ingest
-from labeling.sentences import normalize_sentence
-from labeling.store import Store
-from labeling.units import build_units, cache_key
+from labeling.ingest.pipeline import ingest
+from labeling.ingest.sentences import normalize_sentence
+from labeling.sources.llm.units import build_units, cache_key
+from labeling.store.store import Store
 
 TEXTS = {
     "a": "INDICATION: Cough, evaluate for pneumonia.\nFINDINGS: No pneumothorax. Left effusion.\nIMPRESSION: Effusion.",
@@ -29,7 +29,7 @@ def test_sentence_units_are_deduplicated_and_skip_indication(tmp_path):
     occurrences = units["no pneumothorax"].occurrences
     assert [o.report_key for o in occurrences] == keys  # a, b and c share one unit
     for o in occurrences:
-        assert normalize_sentence(texts[o.report_key][o.start:o.end]) == "no pneumothorax"
+        assert normalize_sentence(texts[o.report_key][o.start : o.end]) == "no pneumothorax"
     assert report_units[keys[0]] == ["no pneumothorax", "left effusion", "effusion"]
 
 
@@ -48,11 +48,17 @@ def test_report_units_span_the_described_sections(tmp_path):
 
 
 def test_cache_key_covers_everything_that_changes_an_answer():
-    base = dict(identity="no pneumothorax", model="m", prompt_sha256="p", vocabulary_version="v",
-                decoding={"temperature": 0})
+    base = dict(
+        identity="no pneumothorax", model="m", prompt_sha256="p", vocabulary_version="v", decoding={"temperature": 0}
+    )
     key = cache_key(**base)
     assert key == cache_key(**base)
-    for change in (dict(model="m2"), dict(prompt_sha256="p2"), dict(vocabulary_version="v2"),
-                   dict(decoding={"temperature": 0.5}), dict(identity="no effusion")):
+    for change in (
+        dict(model="m2"),
+        dict(prompt_sha256="p2"),
+        dict(vocabulary_version="v2"),
+        dict(decoding={"temperature": 0.5}),
+        dict(identity="no effusion"),
+    ):
         assert cache_key(**{**base, **change}) != key
     assert cache_key(**base, sample=1) != key

@@ -9,15 +9,17 @@ import pytest
 vllm = pytest.importorskip("vllm")
 torch = pytest.importorskip("torch")
 MODEL = os.environ.get("CLALA_VLLM_MODEL")
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="vLLM needs a GPU"),
-              pytest.mark.skipif(not MODEL, reason="set CLALA_VLLM_MODEL to a local model folder")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="vLLM needs a GPU"),
+    pytest.mark.skipif(not MODEL, reason="set CLALA_VLLM_MODEL to a local model folder"),
+]
 
 
 def test_vllm_labels_are_valid_and_grounded(tmp_path):
-    from labeling.ingest import ingest
-    from labeling.llm_source import LabelOptions, label_reports
-    from labeling.store import Store
+    from labeling.ingest.pipeline import ingest
+    from labeling.sources.llm.run import LabelOptions, label_reports
+    from labeling.store.store import Store
 
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"id": "a", "text": "FINDINGS: Small left pleural effusion. No pneumothorax."}) + "\n")

@@ -5,13 +5,35 @@ import pytest
 from schemas.vocabulary import CATEGORIES, load_vocabulary
 
 REFERENCE_REGIONS = [
-    "right lung", "right upper lung zone", "right mid lung zone", "right lower lung zone",
-    "right hilar structures", "right apical zone", "right costophrenic angle", "right hemidiaphragm",
-    "left lung", "left upper lung zone", "left mid lung zone", "left lower lung zone",
-    "left hilar structures", "left apical zone", "left costophrenic angle", "left hemidiaphragm",
-    "trachea", "spine", "right clavicle", "left clavicle", "aortic arch", "mediastinum",
-    "upper mediastinum", "svc", "cardiac silhouette", "cavoatrial junction", "right atrium",
-    "carina", "abdomen",
+    "right lung",
+    "right upper lung zone",
+    "right mid lung zone",
+    "right lower lung zone",
+    "right hilar structures",
+    "right apical zone",
+    "right costophrenic angle",
+    "right hemidiaphragm",
+    "left lung",
+    "left upper lung zone",
+    "left mid lung zone",
+    "left lower lung zone",
+    "left hilar structures",
+    "left apical zone",
+    "left costophrenic angle",
+    "left hemidiaphragm",
+    "trachea",
+    "spine",
+    "right clavicle",
+    "left clavicle",
+    "aortic arch",
+    "mediastinum",
+    "upper mediastinum",
+    "svc",
+    "cardiac silhouette",
+    "cavoatrial junction",
+    "right atrium",
+    "carina",
+    "abdomen",
 ]
 
 
@@ -49,16 +71,19 @@ def test_unknown_category_is_rejected():
         load_vocabulary(enable=["tubes"])
 
 
-@pytest.mark.parametrize("phrase, regions", [
-    ("right base", ("right lower lung zone",)),
-    ("Right  lower lobe", ("right lower lung zone",)),
-    ("lingula", ("left mid lung zone",)),
-    ("retrocardiac", ("left lower lung zone",)),
-    ("right apex", ("right apical zone",)),
-    ("left base", ("left lower lung zone",)),
-    ("bibasilar", ("right lower lung zone", "left lower lung zone")),
-    ("both lungs", ("right lung", "left lung")),
-])
+@pytest.mark.parametrize(
+    "phrase, regions",
+    [
+        ("right base", ("right lower lung zone",)),
+        ("Right  lower lobe", ("right lower lung zone",)),
+        ("lingula", ("left mid lung zone",)),
+        ("retrocardiac", ("left lower lung zone",)),
+        ("right apex", ("right apical zone",)),
+        ("left base", ("left lower lung zone",)),
+        ("bibasilar", ("right lower lung zone", "left lower lung zone")),
+        ("both lungs", ("right lung", "left lung")),
+    ],
+)
 def test_region_phrases(vocab, phrase, regions):
     assert set(vocab.resolve_region(phrase)) == set(regions)
 
@@ -79,7 +104,10 @@ def test_find_regions_prefers_longest_phrase(vocab):
 def test_find_findings_with_synonyms(vocab):
     text = "Moderate cardiomegaly. Small bilateral pleural effusions. No pneumothorax."
     assert [f for _, _, f in vocab.find_findings(text)] == [
-        "enlarged cardiac silhouette", "pleural effusion", "pneumothorax"]
+        "enlarged cardiac silhouette",
+        "pleural effusion",
+        "pneumothorax",
+    ]
 
 
 def test_allowed_regions(vocab):
@@ -102,13 +130,15 @@ def test_chexpert_mapping(vocab):
 
 
 def test_vocabulary_file_errors(tmp_path):
-    good = json.loads((load_vocabulary().data.model_dump_json()))
+    good = json.loads(load_vocabulary().data.model_dump_json())
     broken = dict(good, findings=[dict(good["findings"][0], regions=["left knee"])])
     path = tmp_path / "v.json"
     path.write_text(json.dumps(broken))
     with pytest.raises(ValueError, match="unknown region 'left knee'"):
         load_vocabulary(path)
-    duplicate = dict(good, findings=[good["findings"][0], dict(good["findings"][1], synonyms=[good["findings"][0]["name"]])])
+    duplicate = dict(
+        good, findings=[good["findings"][0], dict(good["findings"][1], synonyms=[good["findings"][0]["name"]])]
+    )
     path.write_text(json.dumps(duplicate))
     with pytest.raises(ValueError, match="belongs to both"):
         load_vocabulary(path)

@@ -2,5 +2,5 @@
 that describe it imperfectly, and Chest ImaGenome scene graphs, in the real folder layouts.
 
 `writer.generate_cohort` makes one; `gold.import_synth_gold` turns its gold into two runs
-(report truth, image truth); `model.data` reads it like any MIMIC-CXR-JPG + Chest ImaGenome tree.
+(report truth, image truth); `model.data.dataset` reads it like any MIMIC-CXR-JPG + Chest ImaGenome tree.
 """

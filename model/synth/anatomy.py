@@ -27,24 +27,24 @@ class Anatomy:
 
     width: int
     height: int
-    cx: float                   # thorax midline at the lung apex level
-    tilt_deg: float             # rotation of the whole patient about (cx, cy)
+    cx: float  # thorax midline at the lung apex level
+    tilt_deg: float  # rotation of the whole patient about (cx, cy)
     cy: float
-    half_thorax: float          # inner rib-cage half width (lung lateral border to midline)
-    apex_y: float               # lung apices
-    dome_y: dict[str, float]    # hemidiaphragm dome tops
-    cp_y: dict[str, float]      # costophrenic angles (the lungs' lowest points)
-    ctr: float                  # cardiothoracic ratio: heart width / thorax width
-    heart: tuple[float, float, float, float]   # canonical heart ellipse box, bottom clipped at the dome
+    half_thorax: float  # inner rib-cage half width (lung lateral border to midline)
+    apex_y: float  # lung apices
+    dome_y: dict[str, float]  # hemidiaphragm dome tops
+    cp_y: dict[str, float]  # costophrenic angles (the lungs' lowest points)
+    ctr: float  # cardiothoracic ratio: heart width / thorax width
+    heart: tuple[float, float, float, float]  # canonical heart ellipse box, bottom clipped at the dome
     hilum: dict[str, tuple[float, float, float]]  # (x, y, radius)
-    mediastinum_half: float     # half width of the upper mediastinum
-    arch: tuple[float, float, float]           # aortic knob (x, y, radius)
+    mediastinum_half: float  # half width of the upper mediastinum
+    arch: tuple[float, float, float]  # aortic knob (x, y, radius)
     trachea_half: float
     carina_y: float
     spine_half: float
     scoliosis_amplitude: float  # lateral displacement of the spine's mid point (pixels, signed)
     clavicle_y: float
-    exposure: float             # attenuation to brightness scale (higher: brighter image)
+    exposure: float  # attenuation to brightness scale (higher: brighter image)
     gamma: float
     noise: float
     sign: dict[str, int] = field(default_factory=lambda: {"right": -1, "left": 1})
@@ -88,7 +88,7 @@ class Anatomy:
             x = cp_x + u * (medial - cp_x)
             rel = (x - peak_x) / (cp_x - peak_x) if u < 0.55 else (x - peak_x) / (medial - peak_x)
             drop = (cp_y - dome_y) if u < 0.55 else 0.35 * (cp_y - dome_y)
-            pts.append((x, dome_y + drop * rel ** 2))
+            pts.append((x, dome_y + drop * rel**2))
         # Medial border up to the apex, bulging around the hilum slightly.
         for v in np.linspace(1.0, 0.0, 12):
             y = self.apex_y + v * (dome_y - self.apex_y)
@@ -115,17 +115,29 @@ class Anatomy:
         top = max(0.0, self.apex_y - 0.1 * self.height)
         x1, y1, x2, y2 = self.heart
         m = self.mediastinum_half
-        return [(self.cx - 0.8 * m, top), (self.cx + 0.8 * m, top), (self.cx + m, self.apex_y),
-                (self.cx + m, y1 + 0.2 * (y2 - y1)), (self.cx - m, y1 + 0.2 * (y2 - y1)),
-                (self.cx - m, self.apex_y)]
+        return [
+            (self.cx - 0.8 * m, top),
+            (self.cx + 0.8 * m, top),
+            (self.cx + m, self.apex_y),
+            (self.cx + m, y1 + 0.2 * (y2 - y1)),
+            (self.cx - m, y1 + 0.2 * (y2 - y1)),
+            (self.cx - m, self.apex_y),
+        ]
 
     def trachea_polygon(self) -> list[Point]:
         top = max(0.0, self.apex_y - 0.1 * self.height)
         t = self.trachea_half
-        return [(self.cx - t, top), (self.cx + t, top), (self.cx + t, self.carina_y),
-                (self.cx + t + 2.2 * t, self.carina_y + 3.0 * t), (self.cx + 1.4 * t, self.carina_y + 3.6 * t),
-                (self.cx, self.carina_y + 0.8 * t), (self.cx - 1.4 * t, self.carina_y + 3.6 * t),
-                (self.cx - t - 2.2 * t, self.carina_y + 3.0 * t), (self.cx - t, self.carina_y)]
+        return [
+            (self.cx - t, top),
+            (self.cx + t, top),
+            (self.cx + t, self.carina_y),
+            (self.cx + t + 2.2 * t, self.carina_y + 3.0 * t),
+            (self.cx + 1.4 * t, self.carina_y + 3.6 * t),
+            (self.cx, self.carina_y + 0.8 * t),
+            (self.cx - 1.4 * t, self.carina_y + 3.6 * t),
+            (self.cx - t - 2.2 * t, self.carina_y + 3.0 * t),
+            (self.cx - t, self.carina_y),
+        ]
 
     def spine_polygon(self) -> list[Point]:
         ys = np.linspace(0, self.height, 40)
@@ -145,10 +157,16 @@ class Anatomy:
 
     def body_polygon(self) -> list[Point]:
         w = self.half_thorax
-        return [(self.cx - 0.28 * w, -5), (self.cx + 0.28 * w, -5), (self.cx + 0.45 * w, self.apex_y - 0.06 * self.height),
-                (self.cx + 1.45 * w, self.apex_y - 0.01 * self.height), (self.cx + 1.32 * w, self.height + 5),
-                (self.cx - 1.32 * w, self.height + 5), (self.cx - 1.45 * w, self.apex_y - 0.01 * self.height),
-                (self.cx - 0.45 * w, self.apex_y - 0.06 * self.height)]
+        return [
+            (self.cx - 0.28 * w, -5),
+            (self.cx + 0.28 * w, -5),
+            (self.cx + 0.45 * w, self.apex_y - 0.06 * self.height),
+            (self.cx + 1.45 * w, self.apex_y - 0.01 * self.height),
+            (self.cx + 1.32 * w, self.height + 5),
+            (self.cx - 1.32 * w, self.height + 5),
+            (self.cx - 1.45 * w, self.apex_y - 0.01 * self.height),
+            (self.cx - 0.45 * w, self.apex_y - 0.06 * self.height),
+        ]
 
     def ribs(self) -> list[list[Point]]:
         """Posterior ribs as centre lines: from the spine outward, arching down laterally."""
@@ -159,9 +177,15 @@ class Anatomy:
             for k in range(10):
                 y0 = self.apex_y - 0.3 * step + k * step
                 xs = np.linspace(0.05, 1.08, 14)
-                pts = [(float(self.spine_x(y0)) + sg * u * self.half_thorax,
-                        y0 - 0.25 * step * math.sin(math.pi * min(u, 0.6) / 0.6 * 0.5) + 1.2 * step * max(0.0, u - 0.55) ** 2)
-                       for u in xs]
+                pts = [
+                    (
+                        float(self.spine_x(y0)) + sg * u * self.half_thorax,
+                        y0
+                        - 0.25 * step * math.sin(math.pi * min(u, 0.6) / 0.6 * 0.5)
+                        + 1.2 * step * max(0.0, u - 0.55) ** 2,
+                    )
+                    for u in xs
+                ]
                 out.append(pts)
         return out
 
@@ -177,9 +201,16 @@ class Anatomy:
         return self.apex_y + a * length, self.apex_y + b * length
 
 
-def sample_anatomy(rng: np.random.Generator, width: int, height: int, ctr: float | None = None,
-                   scoliosis: float = 0.0, mediastinal_widening: float = 1.0,
-                   elevated: dict[str, float] | None = None, hilum_scale: dict[str, float] | None = None) -> Anatomy:
+def sample_anatomy(
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    ctr: float | None = None,
+    scoliosis: float = 0.0,
+    mediastinal_widening: float = 1.0,
+    elevated: dict[str, float] | None = None,
+    hilum_scale: dict[str, float] | None = None,
+) -> Anatomy:
     """A phantom's geometry with per-image pose, size and exposure variation. The lesion-shaped
     parameters (heart size, spine bow, mediastinal width, dome elevation, hilum size) are passed in
     by the caller, who decides the image truth."""
@@ -193,28 +224,50 @@ def sample_anatomy(rng: np.random.Generator, width: int, height: int, ctr: float
     dome_y = {"right": base - 0.015 * height, "left": base + 0.01 * height}
     for side, rise in elevated.items():
         dome_y[side] -= rise * height
-    cp_y = {side: dome_y[side] + rng.uniform(0.08, 0.1) * height + (elevated.get(side, 0.0) * height * 0.6)
-            for side in SIDES}
+    cp_y = {
+        side: dome_y[side] + rng.uniform(0.08, 0.1) * height + (elevated.get(side, 0.0) * height * 0.6)
+        for side in SIDES
+    }
     if ctr is None:
         ctr = float(rng.uniform(0.38, 0.48))
     heart_w = ctr * 2 * half_thorax
-    heart_left_edge = cx - rng.uniform(0.3, 0.38) * heart_w   # about a third right of the midline
+    heart_left_edge = cx - rng.uniform(0.3, 0.38) * heart_w  # about a third right of the midline
     carina_y = apex_y + 0.33 * (base - apex_y)
     heart_top = apex_y + rng.uniform(0.42, 0.5) * (base - apex_y)
     heart_bottom = max(dome_y.values()) + 0.35 * (max(dome_y.values()) - heart_top)
     hilum_y = apex_y + 0.45 * (base - apex_y)
     med_half = 0.15 * half_thorax * mediastinal_widening
-    hilum = {side: (cx + {"right": -1, "left": 1}[side] * (med_half + 0.14 * half_thorax),
-                    hilum_y + (0.02 * height if side == "left" else 0.0),
-                    0.07 * half_thorax * hilum_scale.get(side, 1.0)) for side in SIDES}
+    hilum = {
+        side: (
+            cx + {"right": -1, "left": 1}[side] * (med_half + 0.14 * half_thorax),
+            hilum_y + (0.02 * height if side == "left" else 0.0),
+            0.07 * half_thorax * hilum_scale.get(side, 1.0),
+        )
+        for side in SIDES
+    }
     return Anatomy(
-        width=width, height=height, cx=cx, cy=(apex_y + base) / 2, tilt_deg=float(rng.uniform(-3, 3)),
-        half_thorax=half_thorax, apex_y=apex_y, dome_y=dome_y, cp_y=cp_y, ctr=float(ctr),
-        heart=(heart_left_edge, heart_top, heart_left_edge + heart_w, heart_bottom), hilum=hilum,
-        mediastinum_half=med_half, arch=(cx + med_half * 0.9, apex_y + 0.2 * (base - apex_y), 0.085 * half_thorax),
-        trachea_half=0.045 * half_thorax, carina_y=carina_y, spine_half=0.085 * half_thorax,
-        scoliosis_amplitude=scoliosis * half_thorax, clavicle_y=apex_y + 0.035 * height,
-        exposure=float(rng.uniform(1.8, 2.6)), gamma=float(rng.uniform(0.85, 1.2)), noise=float(rng.uniform(0.008, 0.02)),
+        width=width,
+        height=height,
+        cx=cx,
+        cy=(apex_y + base) / 2,
+        tilt_deg=float(rng.uniform(-3, 3)),
+        half_thorax=half_thorax,
+        apex_y=apex_y,
+        dome_y=dome_y,
+        cp_y=cp_y,
+        ctr=float(ctr),
+        heart=(heart_left_edge, heart_top, heart_left_edge + heart_w, heart_bottom),
+        hilum=hilum,
+        mediastinum_half=med_half,
+        arch=(cx + med_half * 0.9, apex_y + 0.2 * (base - apex_y), 0.085 * half_thorax),
+        trachea_half=0.045 * half_thorax,
+        carina_y=carina_y,
+        spine_half=0.085 * half_thorax,
+        scoliosis_amplitude=scoliosis * half_thorax,
+        clavicle_y=apex_y + 0.035 * height,
+        exposure=float(rng.uniform(1.8, 2.6)),
+        gamma=float(rng.uniform(0.85, 1.2)),
+        noise=float(rng.uniform(0.008, 0.02)),
     )
 
 
@@ -253,7 +306,7 @@ class AnatomyMasks:
     """The masks the renderer and the region boxes share."""
 
     lungs: dict[str, np.ndarray]
-    zones: dict[tuple[str, str], np.ndarray]    # (side, upper|mid|lower|apical)
+    zones: dict[tuple[str, str], np.ndarray]  # (side, upper|mid|lower|apical)
     heart: np.ndarray
     mediastinum: np.ndarray
     trachea: np.ndarray
@@ -275,7 +328,8 @@ def anatomy_masks(anatomy: Anatomy) -> AnatomyMasks:
                 y2 += anatomy.height  # everything below the mid zone, down to the deepest recess
             zones[(side, zone)] = lungs[side] & band_mask(anatomy, y1, y2)
     return AnatomyMasks(
-        lungs=lungs, zones=zones,
+        lungs=lungs,
+        zones=zones,
         heart=polygon_mask(anatomy, anatomy.heart_polygon()),
         mediastinum=polygon_mask(anatomy, anatomy.mediastinum_polygon()),
         trachea=polygon_mask(anatomy, anatomy.trachea_polygon()),
@@ -283,8 +337,10 @@ def anatomy_masks(anatomy: Anatomy) -> AnatomyMasks:
         clavicles={side: polygon_mask(anatomy, anatomy.clavicle_polygon(side)) for side in SIDES},
         hila={side: polygon_mask(anatomy, disk(anatomy, *anatomy.hilum[side])) for side in SIDES},
         arch=polygon_mask(anatomy, disk(anatomy, *anatomy.arch)),
-        domes={side: polygon_mask(anatomy, anatomy.dome_curve(side), width=max(2, 0.012 * anatomy.height))
-               for side in SIDES},
+        domes={
+            side: polygon_mask(anatomy, anatomy.dome_curve(side), width=max(2, 0.012 * anatomy.height))
+            for side in SIDES
+        },
         body=polygon_mask(anatomy, anatomy.body_polygon()),
     )
 
@@ -316,8 +372,13 @@ def region_boxes(anatomy: Anatomy, masks: AnatomyMasks) -> dict[str, tuple[float
         sg = a.sign[side]
         lateral = a.cx + sg * a.half_thorax
         inner = lateral - sg * 0.35 * a.half_thorax
-        recess = m.lungs[side] & band_mask(a, a.cp_y[side] - 0.1 * a.lung_length(side), a.cp_y[side] + 5,
-                                            min(lateral, inner) - 5, max(lateral, inner) + 5)
+        recess = m.lungs[side] & band_mask(
+            a,
+            a.cp_y[side] - 0.1 * a.lung_length(side),
+            a.cp_y[side] + 5,
+            min(lateral, inner) - 5,
+            max(lateral, inner) + 5,
+        )
         boxes[f"{side} costophrenic angle"] = _expand(mask_box(recess), 0.15, 0.15, W, H)
         boxes[f"{side} hemidiaphragm"] = _expand(mask_box(m.domes[side]), 0.0, 0.25, W, H)
         boxes[f"{side} clavicle"] = mask_box(m.clavicles[side])
@@ -336,9 +397,12 @@ def region_boxes(anatomy: Anatomy, masks: AnatomyMasks) -> dict[str, tuple[float
     boxes["carina"] = (carina[0] - r, carina[1] - r, carina[0] + r, carina[1] + r)
     # SVC: the right upper mediastinal border, from the clavicles to the top of the heart.
     hx1, hy1 = a.heart[0], a.heart[1]
-    svc = [(a.cx - a.mediastinum_half * 1.05, a.clavicle_y), (a.cx - 0.3 * a.mediastinum_half, a.clavicle_y),
-           (a.cx - 0.3 * a.mediastinum_half, hy1 + 0.1 * (a.heart[3] - hy1)),
-           (hx1 + 0.05 * (a.heart[2] - hx1), hy1 + 0.1 * (a.heart[3] - hy1))]
+    svc = [
+        (a.cx - a.mediastinum_half * 1.05, a.clavicle_y),
+        (a.cx - 0.3 * a.mediastinum_half, a.clavicle_y),
+        (a.cx - 0.3 * a.mediastinum_half, hy1 + 0.1 * (a.heart[3] - hy1)),
+        (hx1 + 0.05 * (a.heart[2] - hx1), hy1 + 0.1 * (a.heart[3] - hy1)),
+    ]
     boxes["svc"] = mask_box(polygon_mask(a, svc))
     junction = a.to_image([(a.cx - 0.6 * a.mediastinum_half, hy1 + 0.12 * (a.heart[3] - hy1))])[0]
     r = 0.06 * a.half_thorax
@@ -346,6 +410,10 @@ def region_boxes(anatomy: Anatomy, masks: AnatomyMasks) -> dict[str, tuple[float
     right_heart = m.heart & polygon_mask(a, [(-1e4, -1e4), (a.cx, -1e4), (a.cx, 1e4), (-1e4, 1e4)])
     boxes["right atrium"] = mask_box(right_heart)
     below = max(a.cp_y.values())
-    boxes["abdomen"] = (max(0.0, a.cx - 1.2 * a.half_thorax), min(float(H) - 2, max(a.dome_y.values()) + 0.03 * H),
-                        min(float(W), a.cx + 1.2 * a.half_thorax), min(float(H), below + 0.2 * H))
+    boxes["abdomen"] = (
+        max(0.0, a.cx - 1.2 * a.half_thorax),
+        min(float(H) - 2, max(a.dome_y.values()) + 0.03 * H),
+        min(float(W), a.cx + 1.2 * a.half_thorax),
+        min(float(H), below + 0.2 * H),
+    )
     return {name: tuple(float(v) for v in box) for name, box in boxes.items()}

@@ -45,8 +45,13 @@ DEFAULT_PREVALENCE: dict[str, float] = {
 }
 RENDERED_FINDINGS = tuple(DEFAULT_PREVALENCE)
 # Findings drawn by changing the anatomy itself rather than adding a patch.
-ANATOMY_FINDINGS = ("enlarged cardiac silhouette", "scoliosis", "mediastinal widening",
-                    "elevated hemidiaphragm", "enlarged hilum")
+ANATOMY_FINDINGS = (
+    "enlarged cardiac silhouette",
+    "scoliosis",
+    "mediastinal widening",
+    "elevated hemidiaphragm",
+    "enlarged hilum",
+)
 
 
 @dataclass
@@ -110,8 +115,13 @@ def _zone_name(side: str, zone: str) -> str:
     return f"{side} apical zone" if zone == "apical" else f"{side} {zone} lung zone"
 
 
-def sample_lesions(rng: np.random.Generator, anatomy: Anatomy, masks: AnatomyMasks, findings: list[str],
-                   anatomy_lesions: dict[str, Lesion]) -> list[Lesion]:
+def sample_lesions(
+    rng: np.random.Generator,
+    anatomy: Anatomy,
+    masks: AnatomyMasks,
+    findings: list[str],
+    anatomy_lesions: dict[str, Lesion],
+) -> list[Lesion]:
     """Place every chosen finding on this anatomy."""
     a = anatomy
     lesions: list[Lesion] = []
@@ -142,21 +152,32 @@ def sample_lesions(rng: np.random.Generator, anatomy: Anatomy, masks: AnatomyMas
             zone = str(rng.choice(ZONES, p=(0.3, 0.3, 0.4) if name != "consolidation" else (0.15, 0.35, 0.5)))
             bilateral = name == "lung opacity" and rng.random() < 0.2
             sides = SIDES if bilateral else (str(rng.choice(SIDES)),)
-            radius = {"lung opacity": 0.13 * ht * k, "consolidation": 0.12 * ht * k,
-                      "mass/nodule (not otherwise specified)": (0.035 + 0.04 * (k - 0.6)) * ht,
-                      "calcified nodule": 0.02 * ht}[name]
+            radius = {
+                "lung opacity": 0.13 * ht * k,
+                "consolidation": 0.12 * ht * k,
+                "mass/nodule (not otherwise specified)": (0.035 + 0.04 * (k - 0.6)) * ht,
+                "calcified nodule": 0.02 * ht,
+            }[name]
             parts = [{"center": _point_in(rng, masks.zones[(s, zone)], radius * 0.6), "radius": radius} for s in sides]
-            lesions.append(Lesion(name, sides, severity, zone=zone, parts=parts,
-                                  home=tuple(_zone_name(s, zone) for s in sides)))
+            lesions.append(
+                Lesion(name, sides, severity, zone=zone, parts=parts, home=tuple(_zone_name(s, zone) for s in sides))
+            )
         elif name in ("atelectasis", "linear/patchy atelectasis"):
             zone = "lower" if name == "atelectasis" or rng.random() < 0.7 else "mid"
             bilateral = rng.random() < (0.2 if name == "atelectasis" else 0.35)
             sides = SIDES if bilateral else (str(rng.choice(SIDES)),)
             size = (0.16 if name == "atelectasis" else 0.2) * ht * k
-            parts = [{"center": _point_in(rng, masks.zones[(s, zone)], size * 0.5), "radius": size,
-                      "angle": float(rng.uniform(-0.35, 0.35))} for s in sides]
-            lesions.append(Lesion(name, sides, severity, zone=zone, parts=parts,
-                                  home=tuple(_zone_name(s, zone) for s in sides)))
+            parts = [
+                {
+                    "center": _point_in(rng, masks.zones[(s, zone)], size * 0.5),
+                    "radius": size,
+                    "angle": float(rng.uniform(-0.35, 0.35)),
+                }
+                for s in sides
+            ]
+            lesions.append(
+                Lesion(name, sides, severity, zone=zone, parts=parts, home=tuple(_zone_name(s, zone) for s in sides))
+            )
         elif name == "pulmonary edema/hazy opacity":
             parts = []
             for s in SIDES:
@@ -174,29 +195,51 @@ def sample_lesions(rng: np.random.Generator, anatomy: Anatomy, masks: AnatomyMas
                     continue
                 parts.append({"center": (float(xs.mean()), float(ys.mean())), "depth": depth})
             if parts:
-                lesions.append(Lesion(name, sides[:len(parts)], severity, parts=parts,
-                                      home=tuple(f"{s} lung" for s in sides[:len(parts)])))
+                lesions.append(
+                    Lesion(
+                        name,
+                        sides[: len(parts)],
+                        severity,
+                        parts=parts,
+                        home=tuple(f"{s} lung" for s in sides[: len(parts)]),
+                    )
+                )
         elif name == "pneumothorax":
             side = str(rng.choice(SIDES))
             shrink = {"mild": 0.07, "moderate": 0.14, "severe": 0.24}[severity]
             rim = _pneumothorax_rim(a, masks, side, shrink)
             ys, xs = np.nonzero(rim)
             if len(xs):
-                lesions.append(Lesion(name, (side,), severity, parts=[{"center": (float(xs.mean()), float(ys.mean())),
-                                                                      "shrink": shrink}],
-                                      home=(f"{side} lung",)))
+                lesions.append(
+                    Lesion(
+                        name,
+                        (side,),
+                        severity,
+                        parts=[{"center": (float(xs.mean()), float(ys.mean())), "shrink": shrink}],
+                        home=(f"{side} lung",),
+                    )
+                )
         elif name == "rib fracture":
             side = str(rng.choice(SIDES))
             rib = int(rng.integers(3, 8))
             u = float(rng.uniform(0.6, 0.85))
-            lesions.append(Lesion(name, (side,), severity, parts=[{"center": _rib_point(a, side, rib, u)}],
-                                  home=(f"{side} lung",), params={"rib": rib, "u": u}))
+            lesions.append(
+                Lesion(
+                    name,
+                    (side,),
+                    severity,
+                    parts=[{"center": _rib_point(a, side, rib, u)}],
+                    home=(f"{side} lung",),
+                    params={"rib": rib, "u": u},
+                )
+            )
         elif name == "clavicle fracture":
             side = str(rng.choice(SIDES))
             poly = a.clavicle_polygon(side)
             mid = ((poly[1][0] + poly[4][0]) / 2, (poly[1][1] + poly[4][1]) / 2)
-            lesions.append(Lesion(name, (side,), severity, parts=[{"center": a.to_image([mid])[0]}],
-                                  home=(f"{side} clavicle",)))
+            lesions.append(
+                Lesion(name, (side,), severity, parts=[{"center": a.to_image([mid])[0]}], home=(f"{side} clavicle",))
+            )
     return lesions
 
 
@@ -218,7 +261,7 @@ def _effusion_mask(a: Anatomy, masks: AnatomyMasks, side: str, depth: float) -> 
     pts = []
     for u in np.linspace(0, 1, 20):
         x = lateral + (a.cx - lateral) * u
-        pts.append((x, level + 0.6 * depth * u ** 0.5 - 0.25 * depth * (1 - u) ** 3))
+        pts.append((x, level + 0.6 * depth * u**0.5 - 0.25 * depth * (1 - u) ** 3))
     pts += [(a.cx, a.height * 2), (lateral + sg * 50, a.height * 2), (lateral + sg * 50, pts[0][1])]
     return masks.lungs[side] & polygon_mask(a, pts)
 
@@ -321,8 +364,9 @@ def render(rng: np.random.Generator, anatomy: Anatomy, masks: AnatomyMasks, lesi
     if "clavicle fracture" in by_name:
         lesion = by_name["clavicle fracture"]
         x, y = lesion.parts[0]["center"]
-        gap = polygon_mask(a, [(x - 0.006 * a.height, -1e4), (x + 0.006 * a.height, -1e4),
-                               (x + 0.012 * a.height, 1e4), (x, 1e4)])
+        gap = polygon_mask(
+            a, [(x - 0.006 * a.height, -1e4), (x + 0.006 * a.height, -1e4), (x + 0.012 * a.height, 1e4), (x, 1e4)]
+        )
         clavicles = clavicles * ~gap
     attenuation += 0.34 * _blur(clavicles, soft * 0.6)
     attenuation += 0.13 * _blur(_vessels(rng, a, shape) * vessel_space, soft * 0.5)
@@ -342,8 +386,9 @@ def render(rng: np.random.Generator, anatomy: Anatomy, masks: AnatomyMasks, lesi
     return (np.clip(image, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def _lesion_density(rng: np.random.Generator, a: Anatomy, m: AnatomyMasks, lesion: Lesion,
-                    shape: tuple[int, int], soft: float) -> np.ndarray:
+def _lesion_density(
+    rng: np.random.Generator, a: Anatomy, m: AnatomyMasks, lesion: Lesion, shape: tuple[int, int], soft: float
+) -> np.ndarray:
     """A lesion's extra attenuation (0 for those drawn through the anatomy or the lucency)."""
     k = SEVERITY_SCALE[lesion.severity]
     fade = 0.4 if lesion.subtle else 1.0
@@ -365,8 +410,11 @@ def _lesion_density(rng: np.random.Generator, a: Anatomy, m: AnatomyMasks, lesio
             canvas = Image.new("L", (shape[1], shape[0]), 0)
             draw = ImageDraw.Draw(canvas)
             for angle in rng.uniform(0, 2 * math.pi, 3):
-                draw.line([(x, y), (x + math.cos(angle) * r * 0.7, y + math.sin(angle) * r * 0.7)],
-                          fill=255, width=max(1, int(0.004 * a.height)))
+                draw.line(
+                    [(x, y), (x + math.cos(angle) * r * 0.7, y + math.sin(angle) * r * 0.7)],
+                    fill=255,
+                    width=max(1, int(0.004 * a.height)),
+                )
             bronchi = np.asarray(canvas, np.float32) / 255.0
             out += (0.5 * k * dense - 0.12 * bronchi * dense) * lungs[side]
         elif name == "mass/nodule (not otherwise specified)":
@@ -381,16 +429,19 @@ def _lesion_density(rng: np.random.Generator, a: Anatomy, m: AnatomyMasks, lesio
                 # A wedge of collapsed lung, apex toward the hilum.
                 hx, hy = a.to_image([a.hilum[side][:2]])[0]
                 tip = (x + 0.5 * (hx - x), y + 0.5 * (hy - y))
-                base = [(x + r * 0.6 * math.cos(angle + 1.4), y + r * 0.6 * math.sin(angle + 1.4) + r * 0.2),
-                        (x - r * 0.6 * math.cos(angle + 1.4), y - r * 0.6 * math.sin(angle + 1.4) + r * 0.2)]
+                base = [
+                    (x + r * 0.6 * math.cos(angle + 1.4), y + r * 0.6 * math.sin(angle + 1.4) + r * 0.2),
+                    (x - r * 0.6 * math.cos(angle + 1.4), y - r * 0.6 * math.sin(angle + 1.4) + r * 0.2),
+                ]
                 canvas = Image.new("L", (shape[1], shape[0]), 0)
                 ImageDraw.Draw(canvas).polygon([tip, *base], fill=255)
                 out += 0.32 * k * _blur(np.asarray(canvas) > 127, 2 * soft) * lungs[side]
             else:
                 canvas = Image.new("L", (shape[1], shape[0]), 0)
                 dx, dy = math.cos(angle) * r * 0.5, math.sin(angle) * r * 0.5
-                ImageDraw.Draw(canvas).line([(x - dx, y - dy), (x + dx, y + dy)], fill=255,
-                                            width=max(1, int(round(0.008 * a.height))))
+                ImageDraw.Draw(canvas).line(
+                    [(x - dx, y - dy), (x + dx, y + dy)], fill=255, width=max(1, int(round(0.008 * a.height)))
+                )
                 out += 0.3 * (0.7 + 0.3 * k) * _blur(np.asarray(canvas) > 127, soft) * lungs[side]
         elif name == "pulmonary edema/hazy opacity":
             out += 0.26 * k * _gaussian(shape, x, y, r * 0.7, r * 0.9) * lungs[side]

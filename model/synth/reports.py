@@ -24,22 +24,38 @@ from model.synth.render import Lesion
 # those regions in the vocabulary's terms except the bare side words ("right", "left"), which a
 # reader resolves by laterality.
 LOCATIONS: dict[tuple[str, ...], tuple[list[str], list[str]]] = {
-    ("right upper lung zone",): (["in the right upper lobe", "in the right upper lung", "in the right upper zone"],
-                                 ["right upper lobe", "right upper lung"]),
-    ("right mid lung zone",): (["in the right middle lobe", "in the right mid lung", "in the right midlung"],
-                               ["right middle lobe", "right mid lung"]),
-    ("right lower lung zone",): (["in the right lower lobe", "at the right lung base", "at the right base"],
-                                 ["right lower lobe", "right basilar", "right base"]),
-    ("left upper lung zone",): (["in the left upper lobe", "in the left upper lung", "in the left upper zone"],
-                                ["left upper lobe", "left upper lung"]),
-    ("left mid lung zone",): (["in the lingula", "in the left mid lung", "in the left midlung"],
-                              ["lingular", "left mid lung"]),
-    ("left lower lung zone",): (["in the left lower lobe", "at the left lung base", "at the left base",
-                                 "in the retrocardiac region"], ["left lower lobe", "left basilar", "retrocardiac"]),
-    ("right lower lung zone", "left lower lung zone"): (["at both lung bases", "in both lower lobes"],
-                                                        ["bibasilar", "bibasal", "bilateral lower lobe"]),
-    ("right upper lung zone", "left upper lung zone"): (["in both upper lobes", "in the upper lungs"],
-                                                        ["bilateral upper lobe"]),
+    ("right upper lung zone",): (
+        ["in the right upper lobe", "in the right upper lung", "in the right upper zone"],
+        ["right upper lobe", "right upper lung"],
+    ),
+    ("right mid lung zone",): (
+        ["in the right middle lobe", "in the right mid lung", "in the right midlung"],
+        ["right middle lobe", "right mid lung"],
+    ),
+    ("right lower lung zone",): (
+        ["in the right lower lobe", "at the right lung base", "at the right base"],
+        ["right lower lobe", "right basilar", "right base"],
+    ),
+    ("left upper lung zone",): (
+        ["in the left upper lobe", "in the left upper lung", "in the left upper zone"],
+        ["left upper lobe", "left upper lung"],
+    ),
+    ("left mid lung zone",): (
+        ["in the lingula", "in the left mid lung", "in the left midlung"],
+        ["lingular", "left mid lung"],
+    ),
+    ("left lower lung zone",): (
+        ["in the left lower lobe", "at the left lung base", "at the left base", "in the retrocardiac region"],
+        ["left lower lobe", "left basilar", "retrocardiac"],
+    ),
+    ("right lower lung zone", "left lower lung zone"): (
+        ["at both lung bases", "in both lower lobes"],
+        ["bibasilar", "bibasal", "bilateral lower lobe"],
+    ),
+    ("right upper lung zone", "left upper lung zone"): (
+        ["in both upper lobes", "in the upper lungs"],
+        ["bilateral upper lobe"],
+    ),
     ("right mid lung zone", "left mid lung zone"): (["in the mid lungs", "in both mid lungs"], ["bilateral mid lungs"]),
     ("right lung",): (["in the right lung", "in the right hemithorax"], ["right"]),
     ("left lung",): (["in the left lung", "in the left hemithorax"], ["left"]),
@@ -50,44 +66,93 @@ LOCATIONS: dict[tuple[str, ...], tuple[list[str], list[str]]] = {
 }
 
 SEVERITY_WORDS = {
-    "size": {"mild": ["small", "trace", "small"], "moderate": ["moderate", "moderate-sized"],
-             "severe": ["large", "large"]},
+    "size": {
+        "mild": ["small", "trace", "small"],
+        "moderate": ["moderate", "moderate-sized"],
+        "severe": ["large", "large"],
+    },
     "degree": {"mild": ["mild", "minimal", "slight"], "moderate": ["moderate"], "severe": ["severe", "marked"]},
 }
 
 # finding -> (singular nouns, plural nouns, severity scale or None, location kind)
 NOUNS: dict[str, tuple[list[str], list[str], str | None, str]] = {
-    "lung opacity": (["opacity", "patchy opacity", "ill-defined opacity", "focal opacity", "opacification"],
-                     ["opacities", "patchy opacities"], "degree", "zone"),
-    "consolidation": (["consolidation", "focal consolidation", "airspace consolidation", "dense consolidation"],
-                      ["consolidations"], None, "zone"),
+    "lung opacity": (
+        ["opacity", "patchy opacity", "ill-defined opacity", "focal opacity", "opacification"],
+        ["opacities", "patchy opacities"],
+        "degree",
+        "zone",
+    ),
+    "consolidation": (
+        ["consolidation", "focal consolidation", "airspace consolidation", "dense consolidation"],
+        ["consolidations"],
+        None,
+        "zone",
+    ),
     "atelectasis": (["atelectasis", "atelectatic changes", "volume loss"], ["atelectasis"], "degree", "zone"),
-    "linear/patchy atelectasis": (["linear atelectasis", "plate-like atelectasis", "subsegmental atelectasis",
-                                   "patchy atelectasis"], ["linear atelectasis", "subsegmental atelectasis"],
-                                  None, "zone"),
-    "pulmonary edema/hazy opacity": (["pulmonary edema", "interstitial edema", "interstitial pulmonary edema"],
-                                     ["pulmonary edema"], "degree", "diffuse"),
-    "pleural effusion": (["pleural effusion", "effusion", "pleural effusion"], ["pleural effusions", "effusions"],
-                         "size", "side"),
+    "linear/patchy atelectasis": (
+        ["linear atelectasis", "plate-like atelectasis", "subsegmental atelectasis", "patchy atelectasis"],
+        ["linear atelectasis", "subsegmental atelectasis"],
+        None,
+        "zone",
+    ),
+    "pulmonary edema/hazy opacity": (
+        ["pulmonary edema", "interstitial edema", "interstitial pulmonary edema"],
+        ["pulmonary edema"],
+        "degree",
+        "diffuse",
+    ),
+    "pleural effusion": (
+        ["pleural effusion", "effusion", "pleural effusion"],
+        ["pleural effusions", "effusions"],
+        "size",
+        "side",
+    ),
     "pneumothorax": (["pneumothorax"], ["pneumothoraces"], "size", "side"),
-    "enlarged cardiac silhouette": (["cardiomegaly", "enlargement of the cardiac silhouette", "cardiac enlargement"],
-                                    [], "degree", "none"),
+    "enlarged cardiac silhouette": (
+        ["cardiomegaly", "enlargement of the cardiac silhouette", "cardiac enlargement"],
+        [],
+        "degree",
+        "none",
+    ),
     "mass/nodule (not otherwise specified)": (["nodule", "pulmonary nodule", "nodular density"], [], None, "zone"),
     "calcified nodule": (["calcified nodule", "calcified pulmonary nodule", "calcified lung nodule"], [], None, "zone"),
-    "enlarged hilum": (["hilar enlargement", "hilar prominence", "hilar fullness"], ["hilar enlargement"], None, "hilum"),
+    "enlarged hilum": (
+        ["hilar enlargement", "hilar prominence", "hilar fullness"],
+        ["hilar enlargement"],
+        None,
+        "hilum",
+    ),
     "scoliosis": (["scoliosis", "scoliosis of the thoracic spine"], [], "degree", "none"),
-    "mediastinal widening": (["mediastinal widening", "widening of the mediastinum", "widened mediastinum"], [],
-                             None, "none"),
+    "mediastinal widening": (
+        ["mediastinal widening", "widening of the mediastinum", "widened mediastinum"],
+        [],
+        None,
+        "none",
+    ),
 }
 
 # Frames: {np} is the noun phrase with its modifiers; {be} agrees with it.
 FRAMES = ["{NP}.", "There is {np}.", "{NP} is noted.", "{NP} {be} present.", "{NP} {be} seen."]
-HEDGED_FRAMES = ["Possible {np}.", "{NP} cannot be excluded.", "There may be {np}.",
-                 "Findings could reflect {np}.", "Questionable {np}.", "Probable {np}."]
-TEMPORAL_WORDS = {"new": ["new", "newly developed"], "worsened": ["increased", "worsening"],
-                  "improved": ["decreased", "improving"], "unchanged": ["unchanged", "stable", "persistent"]}
-PNEUMONIA_TAILS = [", concerning for pneumonia", ", which may represent pneumonia",
-                   "; pneumonia is not excluded", ", possibly pneumonia"]
+HEDGED_FRAMES = [
+    "Possible {np}.",
+    "{NP} cannot be excluded.",
+    "There may be {np}.",
+    "Findings could reflect {np}.",
+    "Questionable {np}.",
+    "Probable {np}.",
+]
+TEMPORAL_WORDS = {
+    "new": ["new", "newly developed"],
+    "worsened": ["increased", "worsening"],
+    "improved": ["decreased", "improving"],
+    "unchanged": ["unchanged", "stable", "persistent"],
+}
+PNEUMONIA_TAILS = [
+    ", concerning for pneumonia",
+    ", which may represent pneumonia",
+    "; pneumonia is not excluded",
+    ", possibly pneumonia",
+]
 
 NEGATIONS: list[tuple[str, tuple[str, ...]]] = [
     ("No pleural effusion or pneumothorax.", ("pleural effusion", "pneumothorax")),
@@ -96,7 +161,10 @@ NEGATIONS: list[tuple[str, tuple[str, ...]]] = [
     ("There is no pneumothorax.", ("pneumothorax",)),
     ("No focal consolidation.", ("consolidation",)),
     ("There is no focal consolidation to suggest pneumonia.", ("consolidation", "pneumonia")),
-    ("No focal consolidation, pleural effusion or pneumothorax.", ("consolidation", "pleural effusion", "pneumothorax")),
+    (
+        "No focal consolidation, pleural effusion or pneumothorax.",
+        ("consolidation", "pleural effusion", "pneumothorax"),
+    ),
     ("No pulmonary edema.", ("pulmonary edema/hazy opacity",)),
     ("There is no evidence of pulmonary edema.", ("pulmonary edema/hazy opacity",)),
     ("No large pleural effusion.", ("pleural effusion",)),
@@ -107,20 +175,39 @@ NEGATIONS: list[tuple[str, tuple[str, ...]]] = [
     ("No displaced rib fracture is identified.", ("rib fracture",)),
     ("No suspicious nodule or mass is seen.", ("mass/nodule (not otherwise specified)",)),
 ]
-NORMAL_LUNGS = ["The lungs are clear.", "Lungs are well expanded and clear.", "The lungs are clear without focal opacity."]
+NORMAL_LUNGS = [
+    "The lungs are clear.",
+    "Lungs are well expanded and clear.",
+    "The lungs are clear without focal opacity.",
+]
 BONE_FINDINGS = {"rib fracture", "clavicle fracture", "scoliosis", "spinal fracture", "bone lesion"}
 # Normal statements with the findings they deny: one is left out when the report describes any of them.
 NORMAL_OTHER: dict[str, set[str]] = {
-    "The cardiomediastinal silhouette is within normal limits.": {"enlarged cardiac silhouette", "mediastinal widening"},
+    "The cardiomediastinal silhouette is within normal limits.": {
+        "enlarged cardiac silhouette",
+        "mediastinal widening",
+    },
     "Hilar contours are normal.": {"enlarged hilum"},
     "No acute osseous abnormality.": BONE_FINDINGS,
     "The mediastinal contours are unremarkable.": {"mediastinal widening"},
     "Osseous structures are unremarkable.": BONE_FINDINGS,
 }
-NORMAL_IMPRESSIONS = ["No acute cardiopulmonary process.", "No acute intrathoracic abnormality.",
-                      "Normal chest radiograph.", "No evidence of acute disease."]
-LUNG_FINDINGS = {"lung opacity", "consolidation", "atelectasis", "linear/patchy atelectasis",
-                 "pulmonary edema/hazy opacity", "mass/nodule (not otherwise specified)", "calcified nodule", "pneumonia"}
+NORMAL_IMPRESSIONS = [
+    "No acute cardiopulmonary process.",
+    "No acute intrathoracic abnormality.",
+    "Normal chest radiograph.",
+    "No evidence of acute disease.",
+]
+LUNG_FINDINGS = {
+    "lung opacity",
+    "consolidation",
+    "atelectasis",
+    "linear/patchy atelectasis",
+    "pulmonary edema/hazy opacity",
+    "mass/nodule (not otherwise specified)",
+    "calcified nodule",
+    "pneumonia",
+}
 # Negation sentences with this wording lose the absent label when the finding is reported
 # (a report does not say "no X" of an X it describes).
 NEGATION_RATE = 0.75
@@ -132,10 +219,10 @@ class Statement:
 
     finding: str
     regions: tuple[str, ...]
-    status: str                  # present | absent | uncertain
+    status: str  # present | absent | uncertain
     severity: str | None = None
     temporal: str | None = None
-    lesion: int | None = None    # index of the image lesion it describes (None: none)
+    lesion: int | None = None  # index of the image lesion it describes (None: none)
     start: int = 0
     end: int = 0
     text: str = ""
@@ -162,29 +249,36 @@ def _pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _location(rng: np.random.Generator, lesion: Lesion, vocabulary_defaults: dict[str, tuple[str, ...]]
-              ) -> tuple[tuple[str, ...], str | None, str | None]:
+def _location(
+    rng: np.random.Generator, lesion: Lesion, vocabulary_defaults: dict[str, tuple[str, ...]]
+) -> tuple[tuple[str, ...], str | None, str | None]:
     """(regions, prepositional phrase, adjective phrase) for a lesion; phrases None when unlocalized."""
     kind = NOUNS[lesion.finding][3] if lesion.finding in NOUNS else "special"
     home = tuple(lesion.home)
     if kind == "none" or (kind == "diffuse" and rng.random() < 0.5):
         return vocabulary_defaults[lesion.finding], None, None
     if kind == "zone" and rng.random() < 0.2:
-        home = tuple(f"{s} lung" for s in lesion.sides)   # a coarser reader: just the side
+        home = tuple(f"{s} lung" for s in lesion.sides)  # a coarser reader: just the side
     key = home if home in LOCATIONS else tuple(sorted(home))
     if key not in LOCATIONS:
         return home, None, None
     ins, adjs = LOCATIONS[key]
     loc_in, loc_adj = _pick(rng, ins), _pick(rng, adjs)
     if kind in ("side", "hilum"):
-        loc_in = None          # "small right pleural effusion", "right hilar enlargement"
+        loc_in = None  # "small right pleural effusion", "right hilar enlargement"
     elif loc_adj in ("right", "left", "bilateral") and kind == "zone":
-        loc_adj = None         # "opacity in the right lung", never "right opacity"
+        loc_adj = None  # "opacity in the right lung", never "right opacity"
     return home, loc_in, loc_adj
 
 
-def _noun_phrase(rng: np.random.Generator, lesion: Lesion, plural: bool, loc_in: str | None, loc_adj: str | None,
-                 temporal: str | None) -> tuple[str, str | None]:
+def _noun_phrase(
+    rng: np.random.Generator,
+    lesion: Lesion,
+    plural: bool,
+    loc_in: str | None,
+    loc_adj: str | None,
+    temporal: str | None,
+) -> tuple[str, str | None]:
     """(noun phrase, severity stated) for a lesion."""
     singular, plurals, scale, _ = NOUNS[lesion.finding]
     noun = _pick(rng, plurals if plural and plurals else singular)
@@ -206,36 +300,63 @@ def _special_sentence(rng: np.random.Generator, lesion: Lesion, temporal: str | 
     """Sentences for findings described with a verb rather than a noun phrase."""
     side = lesion.sides[0] if lesion.sides else ""
     if lesion.finding == "elevated hemidiaphragm":
-        return _pick(rng, [f"Elevation of the {side} hemidiaphragm.", f"The {side} hemidiaphragm is elevated.",
-                           f"Elevated {side} hemidiaphragm.", f"{_cap(side)} hemidiaphragm elevation is again noted."
-                           if temporal == "unchanged" else f"Mild elevation of the {side} hemidiaphragm."]), None
+        return _pick(
+            rng,
+            [
+                f"Elevation of the {side} hemidiaphragm.",
+                f"The {side} hemidiaphragm is elevated.",
+                f"Elevated {side} hemidiaphragm.",
+                f"{_cap(side)} hemidiaphragm elevation is again noted."
+                if temporal == "unchanged"
+                else f"Mild elevation of the {side} hemidiaphragm.",
+            ],
+        ), None
     if lesion.finding == "rib fracture":
         ordinal = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth"][
-            lesion.params["rib"]]
+            lesion.params["rib"]
+        ]
         age = "new" if temporal == "new" else _pick(rng, ["acute-appearing", "nondisplaced", "healing"])
-        return _pick(rng, [f"{_cap(age)} fracture of the {side} {ordinal} posterior rib.",
-                           f"There is a {age} {side} {ordinal} rib fracture.",
-                           f"{_cap(side)} posterior {ordinal} rib fracture is noted."]), None
+        return _pick(
+            rng,
+            [
+                f"{_cap(age)} fracture of the {side} {ordinal} posterior rib.",
+                f"There is a {age} {side} {ordinal} rib fracture.",
+                f"{_cap(side)} posterior {ordinal} rib fracture is noted.",
+            ],
+        ), None
     if lesion.finding == "clavicle fracture":
-        return _pick(rng, [f"There is a fracture of the {side} clavicle.", f"{_cap(side)} clavicle fracture.",
-                           f"A {side} clavicle fracture is noted."]), None
+        return _pick(
+            rng,
+            [
+                f"There is a fracture of the {side} clavicle.",
+                f"{_cap(side)} clavicle fracture.",
+                f"A {side} clavicle fracture is noted.",
+            ],
+        ), None
     if lesion.finding == "enlarged cardiac silhouette" and rng.random() < 0.4:
         adverb = {"mild": "mildly", "moderate": "moderately", "severe": "markedly"}[lesion.severity]
-        return _pick(rng, [f"The heart is {adverb} enlarged.", f"The cardiac silhouette is {adverb} enlarged."]), lesion.severity
+        return _pick(
+            rng, [f"The heart is {adverb} enlarged.", f"The cardiac silhouette is {adverb} enlarged."]
+        ), lesion.severity
     return "", None
 
 
-def compose_report(rng: np.random.Generator, lesions: list[Lesion], reported: list[bool],
-                   defaults: dict[str, tuple[str, ...]], indication: str) -> ReportDraft:
+def compose_report(
+    rng: np.random.Generator,
+    lesions: list[Lesion],
+    reported: list[bool],
+    defaults: dict[str, tuple[str, ...]],
+    indication: str,
+) -> ReportDraft:
     """The report text and its statements for `lesions` (those with `reported` False are left out)."""
     has_prior = rng.random() < 0.45
     findings_sentences: list[Sentence] = []
     impression: list[Sentence] = []
-    positives: list[tuple[Sentence, Statement, str]] = []   # (sentence, its first statement, noun phrase)
+    positives: list[tuple[Sentence, Statement, str]] = []  # (sentence, its first statement, noun phrase)
     mentioned: set[str] = set()
     lung_finding_reported = False
 
-    clauses: list[tuple[str, bool, list[Statement]]] = []   # (noun phrase, plural, statements) to frame
+    clauses: list[tuple[str, bool, list[Statement]]] = []  # (noun phrase, plural, statements) to frame
     for index, lesion in enumerate(lesions):
         if not reported[index]:
             continue
@@ -292,8 +413,11 @@ def compose_report(rng: np.random.Generator, lesions: list[Lesion], reported: li
     rng.shuffle(findings_sentences)
 
     # Negations of findings the report does not describe, and normal statements.
-    negations = [n for n in NEGATIONS if not set(n[1]) & mentioned and not (
-        "pneumonia" in n[1] and {"consolidation", "lung opacity"} & mentioned)]
+    negations = [
+        n
+        for n in NEGATIONS
+        if not set(n[1]) & mentioned and not ("pneumonia" in n[1] and {"consolidation", "lung opacity"} & mentioned)
+    ]
     rng.shuffle(negations)
     used: set[str] = set()
     for text, findings in negations[: int(rng.integers(1, 4))]:
@@ -304,8 +428,12 @@ def compose_report(rng: np.random.Generator, lesions: list[Lesion], reported: li
     if "pleural effusion" not in mentioned | used and rng.random() < 0.08:
         # A hedged finding with no lesion behind it: readers do this too.
         side = _pick(rng, ["right", "left"])
-        findings_sentences.append(Sentence(f"Cannot exclude a trace {side} pleural effusion.",
-                                           [Statement("pleural effusion", (f"{side} lung",), "uncertain", "mild")]))
+        findings_sentences.append(
+            Sentence(
+                f"Cannot exclude a trace {side} pleural effusion.",
+                [Statement("pleural effusion", (f"{side} lung",), "uncertain", "mild")],
+            )
+        )
     if not lung_finding_reported and rng.random() < 0.85:
         findings_sentences.insert(0, Sentence(_pick(rng, NORMAL_LUNGS)))
     for text in rng.permutation(list(NORMAL_OTHER))[: int(rng.integers(0, 3))]:
@@ -320,10 +448,16 @@ def compose_report(rng: np.random.Generator, lesions: list[Lesion], reported: li
                 impression.append(Sentence(sentence.text, [Statement(**{**statement.__dict__})]))
                 continue
             hedge = statement.status == "uncertain"
-            text = (f"{_cap(noun_phrase)}, {_pick(rng, ['possibly', 'likely', 'questionably'])} present."
-                    if hedge else f"{_cap(noun_phrase)}.")
-            copied = [Statement(**{**s.__dict__}) for s in sentence.statements
-                      if s.lesion == statement.lesion or (s.finding == "pneumonia" and s.regions == statement.regions)]
+            text = (
+                f"{_cap(noun_phrase)}, {_pick(rng, ['possibly', 'likely', 'questionably'])} present."
+                if hedge
+                else f"{_cap(noun_phrase)}."
+            )
+            copied = [
+                Statement(**{**s.__dict__})
+                for s in sentence.statements
+                if s.lesion == statement.lesion or (s.finding == "pneumonia" and s.regions == statement.regions)
+            ]
             impression.append(Sentence(text, copied))
     else:
         impression.append(Sentence(_pick(rng, NORMAL_IMPRESSIONS)))
@@ -358,26 +492,34 @@ def _wrap(sentences: list[Sentence], offset: int, width: int = 76) -> str:
     return "".join(out)
 
 
-def _assemble(findings: list[Sentence], impression: list[Sentence], has_prior: bool, indication: str,
-              rng: np.random.Generator) -> ReportDraft:
+def _assemble(
+    findings: list[Sentence], impression: list[Sentence], has_prior: bool, indication: str, rng: np.random.Generator
+) -> ReportDraft:
     view = _pick(rng, ["PA and lateral", "PA and lateral views", "Single frontal view", "AP portable"])
-    head = (f"                                 FINAL REPORT\n"
-            f" EXAMINATION:  CHEST ({'PA AND LAT' if 'lateral' in view else 'PORTABLE AP'})\n \n"
-            f" INDICATION:  {indication}\n \n"
-            f" TECHNIQUE:  Chest {view}\n \n"
-            f" COMPARISON:  {'Chest radiograph from ___.' if has_prior else 'None.'}\n \n"
-            f" FINDINGS:\n \n")
+    head = (
+        f"                                 FINAL REPORT\n"
+        f" EXAMINATION:  CHEST ({'PA AND LAT' if 'lateral' in view else 'PORTABLE AP'})\n \n"
+        f" INDICATION:  {indication}\n \n"
+        f" TECHNIQUE:  Chest {view}\n \n"
+        f" COMPARISON:  {'Chest radiograph from ___.' if has_prior else 'None.'}\n \n"
+        f" FINDINGS:\n \n"
+    )
     text = head
     body = _wrap(findings, len(text))
     text += body + "\n \n IMPRESSION:\n \n"
     text += _wrap(impression, len(text)) + "\n"
     statements = [s for sentence in findings + impression for s in sentence.statements]
     for statement in statements:
-        statement.text = text[statement.start:statement.end]
+        statement.text = text[statement.start : statement.end]
     return ReportDraft(text, statements, has_prior)
 
 
-INDICATIONS = ["___ year old man with cough and fever, evaluate for pneumonia.",
-               "___ year old woman with shortness of breath.", "History: ___M with chest pain.",
-               "___F with dyspnea, assess for effusion.", "Evaluate for interval change.",
-               "___ year old man status post fall, rule out fracture.", "Preoperative assessment."]
+INDICATIONS = [
+    "___ year old man with cough and fever, evaluate for pneumonia.",
+    "___ year old woman with shortness of breath.",
+    "History: ___M with chest pain.",
+    "___F with dyspnea, assess for effusion.",
+    "Evaluate for interval change.",
+    "___ year old man status post fall, rule out fracture.",
+    "Preoperative assessment.",
+]

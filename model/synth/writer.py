@@ -26,10 +26,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from labeling.errors import InputError
+from labeling.core.errors import InputError
 from model.synth.anatomy import anatomy_masks, region_boxes, sample_anatomy
-from model.synth.render import (DEFAULT_PREVALENCE, RENDERED_FINDINGS, anatomy_parameters, choose_findings, render,
-                                sample_lesions)
+from model.synth.render import (
+    DEFAULT_PREVALENCE,
+    RENDERED_FINDINGS,
+    anatomy_parameters,
+    choose_findings,
+    render,
+    sample_lesions,
+)
 from model.synth.reports import INDICATIONS, compose_report
 from schemas.vocabulary import load_vocabulary
 
@@ -39,14 +45,32 @@ COHORT_FILE = "synth_cohort.json"
 METADATA_FILE = "mimic-cxr-2.0.0-metadata.csv"
 SPLITS = ("train", "valid", "test")
 SPLIT_WEIGHTS = (0.7, 0.1, 0.2)
-REPORT_RATE = 0.88          # a lesion is described in the report
-SUBTLE_RATE = (0.1, 0.4)    # density lesions drawn faint: (reported, unreported)
-DENSITY_FINDINGS = {"lung opacity", "consolidation", "atelectasis", "linear/patchy atelectasis",
-                    "pulmonary edema/hazy opacity", "pleural effusion", "pneumothorax",
-                    "mass/nodule (not otherwise specified)"}
-METADATA_COLUMNS = ["dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
-                    "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",
-                    "ViewCodeSequence_CodeMeaning", "PatientOrientationCodeSequence_CodeMeaning"]
+REPORT_RATE = 0.88  # a lesion is described in the report
+SUBTLE_RATE = (0.1, 0.4)  # density lesions drawn faint: (reported, unreported)
+DENSITY_FINDINGS = {
+    "lung opacity",
+    "consolidation",
+    "atelectasis",
+    "linear/patchy atelectasis",
+    "pulmonary edema/hazy opacity",
+    "pleural effusion",
+    "pneumothorax",
+    "mass/nodule (not otherwise specified)",
+}
+METADATA_COLUMNS = [
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
+    "PatientOrientationCodeSequence_CodeMeaning",
+]
 SPLIT_COLUMNS = ["", "subject_id", "study_id", "dicom_id", "path", "ViewPosition"]
 
 
@@ -90,10 +114,14 @@ def parse_prevalence(values: list[str] | None) -> dict[str, float]:
             name, _, rate = value.rpartition("=")
             pairs = [(name.strip(), rate.strip())]
         for name, rate in pairs:
-            matches = [f for f in RENDERED_FINDINGS if f == name] or [f for f in RENDERED_FINDINGS if f.startswith(name)]
+            matches = [f for f in RENDERED_FINDINGS if f == name] or [
+                f for f in RENDERED_FINDINGS if f.startswith(name)
+            ]
             if len(matches) != 1:
-                raise InputError(f"--prevalence: {name!r} is not one finding the phantom draws; choose from "
-                                 f"{', '.join(RENDERED_FINDINGS)}")
+                raise InputError(
+                    f"--prevalence: {name!r} is not one finding the phantom draws; choose from "
+                    f"{', '.join(RENDERED_FINDINGS)}"
+                )
             try:
                 number = float(rate)
             except (TypeError, ValueError):
@@ -131,8 +159,17 @@ def plan_cohort(n: int, seed: int) -> list[StudyPlan]:
         avoid = bool(rng.random() < 0.05)
         for _ in range(count):
             dicom = "-".join(rng.bytes(4).hex() for _ in range(5))
-            plans.append(StudyPlan(len(plans), subject, _fresh(rng, 50_000_000, 60_000_000, studies), dicom, split,
-                                   avoid, int(21000101 + rng.integers(0, 3000))))
+            plans.append(
+                StudyPlan(
+                    len(plans),
+                    subject,
+                    _fresh(rng, 50_000_000, 60_000_000, studies),
+                    dicom,
+                    split,
+                    avoid,
+                    int(21000101 + rng.integers(0, 3000)),
+                )
+            )
         patient += 1
     return plans
 
@@ -184,30 +221,71 @@ def make_study(plan: StudyPlan, options: CohortOptions) -> dict[str, Any]:
     for lesion, told in zip(lesions, reported):
         allowed = vocabulary.finding(lesion.finding).regions
         centers = [part["center"] for part in lesion.parts]
-        regions = [name for name in vocabulary.region_names if name in allowed and any(
-            boxes[name][0] <= x < boxes[name][2] and boxes[name][1] <= y < boxes[name][3] for x, y in centers)]
-        image_truth.append({"finding": lesion.finding, "regions": regions, "home": list(lesion.home),
-                            "severity": lesion.severity, "subtle": lesion.subtle, "reported": told,
-                            "sides": list(lesion.sides), "centers": [[round(x, 2), round(y, 2)] for x, y in centers]})
-    report_truth = [{"finding": s.finding, "regions": list(s.regions), "status": s.status, "severity": s.severity,
-                     "temporal": s.temporal, "lesion": s.lesion, "evidence_start": s.start, "evidence_end": s.end,
-                     "evidence_text": s.text} for s in draft.statements]
+        regions = [
+            name
+            for name in vocabulary.region_names
+            if name in allowed
+            and any(boxes[name][0] <= x < boxes[name][2] and boxes[name][1] <= y < boxes[name][3] for x, y in centers)
+        ]
+        image_truth.append(
+            {
+                "finding": lesion.finding,
+                "regions": regions,
+                "home": list(lesion.home),
+                "severity": lesion.severity,
+                "subtle": lesion.subtle,
+                "reported": told,
+                "sides": list(lesion.sides),
+                "centers": [[round(x, 2), round(y, 2)] for x, y in centers],
+            }
+        )
+    report_truth = [
+        {
+            "finding": s.finding,
+            "regions": list(s.regions),
+            "status": s.status,
+            "severity": s.severity,
+            "temporal": s.temporal,
+            "lesion": s.lesion,
+            "evidence_start": s.start,
+            "evidence_end": s.end,
+            "evidence_text": s.text,
+        }
+        for s in draft.statements
+    ]
     relative_image = image_path.relative_to(options.out).as_posix()
     scene_graph = _scene_graph(plan, boxes, width, height, draft.statements, vocabulary, rng)
     graph_dir = Path(options.out) / "scene_graph"
     graph_dir.mkdir(parents=True, exist_ok=True)
     (graph_dir / f"{plan.dicom_id}_SceneGraph.json").write_text(json.dumps(scene_graph), encoding="utf-8")
     return {
-        "subject_id": str(plan.subject_id), "study_id": str(plan.study_id), "dicom_id": plan.dicom_id,
-        "split": plan.split, "avoid": plan.avoid, "image_path": relative_image, "width": width, "height": height,
-        "view": "PA" if rng.random() < 0.8 else "AP", "study_date": plan.study_date, "ctr": round(anatomy.ctr, 4),
-        "tilt_deg": round(anatomy.tilt_deg, 3), "boxes": {k: [round(v, 2) for v in b] for k, b in boxes.items()},
-        "image_truth": image_truth, "report_truth": report_truth,
+        "subject_id": str(plan.subject_id),
+        "study_id": str(plan.study_id),
+        "dicom_id": plan.dicom_id,
+        "split": plan.split,
+        "avoid": plan.avoid,
+        "image_path": relative_image,
+        "width": width,
+        "height": height,
+        "view": "PA" if rng.random() < 0.8 else "AP",
+        "study_date": plan.study_date,
+        "ctr": round(anatomy.ctr, 4),
+        "tilt_deg": round(anatomy.tilt_deg, 3),
+        "boxes": {k: [round(v, 2) for v in b] for k, b in boxes.items()},
+        "image_truth": image_truth,
+        "report_truth": report_truth,
     }
 
 
-def _scene_graph(plan: StudyPlan, boxes: dict[str, tuple[float, float, float, float]], width: int, height: int,
-                 statements, vocabulary, rng: np.random.Generator) -> dict[str, Any]:
+def _scene_graph(
+    plan: StudyPlan,
+    boxes: dict[str, tuple[float, float, float, float]],
+    width: int,
+    height: int,
+    statements,
+    vocabulary,
+    rng: np.random.Generator,
+) -> dict[str, Any]:
     """The Chest ImaGenome scene-graph JSON: 224-scale boxes are on the image resized so its longer
     side is 224 and padded (centred) to a square."""
     scale = 224.0 / max(width, height)
@@ -218,10 +296,26 @@ def _scene_graph(plan: StudyPlan, boxes: dict[str, tuple[float, float, float, fl
         ox1, oy1, ox2, oy2 = math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)
         sx1, sy1 = round(ox1 * scale + pad_x), round(oy1 * scale + pad_y)
         sx2, sy2 = round(ox2 * scale + pad_x), round(oy2 * scale + pad_y)
-        objects.append({"object_id": f"{plan.dicom_id}_{name}", "x1": sx1, "y1": sy1, "x2": sx2, "y2": sy2,
-                        "width": sx2 - sx1, "height": sy2 - sy1, "bbox_name": name, "synsets": [],
-                        "name": name.title(), "original_x1": ox1, "original_y1": oy1, "original_x2": ox2,
-                        "original_y2": oy2, "original_width": ox2 - ox1, "original_height": oy2 - oy1})
+        objects.append(
+            {
+                "object_id": f"{plan.dicom_id}_{name}",
+                "x1": sx1,
+                "y1": sy1,
+                "x2": sx2,
+                "y2": sy2,
+                "width": sx2 - sx1,
+                "height": sy2 - sy1,
+                "bbox_name": name,
+                "synsets": [],
+                "name": name.title(),
+                "original_x1": ox1,
+                "original_y1": oy1,
+                "original_x2": ox2,
+                "original_y2": oy2,
+                "original_width": ox2 - ox1,
+                "original_height": oy2 - oy1,
+            }
+        )
     by_region: dict[str, dict[tuple[int, int], list]] = {}
     sentence_ids: dict[tuple[int, int], int] = {}
     for statement in statements:
@@ -234,14 +328,28 @@ def _scene_graph(plan: StudyPlan, boxes: dict[str, tuple[float, float, float, fl
     for region in vocabulary.region_names:
         if region not in by_region:
             continue
-        entry: dict[str, Any] = {region: True, "bbox_name": region, "synsets": [], "name": region.title(),
-                                 "attributes": [], "attributes_ids": [], "phrases": [], "phrase_IDs": [],
-                                 "sections": [], "comparison_cues": [], "temporal_cues": [], "severity_cues": [],
-                                 "texture_cues": [], "object_id": f"{plan.dicom_id}_{region}"}
+        entry: dict[str, Any] = {
+            region: True,
+            "bbox_name": region,
+            "synsets": [],
+            "name": region.title(),
+            "attributes": [],
+            "attributes_ids": [],
+            "phrases": [],
+            "phrase_IDs": [],
+            "sections": [],
+            "comparison_cues": [],
+            "temporal_cues": [],
+            "severity_cues": [],
+            "texture_cues": [],
+            "object_id": f"{plan.dicom_id}_{region}",
+        }
         for span, said in by_region[region].items():
             # Chest ImaGenome's NLP affirms hedged findings ("possible X" -> yes); only negation is "no".
-            attrs = [f"{vocabulary.finding(s.finding).category}|{'no' if s.status == 'absent' else 'yes'}|{s.finding}"
-                     for s in said]
+            attrs = [
+                f"{vocabulary.finding(s.finding).category}|{'no' if s.status == 'absent' else 'yes'}|{s.finding}"
+                for s in said
+            ]
             attrs.append("nlp|yes|abnormal" if any(s.status != "absent" for s in said) else "nlp|yes|normal")
             entry["attributes"].append(attrs)
             entry["attributes_ids"].append(["" for _ in attrs])
@@ -249,21 +357,36 @@ def _scene_graph(plan: StudyPlan, boxes: dict[str, tuple[float, float, float, fl
             entry["phrase_IDs"].append(f"{plan.study_id}|{sentence_ids[span]}")
             entry["sections"].append("finalreport")
             temporal = sorted({s.temporal for s in said if s.temporal})
-            entry["temporal_cues"].append([f"temporal|yes|{'acute' if t == 'new' else 'chronic'}" for t in temporal
-                                           if t in ("new", "unchanged")])
+            entry["temporal_cues"].append(
+                [f"temporal|yes|{'acute' if t == 'new' else 'chronic'}" for t in temporal if t in ("new", "unchanged")]
+            )
             entry["severity_cues"].append(sorted({f"severity|yes|{s.severity}" for s in said if s.severity}))
             entry["comparison_cues"].append([f"comparison|yes|{_COMPARISON[t]}" for t in temporal])
             entry["texture_cues"].append([])
             for t in temporal:
-                relationships.append({
-                    "relationship_id": f"{plan.dicom_id}_{previous_dicom}_{region}",
-                    "subject_id": f"{plan.dicom_id}_{region}", "object_id": f"{previous_dicom}_{region}",
-                    "bbox_name": region, "relationship_names": [f"comparison|yes|{_COMPARISON[t]}"],
-                    "attributes": attrs, "phrase": said[0].text})
+                relationships.append(
+                    {
+                        "relationship_id": f"{plan.dicom_id}_{previous_dicom}_{region}",
+                        "subject_id": f"{plan.dicom_id}_{region}",
+                        "object_id": f"{previous_dicom}_{region}",
+                        "bbox_name": region,
+                        "relationship_names": [f"comparison|yes|{_COMPARISON[t]}"],
+                        "attributes": attrs,
+                        "phrase": said[0].text,
+                    }
+                )
         attributes.append(entry)
-    return {"image_id": plan.dicom_id, "patient_id": plan.subject_id, "study_id": plan.study_id, "gender": "U",
-            "reason_for_exam": "", "viewpoint": "PA", "objects": objects, "attributes": attributes,
-            "relationships": relationships}
+    return {
+        "image_id": plan.dicom_id,
+        "patient_id": plan.subject_id,
+        "study_id": plan.study_id,
+        "gender": "U",
+        "reason_for_exam": "",
+        "viewpoint": "PA",
+        "objects": objects,
+        "attributes": attributes,
+        "relationships": relationships,
+    }
 
 
 _COMPARISON = {"new": "worsened", "worsened": "worsened", "improved": "improved", "unchanged": "no change"}
@@ -288,16 +411,37 @@ def write_index_files(options: CohortOptions, n: int, records: list[dict[str, An
         writer = csv.writer(handle)
         writer.writerow(METADATA_COLUMNS)
         for r in records:
-            writer.writerow([r["dicom_id"], r["subject_id"], r["study_id"], "CHEST (PA AND LAT)", r["view"],
-                             r["height"], r["width"], r["study_date"], "120000.000", "CHEST (PA AND LAT)",
-                             "postero-anterior" if r["view"] == "PA" else "antero-posterior", "Erect"])
+            writer.writerow(
+                [
+                    r["dicom_id"],
+                    r["subject_id"],
+                    r["study_id"],
+                    "CHEST (PA AND LAT)",
+                    r["view"],
+                    r["height"],
+                    r["width"],
+                    r["study_date"],
+                    "120000.000",
+                    "CHEST (PA AND LAT)",
+                    "postero-anterior" if r["view"] == "PA" else "antero-posterior",
+                    "Erect",
+                ]
+            )
     with (out / GOLD_FILE).open("w", encoding="utf-8") as handle:
         for r in records:
             handle.write(json.dumps(r) + "\n")
-    description = {"generator": "clala synth", "version": GENERATOR_VERSION, "studies": n, "seed": options.seed,
-                   "size": options.size, "image_format": options.image_format,
-                   "prevalence": dict(options.prevalence), "vocabulary": _vocabulary().version,
-                   "report_rate": REPORT_RATE, "subtle_rate": list(SUBTLE_RATE)}
+    description = {
+        "generator": "clala synth",
+        "version": GENERATOR_VERSION,
+        "studies": n,
+        "seed": options.seed,
+        "size": options.size,
+        "image_format": options.image_format,
+        "prevalence": dict(options.prevalence),
+        "vocabulary": _vocabulary().version,
+        "report_rate": REPORT_RATE,
+        "subtle_rate": list(SUBTLE_RATE),
+    }
     (out / COHORT_FILE).write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
 
 
@@ -314,12 +458,21 @@ def options_for(out: Path, seed: int, size: int, image_format: str, prevalence: 
         raise InputError(f"--format: {image_format!r} is not png or jpg")
     if not 64 <= size <= 4096:
         raise InputError(f"--size: {size} is outside 64..4096 pixels")
-    return CohortOptions(out=str(out), seed=seed, size=size, image_format=image_format,
-                         prevalence=tuple(sorted(prevalence.items())))
+    return CohortOptions(
+        out=str(out), seed=seed, size=size, image_format=image_format, prevalence=tuple(sorted(prevalence.items()))
+    )
 
 
-def generate_cohort(out: Path, n: int, seed: int, size: int = 256, image_format: str = "png",
-                    prevalence: dict[str, float] | None = None, workers: int = 1, progress=None) -> Path:
+def generate_cohort(
+    out: Path,
+    n: int,
+    seed: int,
+    size: int = 256,
+    image_format: str = "png",
+    prevalence: dict[str, float] | None = None,
+    workers: int = 1,
+    progress=None,
+) -> Path:
     """Write a whole cohort; `progress(done)` is called after each study. Returns the folder."""
     out = Path(out)
     check_output_folder(out)
@@ -344,5 +497,13 @@ def generate_cohort(out: Path, n: int, seed: int, size: int = 256, image_format:
     return out
 
 
-__all__ = ["generate_cohort", "plan_cohort", "make_study", "parse_prevalence", "CohortOptions", "StudyPlan",
-           "GOLD_FILE", "COHORT_FILE"]
+__all__ = [
+    "generate_cohort",
+    "plan_cohort",
+    "make_study",
+    "parse_prevalence",
+    "CohortOptions",
+    "StudyPlan",
+    "GOLD_FILE",
+    "COHORT_FILE",
+]

@@ -1,0 +1,255 @@
+"""Readers for report files: generic CSV and JSONL, a MIMIC-CXR reports folder, and the IU X-ray
+CSV. Each returns `SourceReport`s or raises `InputError` naming the file and the row or field."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from labeling.core.errors import InputError
+from schemas.reports import SourceReport
+
+FORMATS = ("auto", "csv", "jsonl", "mimic", "iu-xray")
+IU_XRAY_COLUMNS = {"uid", "MeSH", "findings", "impression"}
+# IU X-ray report parts in reading order, with the header each becomes in the stored text.
+IU_XRAY_SECTIONS = (
+    ("indication", "INDICATION"),
+    ("comparison", "COMPARISON"),
+    ("findings", "FINDINGS"),
+    ("impression", "IMPRESSION"),
+)
+MIMIC_REPORT = re.compile(r"^p(\d+)$"), re.compile(r"^s(\d+)\.txt$")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm")
+
+csv.field_size_limit(1 << 30)  # long reports are judged by --max-chars, not by the csv module
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which fields of a CSV row or JSON object hold what."""
+
+    id: str = "id"
+    text: str = "text"
+    patient: str | None = None
+    study: str | None = None
+    images: str | None = None  # a list (JSONL) or ';'-separated paths (CSV)
+
+
+def read_text_file(path: Path, encoding: str = "utf-8") -> str:
+    """A whole file as text, with a line-numbered error for bytes that are not `encoding`."""
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a file (use --format mimic for a MIMIC-CXR folder)")
+    data = path.read_bytes()
+    if not data.strip():
+        raise InputError(f"{path}: file is empty")
+    try:
+        return data.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding)
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}: line {line}: byte 0x{data[exc.start]:02x} at offset {exc.start} is not valid "
+            f"{encoding}; re-encode the file as UTF-8 or pass --encoding"
+        ) from None
+    except LookupError:
+        raise InputError(f"--encoding: unknown encoding {encoding!r}") from None
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        return "mimic"
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if path.suffix.lower() in (".csv", ".tsv"):
+        if path.exists():
+            with path.open("r", encoding="utf-8", errors="replace", newline="") as handle:
+                header = next(csv.reader(handle), [])
+            if IU_XRAY_COLUMNS <= set(header):
+                return "iu-xray"
+        return "csv"
+    raise InputError(f"{path}: cannot tell the format from the name; pass --format ({', '.join(FORMATS[1:])})")
+
+
+def _optional(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _csv_rows(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    text = read_text_file(path, encoding)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    header = reader.fieldnames or []
+    rows = []
+    try:
+        for row in reader:
+            # Data rows start at line 2; the reader's line_num counts physical lines (quoted
+            # newlines included), which is what an editor shows.
+            rows.append((reader.line_num, row))
+    except csv.Error as exc:
+        raise InputError(f"{path}: line {reader.line_num}: malformed CSV: {exc}") from None
+    if not rows:
+        raise InputError(f"{path}: no report rows (only a header)")
+    return header, rows
+
+
+def _require_columns(path: Path, header: list[str], needed: dict[str, str | None]) -> None:
+    for option, column in needed.items():
+        if column is not None and column not in header:
+            raise InputError(f"{path}: no column {column!r} (columns: {', '.join(header)}); choose it with {option}")
+
+
+def read_csv(path: Path, columns: Columns, dataset: str, encoding: str = "utf-8") -> list[SourceReport]:
+    header, rows = _csv_rows(path, encoding)
+    _require_columns(
+        path,
+        header,
+        {
+            "--id-col": columns.id,
+            "--text-col": columns.text,
+            "--patient-col": columns.patient,
+            "--study-col": columns.study,
+            "--image-col": columns.images,
+        },
+    )
+    used = {c for c in (columns.id, columns.text, columns.patient, columns.study, columns.images) if c}
+    reports = []
+    for line, row in rows:
+        report_id = _optional(row.get(columns.id))
+        if report_id is None:
+            raise InputError(f"{path}: line {line}: empty {columns.id!r} (report id)")
+        images = _optional(row.get(columns.images)) if columns.images else None
+        reports.append(
+            SourceReport(
+                dataset=dataset,
+                report_id=report_id,
+                text=row.get(columns.text) or "",
+                patient_id=_optional(row.get(columns.patient)) if columns.patient else None,
+                study_id=_optional(row.get(columns.study)) if columns.study else None,
+                image_paths=[p.strip() for p in images.split(";") if p.strip()] if images else [],
+                metadata={k: v for k, v in row.items() if k not in used and k is not None and v not in (None, "")},
+                source=f"{path}: line {line}",
+            )
+        )
+    return reports
+
+
+def read_jsonl(path: Path, columns: Columns, dataset: str, encoding: str = "utf-8") -> list[SourceReport]:
+    text = read_text_file(path, encoding)
+    reports = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: line {number}: not valid JSON: {exc.msg}") from None
+        if not isinstance(row, dict):
+            raise InputError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
+        for option, field in (("--id-col", columns.id), ("--text-col", columns.text)):
+            if field not in row:
+                raise InputError(
+                    f"{path}: line {number}: no field {field!r} (fields: {', '.join(row)}); choose it with {option}"
+                )
+        text_value = row[columns.text]
+        if text_value is not None and not isinstance(text_value, str):
+            raise InputError(f"{path}: line {number}: field {columns.text!r} must be a string")
+        report_id = _optional(row[columns.id])
+        if report_id is None:
+            raise InputError(f"{path}: line {number}: empty {columns.id!r} (report id)")
+        images = row.get(columns.images) if columns.images else None
+        if isinstance(images, str):
+            images = [p.strip() for p in images.split(";") if p.strip()]
+        used = {c for c in (columns.id, columns.text, columns.patient, columns.study, columns.images) if c}
+        reports.append(
+            SourceReport(
+                dataset=dataset,
+                report_id=report_id,
+                text=text_value or "",
+                patient_id=_optional(row.get(columns.patient)) if columns.patient else None,
+                study_id=_optional(row.get(columns.study)) if columns.study else None,
+                image_paths=[str(p) for p in images or []],
+                metadata={k: v for k, v in row.items() if k not in used},
+                source=f"{path}: line {number}",
+            )
+        )
+    if not reports:
+        raise InputError(f"{path}: no report lines")
+    return reports
+
+
+def read_mimic(path: Path, dataset: str, encoding: str = "utf-8") -> list[SourceReport]:
+    """A MIMIC-CXR reports tree: files/pXX/pNNNNNNNN/sNNNNNNNN.txt (PATH may be the tree's root,
+    its `files` folder, or one pXX folder). Images beside a report (sNNNNNNNN/*.jpg) are listed."""
+    if not path.exists():
+        raise InputError(f"{path}: folder not found")
+    if not path.is_dir():
+        raise InputError(f"{path}: --format mimic needs the MIMIC-CXR reports folder, not a file")
+    patient_re, study_re = MIMIC_REPORT
+    reports = []
+    for report_file in sorted(path.rglob("s*.txt")):
+        study = study_re.match(report_file.name)
+        patient = patient_re.match(report_file.parent.name)
+        if not (study and patient):
+            continue
+        text = read_text_file(report_file, encoding) if report_file.stat().st_size else ""
+        image_dir = report_file.with_suffix("")
+        images = (
+            sorted(str(p.relative_to(path)) for p in image_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if image_dir.is_dir()
+            else []
+        )
+        reports.append(
+            SourceReport(
+                dataset=dataset,
+                report_id=study.group(1),
+                text=text,
+                patient_id=patient.group(1),
+                study_id=study.group(1),
+                image_paths=images,
+                source=str(report_file),
+            )
+        )
+    if not reports:
+        raise InputError(f"{path}: no MIMIC-CXR report files (files/pXX/pNNNNNNNN/sNNNNNNNN.txt) under this folder")
+    return reports
+
+
+def read_iu_xray(path: Path, dataset: str, encoding: str = "utf-8") -> list[SourceReport]:
+    """The IU X-ray `indiana_reports.csv`. The stored text joins the report's parts under
+    MIMIC-style headers; `indiana_projections.csv` beside it, when present, gives the images."""
+    header, rows = _csv_rows(path, encoding)
+    _require_columns(path, header, {"(IU X-ray)": c for c in sorted(IU_XRAY_COLUMNS)})
+    images: dict[str, list[str]] = {}
+    projections = path.with_name("indiana_projections.csv")
+    if projections.is_file():
+        _, projection_rows = _csv_rows(projections, encoding)
+        for _, row in projection_rows:
+            images.setdefault(row.get("uid", ""), []).append(row.get("filename", ""))
+    reports = []
+    for line, row in rows:
+        uid = _optional(row.get("uid"))
+        if uid is None:
+            raise InputError(f"{path}: line {line}: empty 'uid'")
+        parts = [
+            f"{title}: {row[column].strip()}" for column, title in IU_XRAY_SECTIONS if (row.get(column) or "").strip()
+        ]
+        reports.append(
+            SourceReport(
+                dataset=dataset,
+                report_id=uid,
+                text="\n".join(parts),
+                study_id=uid,
+                image_paths=images.get(uid, []),
+                metadata={k: row[k] for k in ("MeSH", "Problems", "image") if row.get(k)},
+                source=f"{path}: line {line}",
+            )
+        )
+    return reports

@@ -1,0 +1,317 @@
+"""CLI views of comparisons: `clala compare` (tables, CSV, heatmap PNG) and `clala disagreements`.
+
+Files are written under a temporary name beside the target and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from labeling.core.errors import InputError
+from labeling.core.files import atomic_path
+from labeling.core.terminal import output_console
+from labeling.review.compare import Comparison, MetricRow, compare_runs, compare_to_reference
+from labeling.store.store import Store
+
+CSV_COLUMNS = (
+    "scope",
+    "name",
+    "run",
+    "reference",
+    "level",
+    "uncertain",
+    "cells",
+    "excluded",
+    "tp",
+    "fp",
+    "fn",
+    "tn",
+    "support",
+    "agreement",
+    "kappa",
+    "precision",
+    "recall",
+    "f1",
+)
+
+
+def _fmt(value: float, percent: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{100 * value:.1f}%" if percent else f"{value:.3f}"
+
+
+def file_stem(text: str) -> str:
+    """A run name made safe for a file name (run names may hold ':', '@', '+')."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
+
+
+def _write_atomically(path: Path, write) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as stream:
+        write(stream)
+
+
+def comparison_rows(comparison: Comparison) -> list[MetricRow]:
+    """Per-finding rows, per-region rows (region level), then micro and macro."""
+    return [*comparison.by_finding, *comparison.by_region, comparison.micro, comparison.macro]
+
+
+def write_comparison_csv(comparison: Comparison, out_dir: str | Path) -> tuple[Path, Path]:
+    """`compare_<run>_vs_<reference>_<level>.csv` (rows: findings, regions, micro, macro; NaN
+    empty) and a `.json` beside it with the settings (policy, reports, findings left out, notes)."""
+    out_dir = Path(out_dir)
+    stem = f"compare_{file_stem(comparison.run)}_vs_{file_stem(comparison.reference)}_{comparison.level}"
+    csv_path, json_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.json"
+    fixed = {
+        "run": comparison.run,
+        "reference": comparison.reference,
+        "level": comparison.level,
+        "uncertain": comparison.uncertain,
+    }
+
+    def write_csv(stream) -> None:
+        writer = csv.DictWriter(stream, CSV_COLUMNS)
+        writer.writeheader()
+        for row in comparison_rows(comparison):
+            values = {**row.__dict__, **fixed}
+            writer.writerow(
+                {
+                    k: ""
+                    if isinstance(values[k], float) and math.isnan(values[k])
+                    else (round(values[k], 6) if isinstance(values[k], float) else values[k])
+                    for k in CSV_COLUMNS
+                }
+            )
+
+    _write_atomically(csv_path, write_csv)
+    _write_atomically(json_path, lambda s: json.dump(comparison.settings(), s, indent=2))
+    return csv_path, json_path
+
+
+def _header(comparison: Comparison) -> list[str]:
+    c = comparison
+    lines = [
+        f"[bold]{c.run}[/bold] vs reference [bold]{c.reference}[/bold]: {c.level} level; uncertain -> "
+        f"{c.uncertain}; unmentioned = absent",
+        f"{c.reports:,} reports in common ({c.run} covers {c.reports_run:,}, {c.reference} covers "
+        f"{c.reports_reference:,}); {c.micro.cells:,} cells compared"
+        + (f", {c.excluded:,} excluded (uncertain on either side)" if c.uncertain == "exclude" else ""),
+    ]
+    if c.findings_left_out:
+        total = len(c.findings_left_out) + len(c.findings)
+        lines.append(
+            f"{len(c.findings)} of {total} vocabulary findings compared; the other "
+            f"{len(c.findings_left_out)} are never present or uncertain in either run (or were not asked for)"
+        )
+    lines.extend(f"[yellow]note:[/yellow] {note}" for note in c.notes)
+    return lines
+
+
+def comparison_table(comparison: Comparison, rows: Sequence[MetricRow], first_column: str, title: str) -> Table:
+    table = Table(
+        first_column,
+        "support",
+        "tp",
+        "fp",
+        "fn",
+        "agreement",
+        "kappa",
+        "precision",
+        "recall",
+        "F1",
+        title=title,
+        title_justify="left",
+    )
+    if comparison.uncertain == "exclude":
+        table.add_column("excluded")
+    for column in table.columns[1:]:
+        column.justify = "right"
+
+    def add(row: MetricRow, **style) -> None:
+        cells = [
+            row.name,
+            f"{row.support:,}",
+            f"{row.tp:,}",
+            f"{row.fp:,}",
+            f"{row.fn:,}",
+            _fmt(row.agreement, percent=True),
+            _fmt(row.kappa),
+            _fmt(row.precision),
+            _fmt(row.recall),
+            _fmt(row.f1),
+        ]
+        if comparison.uncertain == "exclude":
+            cells.append(f"{row.excluded:,}")
+        table.add_row(*cells, **style)
+
+    for row in rows:
+        add(row)
+    if first_column == "finding":
+        table.add_section()
+        add(comparison.micro, style="bold")
+        add(comparison.macro, style="bold")
+    return table
+
+
+def _comparisons(store: Store, runs: Sequence[str], reference: str | None, **options) -> list[Comparison]:
+    """Two runs (the second is the reference unless --reference names the first), or several runs
+    each scored against --reference."""
+    if reference is None:
+        if len(runs) != 2:
+            raise InputError(
+                f"{len(runs)} runs given: compare two runs, or name the reference of several with --reference"
+            )
+        return [compare_runs(store, runs[0], runs[1], **options)]
+    if len(runs) == 2 and reference in runs:
+        return [compare_runs(store, runs[0], runs[1], reference=reference, **options)]
+    scored = [run for run in runs if run != reference]
+    return compare_to_reference(store, scored, reference, **options)
+
+
+def show_comparison(
+    db: str | Path,
+    runs: Sequence[str],
+    reference: str | None = None,
+    level: str = "region",
+    findings: Sequence[str] | None = None,
+    regions: Sequence[str] | None = None,
+    uncertain: str = "exclude",
+    metric: str = "f1",
+    out: str | Path | None = None,
+    vocabulary: str | None = None,
+    console: Console | None = None,
+) -> dict:
+    """Compare runs, print the tables, and with `out` write the CSVs and the heatmap PNG."""
+    from labeling.review.compare import METRICS
+    from labeling.review.plots import comparison_heatmap, runs_heatmap
+
+    console = console or output_console()
+    if metric not in METRICS:
+        raise InputError(f"--metric: {metric!r} is not one of {', '.join(METRICS)}")
+    out_dir = Path(out) if out is not None else None
+    if out_dir is not None and not out_dir.is_dir():
+        if out_dir.exists() or not out_dir.parent.is_dir():
+            raise InputError(f"--out {out_dir}: not a folder (its parent must exist)")
+        out_dir.mkdir()
+    with Store(db, read_only=True) as store:
+        comparisons = _comparisons(
+            store,
+            list(runs),
+            reference,
+            level=level,
+            findings=findings,
+            regions=regions,
+            uncertain=uncertain,
+            vocabulary=vocabulary,
+        )
+    files: list[Path] = []
+    grid = None
+    for comparison in comparisons:
+        for line in _header(comparison):
+            console.print(line, highlight=False)
+        if len(comparisons) == 1:
+            console.print(comparison_table(comparison, comparison.by_finding, "finding", "Per finding"))
+            if comparison.by_region:
+                # Regions where neither run says anything but "negative" only add rows of 100%.
+                shown = [r for r in comparison.by_region if r.tp + r.fp + r.fn or r.agreement < 1]
+                console.print(
+                    comparison_table(comparison, shown, "region", "Per region (all compared findings pooled)")
+                )
+                if len(shown) < len(comparison.by_region):
+                    console.print(
+                        f"[dim]{len(comparison.by_region) - len(shown)} regions with no positive on "
+                        "either side not shown (they are in the CSV)[/dim]"
+                    )
+        if out_dir is not None:
+            files.extend(write_comparison_csv(comparison, out_dir))
+    if len(comparisons) > 1:
+        console.print(_runs_table(comparisons, metric))
+    first = comparisons[0]
+    if not first.findings:
+        console.print("[yellow]no finding is present or uncertain in these runs; nothing to score[/yellow]")
+    elif out_dir is not None:
+        if len(comparisons) > 1:
+            png = out_dir / f"compare_runs_vs_{file_stem(first.reference)}_{first.level}_{metric}.png"
+            grid = runs_heatmap(comparisons, metric, png)
+        else:
+            suffix = f"_{metric}" if first.level == "region" else ""
+            png = out_dir / f"compare_{file_stem(first.run)}_vs_{file_stem(first.reference)}_{first.level}{suffix}.png"
+            grid = comparison_heatmap(first, metric, png)
+        files.append(png)
+    for path in files:
+        console.print(f"wrote {path}")
+    return {"comparisons": comparisons, "files": files, "grid": grid}
+
+
+def _runs_table(comparisons: Sequence[Comparison], metric: str) -> Table:
+    """Findings x runs of one metric, then each run's micro and macro."""
+    first = comparisons[0]
+    table = Table(
+        "finding", *[c.run for c in comparisons], title=f"{metric} against {first.reference}", title_justify="left"
+    )
+    for column in table.columns[1:]:
+        column.justify = "right"
+    values = [c.finding_values(metric) for c in comparisons]
+    percent = metric == "agreement"
+    for i, finding in enumerate(first.findings):
+        table.add_row(finding, *[_fmt(float(v[i]), percent) for v in values])
+    table.add_section()
+    table.add_row("micro", *[_fmt(getattr(c.micro, metric), percent) for c in comparisons], style="bold")
+    table.add_row("macro", *[_fmt(getattr(c.macro, metric), percent) for c in comparisons], style="bold")
+    return table
+
+
+def show_disagreements(
+    db: str | Path,
+    run_a: str,
+    run_b: str,
+    out: str | Path,
+    level: str = "region",
+    findings: Sequence[str] | None = None,
+    limit: int | None = None,
+    vocabulary: str | None = None,
+    console: Console | None = None,
+):
+    """Write the review queue and print how many cells and reports it holds, with its head."""
+    from labeling.review.disagreements import write_disagreements
+
+    console = console or output_console()
+    table, total = write_disagreements(db, run_a, run_b, out, level, findings, limit, vocabulary)
+    reports = len(set(table["report_key"].to_pylist()))
+    shown = f"{table.num_rows:,} of {total:,}" if table.num_rows < total else f"{total:,}"
+    console.print(
+        f"{run_a} vs {run_b} ({level} level): {shown} disagreeing cells in {reports:,} reports -> {out}",
+        highlight=False,
+    )
+    head = Table(
+        "rank",
+        "report",
+        "region",
+        "finding",
+        f"{run_a}",
+        f"{run_b}",
+        "priority",
+        title="First in the queue",
+        title_justify="left",
+    )
+    for row in table.slice(0, 10).to_pylist():
+        head.add_row(
+            str(row["rank"]),
+            f"{row['dataset']}/{row['report_id']}",
+            row["region"] or "(image)",
+            row["finding"],
+            row["status_a"],
+            row["status_b"],
+            f"{row['priority']:.4f}",
+        )
+    if table.num_rows:
+        console.print(head)
+    return table, total

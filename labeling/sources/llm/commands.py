@@ -1,0 +1,101 @@
+"""Vocabulary and label-schema views for the CLI: load with a clear error, print or write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from labeling.core.errors import InputError
+from labeling.core.terminal import output_console
+from schemas.llm_output import output_json_schema
+from schemas.vocabulary import Vocabulary, load_vocabulary
+
+
+def vocabulary_or_error(path: Path | None, enable: list[str]) -> Vocabulary:
+    try:
+        return load_vocabulary(path, enable=enable)
+    except (FileNotFoundError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+
+
+def export_label_schema(out: Path | None, vocabulary_path: Path | None, enable: list[str]) -> dict:
+    vocabulary = vocabulary_or_error(vocabulary_path, enable)
+    schema = output_json_schema(vocabulary)
+    text = json.dumps(schema, indent=2) + "\n"
+    if out is None:
+        print(text, end="")
+    else:
+        if not out.parent.exists():
+            raise InputError(f"{out}: folder {out.parent} does not exist")
+        out.write_text(text, encoding="utf-8")
+        Console(stderr=True).print(f"wrote the label schema for {vocabulary.version} to {out}")
+    return schema
+
+
+def show_vocabulary(vocabulary_path: Path | None, enable: list[str]) -> Vocabulary:
+    vocabulary = vocabulary_or_error(vocabulary_path, enable)
+    console = output_console()
+    console.print(f"[bold]{vocabulary.version}[/bold]")
+    regions = Table("index", "region", "laterality", "synonyms", title="Regions", title_justify="left")
+    for region in vocabulary.regions:
+        regions.add_row(str(region.index), region.name, region.laterality, ", ".join(region.synonyms))
+    console.print(regions)
+    findings = Table("finding", "category", "regions", "CheXpert", "synonyms", title="Findings", title_justify="left")
+    for finding in vocabulary.findings:
+        findings.add_row(
+            finding.name,
+            finding.category,
+            str(len(finding.regions)),
+            ", ".join(finding.chexpert),
+            ", ".join(finding.synonyms),
+        )
+    console.print(findings)
+    return vocabulary
+
+
+def show_prompts() -> list[str]:
+    from prompts.render import list_prompts, prompt_files
+
+    console = output_console()
+    names = list_prompts()
+    table = Table("prompt", "files", title="Prompts", title_justify="left")
+    for name in names:
+        table.add_row(name, ", ".join(p.name for p in prompt_files(name).values()))
+    console.print(table)
+    return names
+
+
+def show_prompt_source(name: str) -> None:
+    from prompts.render import prompt_files
+
+    try:
+        files = prompt_files(name)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from None
+    console = output_console()
+    for path in files.values():
+        console.rule(path.name)
+        console.print(path.read_text(encoding="utf-8"), markup=False, highlight=False)
+
+
+def render_prompt(
+    name: str, text: str, context: str | None, vocabulary_path: Path | None, enable: list[str]
+) -> list[dict]:
+    """Print the exact chat one unit would send, and the prompt's sha256."""
+    from prompts.render import load_prompt
+
+    vocabulary = vocabulary_or_error(vocabulary_path, enable)
+    try:
+        prompt = load_prompt(name, vocabulary)
+    except KeyError as exc:
+        raise InputError(str(exc.args[0])) from None
+    messages = prompt.messages(text, context)
+    console = output_console()
+    console.print(f"[bold]{prompt.name}[/bold] sha256 {prompt.sha256}  vocabulary {vocabulary.version}")
+    for message in messages:
+        console.rule(message["role"])
+        console.print(message["content"], markup=False, highlight=False)
+    return messages

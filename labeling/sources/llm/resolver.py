@@ -1,0 +1,104 @@
+"""Resolver: validated LLM answers -> grounded, region-checked labels for one report.
+
+An answer is already schema-valid (findings and regions from the vocabulary). Here each entry
+is grounded in the report text at the unit's occurrence, its regions are resolved (stated by the
+model; else named in the evidence; else the finding's default regions) and checked against the
+regions the finding may occur in. What fails is returned as a rejection with its reason, never
+dropped silently. Several samples of one unit vote per cell; the agreement is the confidence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from labeling.sources.grounding import ground
+from labeling.sources.llm.units import Occurrence
+from schemas.labels import STATUS_RANK, Evidence, Label, merge_labels
+from schemas.llm_output import NONE
+from schemas.vocabulary import Vocabulary
+
+
+@dataclass
+class Rejection:
+    finding: str
+    regions: list[str]
+    status: str
+    evidence: str
+    reason: str
+
+
+def _one_sample(
+    answer: dict[str, Any], occurrence: Occurrence, report_text: str, vocabulary: Vocabulary
+) -> tuple[list[Label], list[Rejection]]:
+    labels: list[Label] = []
+    rejections: list[Rejection] = []
+    for item in answer["labels"]:
+        span = ground(item["evidence"], report_text, occurrence.start, occurrence.end)
+        if span is None:
+            rejections.append(
+                Rejection(
+                    item["finding"],
+                    item["regions"],
+                    item["status"],
+                    item["evidence"],
+                    "ungrounded: evidence not found in the report",
+                )
+            )
+            continue
+        finding = vocabulary.finding(item["finding"])
+        regions = list(dict.fromkeys(item["regions"]))
+        if not regions:
+            named = [r for _, _, found in vocabulary.find_regions(span.text) for r in found]
+            regions = [r for r in dict.fromkeys(named) if r in finding.regions] or list(finding.default_regions)
+        for region in regions:
+            if region not in finding.regions:
+                rejections.append(
+                    Rejection(
+                        item["finding"],
+                        [region],
+                        item["status"],
+                        item["evidence"],
+                        f"region not allowed: {item['finding']} does not occur in {region}",
+                    )
+                )
+                continue
+            labels.append(
+                Label(
+                    region=region,
+                    finding=item["finding"],
+                    status=item["status"],
+                    severity=None if item["severity"] == NONE else item["severity"],
+                    temporal=None if item["temporal"] == NONE else item["temporal"],
+                    evidence=Evidence(start=span.start, end=span.end, text=span.text),
+                )
+            )
+    return merge_labels(labels), rejections
+
+
+def resolve_unit(
+    samples: Sequence[dict[str, Any]], occurrence: Occurrence, report_text: str, vocabulary: Vocabulary
+) -> tuple[list[Label], list[Rejection]]:
+    """Labels of one unit at one occurrence. With several samples, each cell takes its most
+    frequent status (ties: present > uncertain > absent) and confidence = share of samples that
+    gave it; with one sample, confidence = exp(mean token log-probability) when the server gave one."""
+    per_sample = [_one_sample(s, occurrence, report_text, vocabulary) for s in samples]
+    rejections = [r for _, rej in per_sample for r in rej]
+    if len(samples) == 1:
+        logprob = samples[0].get("mean_logprob")
+        confidence = math.exp(logprob) if logprob is not None else None
+        return [label.model_copy(update={"confidence": confidence}) for label in per_sample[0][0]], rejections
+    votes: dict[tuple, Counter] = {}
+    first: dict[tuple, Label] = {}
+    for labels, _ in per_sample:
+        for label in labels:
+            votes.setdefault(label.cell, Counter())[label.status.value] += 1
+            first.setdefault((*label.cell, label.status.value), label)
+    merged = []
+    for cell, counter in votes.items():
+        status = min(counter, key=lambda s: (-counter[s], STATUS_RANK[s]))
+        merged.append(first[(*cell, status)].model_copy(update={"confidence": counter[status] / len(samples)}))
+    return merged, rejections

@@ -1,0 +1,207 @@
+"""Human-readable views of the store for the CLI: statistics, report lists, one report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from labeling.core.errors import InputError
+from labeling.core.terminal import output_console
+from labeling.store.store import Store
+
+if TYPE_CHECKING:
+    from labeling.ingest.pipeline import IngestResult
+
+SECTION_STYLES = {"findings": "green", "impression": "cyan"}
+
+
+def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(
+            column, justify="right" if column not in ("dataset", "name", "kind", "status", "table") else "left"
+        )
+    for row in rows:
+        table.add_row(*["" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+    return table
+
+
+def show_stats(db: str | Path, console: Console | None = None) -> dict:
+    """Print counts per table, per dataset and per run; return them too."""
+    console = console or output_console()
+    with Store(db, read_only=True) as store:
+        tables = store.table_counts()
+        datasets = store.dataset_counts()
+        runs = store.run_counts()
+    console.print(f"[bold]{db}[/bold]")
+    console.print(_table("Tables", ["table", "rows"], [[k, v] for k, v in tables.items()]))
+    if datasets:
+        console.print(
+            _table(
+                "Datasets",
+                ["dataset", "reports", "versions", "sentences", "distinct sentences"],
+                [
+                    [d["dataset"], d["reports"], d["versions"], d["sentences"], d["distinct_sentences"]]
+                    for d in datasets
+                ],
+            )
+        )
+    if runs:
+        console.print(
+            _table(
+                "Runs",
+                ["name", "kind", "status", "reports", "labels", "present", "absent", "uncertain", "failures"],
+                [
+                    [
+                        r["name"],
+                        r["kind"],
+                        r["status"],
+                        r["reports"],
+                        r["labels"],
+                        r["present"],
+                        r["absent"],
+                        r["uncertain"],
+                        r["failures"],
+                    ]
+                    for r in runs
+                ],
+            )
+        )
+    return {"tables": tables, "datasets": datasets, "runs": runs}
+
+
+def show_report_list(
+    db: str | Path,
+    dataset: str | None = None,
+    limit: int = 20,
+    offset: int = 0,
+    all_versions: bool = False,
+    console: Console | None = None,
+) -> list[dict]:
+    console = console or output_console()
+    with Store(db, read_only=True) as store:
+        rows = store.list_reports(dataset, limit, offset, all_versions)
+    console.print(
+        _table(
+            "Reports",
+            ["dataset", "report id", "version", "patient", "study", "chars", "sentences"],
+            [
+                [r["dataset"], r["report_id"], r["version"], r["patient_id"], r["study_id"], r["chars"], r["sentences"]]
+                for r in rows
+            ],
+        )
+    )
+    return rows
+
+
+def show_report(
+    db: str | Path,
+    report_id: str,
+    dataset: str | None = None,
+    version: int | None = None,
+    console: Console | None = None,
+) -> dict:
+    """Print one report with its sections and sentence boundaries, and its labels per run."""
+    console = console or output_console()
+    with Store(db, read_only=True) as store:
+        versions = store.find_reports(report_id, dataset)
+        if not versions:
+            where = f" in dataset {dataset!r}" if dataset else ""
+            raise InputError(f"{db}: no report with id {report_id!r}{where}")
+        datasets = sorted({v["dataset"] for v in versions})
+        if len(datasets) > 1:
+            raise InputError(
+                f"report id {report_id!r} exists in datasets {', '.join(datasets)}; choose one with --dataset"
+            )
+        if version is not None:
+            chosen = [v for v in versions if v["version"] == version]
+            if not chosen:
+                raise InputError(f"report {report_id!r} has versions {[v['version'] for v in versions]}, not {version}")
+            report = chosen[0]
+        else:
+            report = versions[-1]
+        sentences = store.sentences(report["report_key"])
+        labels = store.con.execute(
+            """SELECT ru.name, l.region, l.finding, l.status, l.evidence_text FROM labels l
+               JOIN runs ru USING (run_id) WHERE l.report_key = ? ORDER BY ru.name, l.finding, l.region""",
+            [report["report_key"]],
+        ).fetchall()
+    console.print(
+        f"[bold]{report['dataset']} / {report['report_id']}[/bold]  version {report['version']} of "
+        f"{len(versions)}  patient {report['patient_id'] or '-'}  study {report['study_id'] or '-'}"
+    )
+    if report["image_paths"]:
+        console.print(f"images: {', '.join(report['image_paths'])}")
+    text = Text(report["text"])
+    for i, sentence in enumerate(sentences):
+        base = SECTION_STYLES.get(sentence["section"], "white")
+        text.stylize(base if i % 2 == 0 else f"{base} underline", sentence["start_char"], sentence["end_char"])
+    console.print(text)
+    console.print(
+        _table(
+            "Sentences",
+            ["#", "section", "span", "text"],
+            [
+                [
+                    s["sentence_index"],
+                    s["section"] or "-",
+                    f"{s['start_char']}-{s['end_char']}",
+                    " ".join(s["text"].split()),
+                ]
+                for s in sentences
+            ],
+        )
+    )
+    sections = [s["name"] or "(no header)" for s in json.loads(report["sections"] or "[]")]
+    console.print(f"[dim]{len(sentences)} sentences; sections: {', '.join(sections) or '-'}[/dim]")
+    if labels:
+        console.print(
+            _table(
+                "Labels",
+                ["run", "region", "finding", "status", "evidence"],
+                [[r[0], r[1] or "(image)", r[2], r[3], r[4] or ""] for r in labels],
+            )
+        )
+    return {"report": report, "sentences": sentences, "labels": labels}
+
+
+def run_ingest(db: str | Path, path: str | Path, console: Console | None = None, **options) -> IngestResult:
+    """Ingest with a progress bar, then print what was added, changed, skipped."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from labeling.ingest.pipeline import ingest
+
+    console = console or Console(stderr=True)
+    with Progress(
+        TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
+    ) as progress:
+        task = progress.add_task("ingest", total=None)
+        result = ingest(
+            db, path, on_progress=lambda done, total: progress.update(task, completed=done, total=total), **options
+        )
+    out = output_console()
+    out.print(f"{result.source} ({result.format}) -> dataset {result.dataset!r} in {db}")
+    out.print(
+        f"read {result.read:,}; added {len(result.added):,}; changed {len(result.changed):,} "
+        f"(stored as new versions); unchanged {result.unchanged:,}; sentences {result.sentences:,}"
+    )
+    if result.duplicates:
+        out.print(f"{result.duplicates:,} rows repeated an earlier row exactly and were ignored")
+    if result.changed:
+        out.print(f"[yellow]changed reports:[/yellow] {_preview(result.changed)}")
+    if result.skipped_blank:
+        out.print(
+            f"[yellow]skipped {len(result.skipped_blank):,} reports with no text:[/yellow] "
+            f"{_preview(result.skipped_blank)}"
+        )
+    return result
+
+
+def _preview(ids: list[str], n: int = 10) -> str:
+    more = f" ... and {len(ids) - n:,} more" if len(ids) > n else ""
+    return ", ".join(ids[:n]) + more

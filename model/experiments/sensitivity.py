@@ -1,0 +1,700 @@
+"""Sensitivity analysis: how model quality moves with label quality (DESIGN.md, "Label quality as
+a knob").
+
+A grid is a base run corrupted at several rates (`drop`, `add`, `shift`), plus real label sources,
+each repeated over seeds. Every grid cell:
+1. derives its training labels as a `LabelSpec` stored as a run of kind `derived`
+   (`save_derived_run`), or reuses a derived run that already holds the same spec;
+2. measures that matrix's quality against the reference run (`spec_quality`, region and image
+   level, over the trained lesions);
+3. trains CLALA-Net on the derived run (`train`) and evaluates its best checkpoint on the test
+   split against the reference (`evaluate`);
+4. is stored as one experiments row: label_spec = the cell (its key, series, setting, seed, spec,
+   derived run, reference, split, lesions), config = the training configuration, metrics = label
+   quality, model metrics, training summary.
+
+Decisions, stated once:
+- Seeds: seed s corrupts the labels (the spec's seed) and seeds training, so the spread over seeds
+  covers both. A clean spec (rate 0, or a real source) does not depend on its seed, so its derived
+  run is shared by every seed (stored with seed 0); only training differs.
+- Rate 0 of every corruption kind is the same clean base spec: one cell, shown in each series.
+  A real source equal to the base is that same cell too.
+- Lesions: by default the findings the reference run has present at region level, for every cell,
+  so that every cell is trained and scored on the same lesion set.
+- The cell key is a hash of what decides the result: the spec (source run by name and id), the
+  training settings that change the weights (not the device, threads, workers or folders), the
+  seed, the reference, the split and the lesions. It is stored in label_spec["sensitivity_cell"].
+- Resuming: a cell whose row is `complete` is not touched; a cell whose training finished (its
+  training experiment is complete) is only evaluated; a cell killed mid-training continues from
+  its `last.pt` (`train(resume=...)`), so a resumed grid gives the same numbers.
+- Spread: the sample standard deviation over seeds (NaN with one seed: no spread to show).
+- The decoder is off unless asked for: it writes sentences and does not change lesion recognition.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labeling.core.errors import InputError
+from labeling.core.files import atomic_path
+from labeling.store.store import Store
+from model.labels.label_specs import LabelSpec, save_derived_run, spec_quality
+from schemas.runs import RunKind
+
+CORRUPTIONS = ("drop", "add", "shift")
+SOURCE_SERIES = "source"
+CELL_KEY_FIELD = "sensitivity_cell"
+DERIVED_PREFIX = "sens"
+# TrainConfig fields that do not change the trained weights (or are set per cell): left out of the key.
+_KEY_EXCLUDED = (
+    "run",
+    "data",
+    "imagenome",
+    "db",
+    "name",
+    "checkpoint_dir",
+    "resume",
+    "workers",
+    "threads",
+    "device",
+    "seed",
+    "findings",
+    "uncertain",
+)
+CSV_NAME, CELLS_CSV_NAME, PNG_NAME = "sensitivity.csv", "sensitivity_cells.csv", "sensitivity.png"
+SUMMARY_COLUMNS = (
+    "series",
+    "setting",
+    "rate",
+    "seeds",
+    "label_precision_mean",
+    "label_recall_mean",
+    "label_f1_mean",
+    "label_f1_std",
+    "model_f1_mean",
+    "model_f1_std",
+    "baseline_f1_mean",
+    "image_f1_mean",
+    "auroc_mean",
+)
+CELL_COLUMNS = (
+    "cell_key",
+    "series",
+    "setting",
+    "rate",
+    "seed",
+    "derived_run",
+    "label_precision",
+    "label_recall",
+    "label_f1",
+    "label_kappa",
+    "model_mean_lesion_f1",
+    "baseline_mean_lesion_f1",
+    "image_mean_f1",
+    "mean_auroc",
+    "best_valid_mean_lesion_f1",
+    "train_seconds",
+    "experiment_id",
+)
+
+
+# --- the grid ----------------------------------------------------------------------------------------
+@dataclass
+class SensitivityGrid:
+    """What to train: `base` corrupted at each rate of `drop` / `add` / `shift`, and each run of
+    `sources` as it is, every one with each seed in `seeds`; scored against `reference`."""
+
+    data: str
+    db: str
+    base: str
+    reference: str
+    drop: list[float] = field(default_factory=list)
+    add: list[float] = field(default_factory=list)
+    shift: list[float] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    uncertain: str = "ignore"
+    shift_side: str = "same"
+    findings: list[str] = field(default_factory=list)  # default: the reference's present findings
+    split: str = "test"
+    imagenome: str | None = None
+    out: str = "sensitivity"
+
+
+@dataclass(frozen=True)
+class Cell:
+    series: str  # drop | add | shift | source
+    setting: str  # the rate as text, or the source run's name
+    rate: float | None  # None for a source
+    seed: int
+    spec: LabelSpec
+
+
+@dataclass
+class CellResult:
+    cell: Cell
+    key: str
+    derived_run: str
+    experiment_id: int
+    label_quality: dict[str, Any]
+    model: dict[str, Any]
+    train: dict[str, Any]
+    outcome: str  # trained | evaluated (training had finished) | reused (row complete) | shared
+
+    def row(self) -> dict[str, Any]:
+        region = self.label_quality["region"]
+        return {
+            "cell_key": self.key,
+            "series": self.cell.series,
+            "setting": self.cell.setting,
+            "rate": self.cell.rate,
+            "seed": self.cell.seed,
+            "derived_run": self.derived_run,
+            "label_precision": region["precision"],
+            "label_recall": region["recall"],
+            "label_f1": region["f1"],
+            "label_kappa": region["kappa"],
+            "model_mean_lesion_f1": self.model["mean_lesion_f1"],
+            "baseline_mean_lesion_f1": self.model["baseline_mean_lesion_f1"],
+            "image_mean_f1": self.model["image_mean_f1"],
+            "mean_auroc": self.model["mean_auroc"],
+            "best_valid_mean_lesion_f1": self.train.get("best_valid_mean_lesion_f1"),
+            "train_seconds": self.train.get("seconds"),
+            "experiment_id": self.experiment_id,
+        }
+
+
+@dataclass
+class SummaryRow:
+    """One grid point: a (series, setting) over its seeds."""
+
+    series: str
+    setting: str
+    rate: float | None
+    seeds: int
+    label_precision_mean: float
+    label_recall_mean: float
+    label_f1_mean: float
+    label_f1_std: float
+    model_f1_mean: float
+    model_f1_std: float
+    baseline_f1_mean: float
+    image_f1_mean: float
+    auroc_mean: float
+
+
+@dataclass
+class SensitivityResult:
+    cells: list[CellResult]
+    rows: list[SummaryRow]
+    lesions: list[str]
+    csv_path: Path
+    cells_csv_path: Path
+    png_path: Path
+    plotted: dict[str, dict[str, list]]
+
+
+def parse_rates(text: str | None, option: str) -> list[float]:
+    """ "0,0.1,0.2" -> [0.0, 0.1, 0.2]; each a rate in [0, 1]."""
+    if not text:
+        return []
+    rates = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            value = float(part)
+        except ValueError:
+            raise InputError(f"{option}: {part!r} is not a number (write rates like 0,0.1,0.2)") from None
+        if not 0 <= value <= 1 or math.isnan(value):
+            raise InputError(f"{option}: {part} is not a rate in [0, 1]")
+        if value not in rates:
+            rates.append(value)
+    return rates
+
+
+def _clean(spec: LabelSpec) -> bool:
+    return spec.drop == 0 and spec.add == 0 and spec.shift == 0 and spec.keep == 1
+
+
+def grid_cells(grid: SensitivityGrid) -> list[Cell]:
+    """The grid's cells in order: each corruption kind by rate, then the sources; seeds innermost."""
+    cells = []
+    for kind in CORRUPTIONS:
+        for rate in getattr(grid, kind):
+            for seed in grid.seeds:
+                spec = LabelSpec.checked(
+                    source=grid.base, uncertain=grid.uncertain, shift_side=grid.shift_side, seed=seed, **{kind: rate}
+                )
+                if _clean(spec):
+                    spec = spec.model_copy(update={"seed": 0, "shift_side": "same"})
+                cells.append(Cell(kind, f"{rate:g}", rate, seed, spec))
+    for source in grid.sources:
+        for seed in grid.seeds:
+            cells.append(
+                Cell(SOURCE_SERIES, source, None, seed, LabelSpec.checked(source=source, uncertain=grid.uncertain))
+            )
+    return cells
+
+
+def check_grid(grid: SensitivityGrid) -> None:
+    if not grid.seeds:
+        raise InputError("--seeds: at least one seed")
+    if not any(getattr(grid, kind) for kind in CORRUPTIONS) and not grid.sources:
+        raise InputError("nothing to train: give rates with --drop, --add or --shift, or runs with --sources")
+    for option, path in (("--data", grid.data), ("--imagenome", grid.imagenome)):
+        if path is not None and not Path(path).is_dir():
+            raise InputError(f"{option} {path}: folder not found")
+    if not Path(grid.db).is_file():
+        raise InputError(f"{grid.db}: database not found")
+    out = Path(grid.out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: not a folder")
+    if not out.parent.is_dir():
+        raise InputError(f"--out {out}: folder {out.parent} does not exist")
+
+
+def default_lesions(store: Store, reference: str) -> list[str]:
+    """The findings the reference run has present at region level, in vocabulary order."""
+    from schemas.vocabulary import load_vocabulary
+
+    rows = store.con.execute(
+        "SELECT DISTINCT finding FROM labels WHERE run_id = ? AND region IS NOT NULL AND status = 'present'",
+        [store.run(reference).run_id],
+    ).fetchall()
+    present = {r[0] for r in rows}
+    lesions = [f for f in load_vocabulary().finding_names if f in present]
+    if not lesions:
+        raise InputError(
+            f"reference run {store.run(reference).name!r} has no present region-level label; nothing to score models on"
+        )
+    return lesions
+
+
+# --- keys and derived runs ----------------------------------------------------------------------------
+def cell_key(cell: Cell, source_run_id: int, template, reference: str, split: str, lesions: Sequence[str]) -> str:
+    """16 hex digits of sha256 over what decides the cell's numbers (see the module doc)."""
+    settings = {k: v for k, v in template.to_dict().items() if k not in _KEY_EXCLUDED}
+    payload = {
+        "spec": cell.spec.model_dump(),
+        "source_run_id": source_run_id,
+        "seed": cell.seed,
+        "train": settings,
+        "reference": reference,
+        "split": split,
+        "lesions": list(lesions),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def derived_run_name(spec: LabelSpec) -> str:
+    """A readable, deterministic name: sens:SOURCE:drop0.2:s1:<spec hash>."""
+    parts = [DERIVED_PREFIX, spec.source]
+    parts += [f"{kind}{getattr(spec, kind):g}" for kind in CORRUPTIONS if getattr(spec, kind)] or ["clean"]
+    if spec.uncertain != "ignore":
+        parts.append(f"uncertain-{spec.uncertain}")
+    if not _clean(spec):
+        parts.append(f"s{spec.seed}")
+    digest = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
+    return ":".join([*parts, digest])
+
+
+def find_derived_run(store: Store, spec: LabelSpec) -> str | None:
+    """The name of a complete derived run that holds exactly `spec`, if one exists."""
+    wanted = spec.model_dump()
+    for run in store.runs():
+        if run.kind is RunKind.derived and run.status.value == "complete" and run.params.get("spec") == wanted:
+            return run.name
+    return None
+
+
+def ensure_derived_run(db: str | Path, spec: LabelSpec, reference: str) -> str:
+    with Store(db, read_only=True) as store:
+        existing = find_derived_run(store, spec)
+    if existing:
+        return existing
+    return save_derived_run(db, spec, derived_run_name(spec), reference).name
+
+
+# --- the experiments rows ------------------------------------------------------------------------------
+def find_cell_row(store: Store, key: str) -> dict[str, Any] | None:
+    rows = [
+        row
+        for row in store.experiments()
+        if isinstance(row["label_spec"], dict) and row["label_spec"].get(CELL_KEY_FIELD) == key
+    ]
+    return rows[-1] if rows else None
+
+
+def _experiment_status(db: str | Path, experiment_id: int | None) -> str | None:
+    if experiment_id is None:
+        return None
+    with Store(db, read_only=True) as store:
+        row = store.con.execute("SELECT status FROM experiments WHERE experiment_id = ?", [experiment_id]).fetchall()
+    return row[0][0] if row else None
+
+
+# --- one cell -------------------------------------------------------------------------------------------------
+def _cell_config(template, cell: Cell, derived: str, lesions: Sequence[str], folder: Path, key: str):
+    return dataclasses.replace(
+        template,
+        run=derived,
+        uncertain="ignore",
+        findings=list(lesions),
+        seed=cell.seed,
+        checkpoint_dir=str(folder),
+        resume=None,
+        name=f"sensitivity {cell.series} {cell.setting} seed {cell.seed} [{key}]",
+    )
+
+
+def _train_cell(config, notify) -> dict[str, Any]:
+    """Train the cell's model, or continue it, or take it as it is when its training finished."""
+    from model.train.loop import load_checkpoint, train
+
+    folder = Path(config.checkpoint_dir)
+    last = folder / "last.pt"
+    if last.exists():
+        saved = load_checkpoint(last)
+        if (
+            _experiment_status(config.db, saved["state"].get("experiment_id")) == "complete"
+            and (folder / "best.pt").exists()
+        ):
+            best = load_checkpoint(folder / "best.pt")
+            history = saved["state"]["history"]
+            return {
+                "experiment_id": saved["state"]["experiment_id"],
+                "best_epoch": saved["state"]["best_epoch"],
+                "best_valid_mean_lesion_f1": _finite(saved["state"]["best_f1"]),
+                "epochs_run": saved["epoch"],
+                "seconds": None,
+                "parameters": None,
+                "best_checkpoint": str(folder / "best.pt"),
+                "resumed_from": None,
+                "trained": False,
+                "epochs_recorded": len(history),
+                "thresholds": list(best["thresholds"]),
+            }
+        config = dataclasses.replace(config, resume=str(last))
+    result = train(config, notify)
+    return {
+        "experiment_id": result.experiment_id,
+        "best_epoch": result.best_epoch,
+        "best_valid_mean_lesion_f1": _finite(result.best_valid_f1),
+        "epochs_run": result.epochs_run,
+        "seconds": result.seconds,
+        "parameters": result.parameters,
+        "best_checkpoint": str(result.best_checkpoint),
+        "resumed_from": config.resume,
+        "trained": True,
+        "epochs_recorded": len(result.history),
+        "thresholds": list(result.thresholds),
+    }
+
+
+def _finite(value: Any) -> Any:
+    return None if isinstance(value, float) and (math.isnan(value) or math.isinf(value)) else value
+
+
+def run_cell(
+    grid: SensitivityGrid, template, cell: Cell, lesions: Sequence[str], on_event: Callable[[dict[str, Any]], None]
+) -> CellResult:
+    from model.evaluate.evaluate import evaluate
+
+    with Store(grid.db, read_only=True) as store:
+        source = store.run(cell.spec.source)
+    key = cell_key(cell, source.run_id, template, grid.reference, grid.split, lesions)
+    folder = Path(grid.out) / "cells" / key
+    with Store(grid.db, read_only=True) as store:
+        row = find_cell_row(store, key)
+    if row is not None and row["status"] == "complete":
+        metrics = row["metrics"]
+        on_event({"event": "cell", "cell": cell, "key": key, "outcome": "reused"})
+        return CellResult(
+            cell,
+            key,
+            row["label_spec"]["derived_run"],
+            row["experiment_id"],
+            metrics["label_quality"],
+            metrics["model"],
+            metrics["train"],
+            "reused",
+        )
+
+    derived = ensure_derived_run(grid.db, cell.spec, grid.reference)
+    with Store(grid.db, read_only=True) as store:
+        quality = spec_quality(store, cell.spec, grid.reference, findings=lesions).as_dict()
+    config = _cell_config(template, cell, derived, lesions, folder, key)
+    label_spec = {
+        CELL_KEY_FIELD: key,
+        "series": cell.series,
+        "setting": cell.setting,
+        "rate": cell.rate,
+        "seed": cell.seed,
+        "spec": cell.spec.model_dump(),
+        "source_run_id": source.run_id,
+        "derived_run": derived,
+        "reference": grid.reference,
+        "split": grid.split,
+        "findings": list(lesions),
+    }
+    with Store(grid.db) as store:
+        if row is None:
+            experiment_id = store.add_experiment(
+                f"sensitivity {cell.series} {cell.setting} seed {cell.seed}",
+                label_spec,
+                {"train": config.to_dict()},
+                str(folder / "best.pt"),
+                {"label_quality": quality},
+            )
+        else:
+            experiment_id = row["experiment_id"]
+            store.update_experiment(experiment_id, metrics={"label_quality": quality}, status="running")
+    on_event(
+        {
+            "event": "cell",
+            "cell": cell,
+            "key": key,
+            "outcome": "start",
+            "derived_run": derived,
+            "label_quality": quality,
+            "experiment_id": experiment_id,
+        }
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        trained = _train_cell(config, lambda event: on_event({**event, "cell": cell, "key": key}))
+        evaluation = evaluate(
+            trained["best_checkpoint"],
+            grid.db,
+            grid.data,
+            grid.reference,
+            split=grid.split,
+            imagenome=grid.imagenome,
+            out=folder / "eval.csv",
+            batch_size=config.batch_size,
+            device=config.device,
+            workers=config.workers,
+            record=False,
+        )
+    except BaseException:
+        with Store(grid.db) as store:
+            store.update_experiment(experiment_id, status="failed")
+        raise
+    model = {
+        **{k: _finite(v) for k, v in evaluation.summary().items()},
+        "csv": evaluation.csv_path,
+        "lesions": [{k: _finite(v) for k, v in dataclasses.asdict(s).items()} for s in evaluation.lesions],
+    }
+    metrics = {"label_quality": quality, "model": model, "train": trained}
+    with Store(grid.db) as store:
+        store.update_experiment(
+            experiment_id, metrics=metrics, status="complete", checkpoint_path=trained["best_checkpoint"]
+        )
+    outcome = "trained" if trained["trained"] else "evaluated"
+    result = CellResult(cell, key, derived, experiment_id, quality, model, trained, outcome)
+    on_event({"event": "cell", "cell": cell, "key": key, "outcome": outcome, "result": result})
+    return result
+
+
+# --- summary, files, plot ---------------------------------------------------------------------------------
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _mean(values: Sequence[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
+def _std(values: Sequence[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return float(np.std(kept, ddof=1)) if len(kept) > 1 else float("nan")
+
+
+def summarize(results: Sequence[CellResult]) -> list[SummaryRow]:
+    """One row per (series, setting), in grid order, with means and spread over seeds."""
+    groups: dict[tuple[str, str], list[CellResult]] = {}
+    for result in results:
+        groups.setdefault((result.cell.series, result.cell.setting), []).append(result)
+    rows = []
+    for (series, setting), members in groups.items():
+        label = [m.label_quality["region"] for m in members]
+        model = [m.model for m in members]
+        label_f1 = [_number(q["f1"]) for q in label]
+        model_f1 = [_number(m["mean_lesion_f1"]) for m in model]
+        rows.append(
+            SummaryRow(
+                series,
+                setting,
+                members[0].cell.rate,
+                len(members),
+                _mean([_number(q["precision"]) for q in label]),
+                _mean([_number(q["recall"]) for q in label]),
+                _mean(label_f1),
+                _std(label_f1),
+                _mean(model_f1),
+                _std(model_f1),
+                _mean([_number(m["baseline_mean_lesion_f1"]) for m in model]),
+                _mean([_number(m["image_mean_f1"]) for m in model]),
+                _mean([_number(m["mean_auroc"]) for m in model]),
+            )
+        )
+    return rows
+
+
+def _csv_cell(value: Any) -> Any:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else round(value, 6)
+    return "" if value is None else value
+
+
+def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    with atomic_path(path) as tmp:
+        with tmp.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(columns)
+            for row in rows:
+                writer.writerow([_csv_cell(row[c]) for c in columns])
+
+
+def plot_sensitivity(rows: Sequence[SummaryRow], path: Path, reference: str, split: str) -> dict[str, dict[str, list]]:
+    """Model mean lesion F1 against label F1: a line with error bars per corruption kind (points
+    in rate order, each marked with its rate), one labeled point per real source, and the
+    constant-prediction baseline as a dashed line. Returns the data
+    drawn, per series: x, y, xerr, yerr, labels (NaN spread: no bar)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plotted: dict[str, dict[str, list]] = {}
+    for row in rows:
+        series = plotted.setdefault(row.series, {"x": [], "y": [], "xerr": [], "yerr": [], "labels": []})
+        series["x"].append(row.label_f1_mean)
+        series["y"].append(row.model_f1_mean)
+        series["xerr"].append(row.label_f1_std)
+        series["yerr"].append(row.model_f1_std)
+        series["labels"].append(row.setting)
+    fig, ax = plt.subplots(figsize=(7.5, 5.5))
+    try:
+        colours = {"drop": "tab:blue", "add": "tab:orange", "shift": "tab:green", SOURCE_SERIES: "tab:red"}
+        for name, data in plotted.items():
+            order = np.argsort([-x if not math.isnan(x) else 0 for x in data["x"]], kind="stable")
+            xs, ys = np.asarray(data["x"])[order], np.asarray(data["y"])[order]
+            xerr = np.nan_to_num(np.asarray(data["xerr"], float)[order])
+            yerr = np.nan_to_num(np.asarray(data["yerr"], float)[order])
+            is_source = name == SOURCE_SERIES
+            ax.errorbar(
+                xs,
+                ys,
+                xerr=xerr,
+                yerr=yerr,
+                fmt="s" if is_source else "o",
+                capsize=3,
+                color=colours.get(name),
+                label="real sources" if is_source else f"{name} (rate marked)",
+                linestyle="none" if is_source else "-",
+            )
+            for x, y, text in zip(xs, ys, np.asarray(data["labels"])[order]):
+                ax.annotate(
+                    text if is_source else f"{name} {text}",
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(5, 5),
+                    fontsize=8,
+                )
+        baselines = [r.baseline_f1_mean for r in rows if not math.isnan(r.baseline_f1_mean)]
+        if baselines:  # the same test cells for every cell: one constant-prediction level
+            ax.axhline(
+                float(np.mean(baselines)),
+                color="grey",
+                linestyle="--",
+                linewidth=1,
+                label="constant prediction (every cell positive)",
+            )
+        ax.set_xlabel(f"label F1 vs {reference} (region level)")
+        ax.set_ylabel(f"model mean lesion F1 ({split} split, vs {reference})")
+        ax.set_title("CLALA-Net quality against label quality (mean ± std over seeds)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
+    return plotted
+
+
+# --- the whole grid -------------------------------------------------------------------------------------
+def run_sensitivity(
+    grid: SensitivityGrid, template, on_event: Callable[[dict[str, Any]], None] | None = None
+) -> SensitivityResult:
+    """Train and evaluate every cell of `grid` (resuming what is done) with the training settings of
+    `template` (a TrainConfig; its run, seed, findings and folders are set per cell); write the
+    summary CSV, the per-cell CSV and the plot into `grid.out`."""
+    from model.train.loop import check_config
+
+    notify = on_event or (lambda event: None)
+    check_grid(grid)
+    check_config(template)
+    cells = grid_cells(grid)
+    with Store(grid.db, read_only=True) as store:
+        # Unknown runs fail here, before anything is trained.
+        grid = dataclasses.replace(grid, reference=store.run(grid.reference).name)
+        names = {cell.spec.source: store.run(cell.spec.source).name for cell in cells}
+        lesions = list(grid.findings) or default_lesions(store, grid.reference)
+    cells = [
+        dataclasses.replace(
+            cell,
+            spec=cell.spec.model_copy(update={"source": names[cell.spec.source]}),
+            setting=names[cell.setting] if cell.series == SOURCE_SERIES else cell.setting,
+        )
+        for cell in cells
+    ]
+    out = Path(grid.out)
+    out.mkdir(exist_ok=True)
+    notify({"event": "grid", "cells": len(cells), "lesions": lesions})
+    results = []
+    done: dict[tuple, CellResult] = {}
+    for index, cell in enumerate(cells, start=1):
+        notify({"event": "next", "index": index, "total": len(cells), "cell": cell})
+        same = (cell.spec, cell.seed)
+        if same in done:  # rate 0 of another kind, or the base as a source: the cell already run
+            results.append(dataclasses.replace(done[same], cell=cell, outcome="shared"))
+            notify({"event": "cell", "cell": cell, "key": done[same].key, "outcome": "shared"})
+            continue
+        result = run_cell(grid, template, cell, lesions, notify)
+        done[same] = result
+        results.append(result)
+    rows = summarize(results)
+    csv_path, cells_path, png_path = out / CSV_NAME, out / CELLS_CSV_NAME, out / PNG_NAME
+    write_csv(csv_path, SUMMARY_COLUMNS, [dataclasses.asdict(row) for row in rows])
+    write_csv(cells_path, CELL_COLUMNS, [result.row() for result in results])
+    plotted = plot_sensitivity(rows, png_path, grid.reference, grid.split)
+    return SensitivityResult(results, rows, lesions, csv_path, cells_path, png_path, plotted)
+
+
+__all__ = [
+    "SensitivityGrid",
+    "Cell",
+    "CellResult",
+    "SummaryRow",
+    "SensitivityResult",
+    "run_sensitivity",
+    "grid_cells",
+    "parse_rates",
+    "cell_key",
+    "derived_run_name",
+    "summarize",
+    "plot_sensitivity",
+]

@@ -1,0 +1,602 @@
+"""Label specs: a training label matrix defined as a source run + an uncertainty policy + seeded
+corruptions, so that label quality becomes an experimental knob (DESIGN.md, "Label quality as
+a knob").
+
+A `LabelSpec` is applied to the source run's region-level code matrix in this order:
+
+1. keep: a fraction `keep` of the reports stays labeled (exactly round(keep * n), at least one);
+   the others leave the matrix.
+2. uncertainty policy: uncertain cells become present (`positive`) or absent (`negative`), or stay
+   uncertain and are masked out of training (`ignore`).
+3. corruptions, all decided on the matrix of step 2 (so they never act on each other's output):
+   - drop: each present cell becomes unmentioned with probability `drop` (omissions);
+   - shift: each present cell that was not dropped moves, with probability `shift`, to a
+     neighbouring region (see `SAME_SIDE_NEIGHBOURS` and `--shift-side`) that the vocabulary
+     allows for its finding, chosen uniformly among those; the cell it leaves becomes
+     unmentioned. A label whose region has no allowed neighbour stays (counted in `counts`);
+   - add: each absent or unmentioned cell that the vocabulary allows becomes present with
+     probability `add` (false positives).
+
+Every random decision is a hash of (seed, decision kind, report key, region name, finding name),
+not a draw from a stream, so a cell's fate does not depend on which other findings are in the
+matrix or how its rows are ordered: over the same reports, the matrix built for a trainer's lesion
+subset agrees cell for cell with the derived run saved for all the source's findings; and a grid
+is nested (the labels dropped at p = 0.1 are among those dropped at p = 0.2 with the same seed).
+
+The training mask is False exactly where a cell is still uncertain (policy `ignore`); unmentioned
+cells count as negative, as `model.data.dataset.build_examples` reads them by default. A derived run
+stores the matrix after the policy, so training on it with `uncertain="ignore"` reproduces the
+same targets and mask.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from labeling.core.errors import InputError
+from labeling.review.compare import bin_counts, cell_bins, comparison_vocabulary, metrics_from_counts
+from labeling.store.run_records import check_new_run_name, record_run
+from labeling.store.store import LabelMatrix, Store, collapse_regions
+from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
+from schemas.runs import RunKind, RunSpec
+from schemas.vocabulary import Vocabulary
+
+UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
+SHIFT_SIDES = ("same", "other")
+# How the reference's uncertain cells are read when a spec's quality is measured: the way the
+# spec reads its own (compare.py's policy names).
+QUALITY_POLICY = {"positive": "positive", "negative": "negative", "ignore": "exclude"}
+
+# Regions next to each region on the same side of a frontal film (midline structures: the
+# adjacent midline structures). Listed one way; the table is made symmetric below. The whole
+# lungs have no same-side neighbour: they contain the zones rather than border them.
+_ADJACENT: tuple[tuple[str, str], ...] = tuple(
+    pair
+    for side in ("right", "left")
+    for pair in (
+        (f"{side} apical zone", f"{side} upper lung zone"),
+        (f"{side} upper lung zone", f"{side} mid lung zone"),
+        (f"{side} mid lung zone", f"{side} lower lung zone"),
+        (f"{side} mid lung zone", f"{side} hilar structures"),
+        (f"{side} lower lung zone", f"{side} costophrenic angle"),
+        (f"{side} costophrenic angle", f"{side} hemidiaphragm"),
+        (f"{side} clavicle", f"{side} apical zone"),
+    )
+) + (
+    ("trachea", "carina"),
+    ("trachea", "upper mediastinum"),
+    ("upper mediastinum", "aortic arch"),
+    ("upper mediastinum", "svc"),
+    ("upper mediastinum", "mediastinum"),
+    ("aortic arch", "mediastinum"),
+    ("carina", "mediastinum"),
+    ("svc", "cavoatrial junction"),
+    ("cavoatrial junction", "right atrium"),
+    ("right atrium", "cardiac silhouette"),
+    ("cardiac silhouette", "mediastinum"),
+)
+
+
+def _symmetric(pairs: Sequence[tuple[str, str]]) -> dict[str, tuple[str, ...]]:
+    table: dict[str, list[str]] = {}
+    for a, b in pairs:
+        table.setdefault(a, []).append(b)
+        table.setdefault(b, []).append(a)
+    return {region: tuple(neighbours) for region, neighbours in table.items()}
+
+
+SAME_SIDE_NEIGHBOURS: dict[str, tuple[str, ...]] = _symmetric(_ADJACENT)
+
+
+def other_side_neighbours(vocabulary: Vocabulary) -> dict[str, tuple[str, ...]]:
+    """Each lateral region's mirror image ("right lower lung zone" <-> "left lower lung zone");
+    midline regions have none."""
+    table = {}
+    for region in vocabulary.regions:
+        if region.laterality == "midline":
+            continue
+        mirror = region.name.replace(region.laterality, "left" if region.laterality == "right" else "right", 1)
+        if mirror in vocabulary.region_names:
+            table[region.name] = (mirror,)
+    return table
+
+
+def neighbour_table(vocabulary: Vocabulary, side: str) -> dict[str, tuple[str, ...]]:
+    """Region -> the regions a label in it may be shifted to, for --shift-side `side`."""
+    if side not in SHIFT_SIDES:
+        raise InputError(f"--shift-side: {side!r} is not one of {', '.join(SHIFT_SIDES)}")
+    if side == "other":
+        return other_side_neighbours(vocabulary)
+    known = set(vocabulary.region_names)
+    return {r: tuple(n for n in ns if n in known) for r, ns in SAME_SIDE_NEIGHBOURS.items() if r in known}
+
+
+# --- the spec ----------------------------------------------------------------------------------
+class LabelSpec(BaseModel):
+    """A training label matrix: source run + uncertainty policy + seeded corruptions."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: str = Field(min_length=1, description="run name or id the labels come from")
+    uncertain: Literal["positive", "negative", "ignore"] = "ignore"
+    drop: float = Field(0.0, ge=0.0, le=1.0, description="rate at which present labels are omitted")
+    add: float = Field(0.0, ge=0.0, le=1.0, description="rate at which allowed absent/unmentioned cells turn present")
+    shift: float = Field(0.0, ge=0.0, le=1.0, description="rate at which present labels move to a neighbouring region")
+    shift_side: Literal["same", "other"] = "same"
+    keep: float = Field(1.0, gt=0.0, le=1.0, description="fraction of the source's reports kept labeled")
+    seed: int = 0
+
+    @classmethod
+    def checked(cls, **values: Any) -> LabelSpec:
+        """A spec from option values, or an InputError naming the first bad option."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            option = "--" + "-".join(str(p) for p in error["loc"]).replace("_", "-")
+            raise InputError(f"{option}: {error.get('input')!r} is invalid: {error['msg']}") from None
+
+    @property
+    def is_clean(self) -> bool:
+        return self.drop == 0 and self.add == 0 and self.shift == 0 and self.keep == 1
+
+    def describe(self) -> str:
+        parts = [f"{self.source}", f"uncertain={self.uncertain}"]
+        for name in ("drop", "add", "shift", "keep"):
+            value = getattr(self, name)
+            if value != (1.0 if name == "keep" else 0.0):
+                parts.append(f"{name}={value:g}")
+        if self.shift:
+            parts.append(f"shift_side={self.shift_side}")
+        parts.append(f"seed={self.seed}")
+        return " ".join(parts)
+
+
+@dataclass
+class CorruptionCounts:
+    """What a spec did to the source matrix (rates here are the realized ones)."""
+
+    reports_source: int = 0
+    reports_kept: int = 0
+    present: int = 0  # present cells after the policy, before corruption
+    dropped: int = 0
+    shift_eligible: int = 0  # present, not dropped, with an allowed neighbour
+    shifted: int = 0
+    add_candidates: int = 0  # allowed absent/unmentioned cells
+    added: int = 0
+    uncertain_masked: int = 0  # cells left out of training by policy `ignore`
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass
+class DerivedMatrix:
+    """The matrix a spec defines, with where each cell came from (for provenance)."""
+
+    matrix: LabelMatrix
+    mask: np.ndarray  # [n, R, F] bool: True = trained on
+    counts: CorruptionCounts
+    origin_region: np.ndarray  # [n, R, F] int16: source region of the cell's label; -1 = none (added or empty)
+
+
+# --- seeded per-cell decisions -------------------------------------------------------------------
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix(x: np.ndarray) -> np.ndarray:
+    x = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+    x = ((x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+    x = ((x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+    return x ^ (x >> np.uint64(31))
+
+
+def _name_code(name: str) -> np.uint64:
+    return np.uint64(int.from_bytes(hashlib.sha256(name.encode("utf-8")).digest()[:8], "little"))
+
+
+def _uniform(seed: int, kind: str, *parts: np.ndarray) -> np.ndarray:
+    """A uniform [0, 1) number per element, a pure function of (seed, kind, parts)."""
+    with np.errstate(over="ignore"):
+        h = _splitmix(np.asarray([_name_code(f"{seed}:{kind}")], dtype=np.uint64))
+        for part in parts:
+            h = _splitmix(h ^ np.asarray(part, dtype=np.uint64))
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def _cell_uniform(
+    seed: int,
+    kind: str,
+    keys: np.ndarray,
+    region_codes: np.ndarray,
+    finding_codes: np.ndarray,
+    cells: tuple[np.ndarray, np.ndarray, np.ndarray],
+) -> np.ndarray:
+    rows, regions, findings = cells
+    return _uniform(seed, kind, keys[rows].astype(np.uint64), region_codes[regions], finding_codes[findings])
+
+
+def kept_reports(report_keys: np.ndarray, keep: float, seed: int) -> np.ndarray:
+    """Positions of the reports a spec keeps: the round(keep * n) (at least one) with the lowest
+    seeded draw, in their original order."""
+    n = len(report_keys)
+    if keep >= 1 or n == 0:
+        return np.arange(n)
+    count = max(1, int(round(keep * n)))
+    draws = _uniform(seed, "keep", np.asarray(report_keys, dtype=np.int64).astype(np.uint64))
+    return np.sort(np.argsort(draws, kind="stable")[:count])
+
+
+# --- building the matrix -----------------------------------------------------------------------
+def _check_regional(store: Store, run: str) -> None:
+    run_id = store.run(run).run_id
+    regional, total = store.con.execute(
+        "SELECT count(*) FILTER (WHERE region IS NOT NULL), count(*) FROM labels WHERE run_id = ?", [run_id]
+    ).fetchall()[0]
+    if total and not regional:
+        raise InputError(
+            f"run {store.run(run).name!r} has image-level labels only (no regions); a label spec "
+            "corrupts region-level labels"
+        )
+
+
+def run_findings(store: Store, run: str, vocabulary: Vocabulary) -> tuple[str, ...]:
+    """The vocabulary findings a run has any region-level label for, in vocabulary order."""
+    rows = store.con.execute(
+        "SELECT DISTINCT finding FROM labels WHERE run_id = ? AND region IS NOT NULL", [store.run(run).run_id]
+    ).fetchall()
+    labelled = {r[0] for r in rows}
+    return tuple(f for f in vocabulary.finding_names if f in labelled)
+
+
+def derive_matrix(
+    store: Store,
+    spec: LabelSpec,
+    regions: Sequence[str],
+    findings: Sequence[str],
+    report_keys: Sequence[int] | None = None,
+    vocabulary: Vocabulary | str | None = None,
+) -> DerivedMatrix:
+    """Apply `spec` to its source run's labels over `regions` x `findings` (reports: those the
+    source covers, or `report_keys`, which it must all cover)."""
+    vocab = comparison_vocabulary(vocabulary)
+    source = store.run(spec.source).name
+    _check_regional(store, source)
+    unknown = [r for r in regions if r not in vocab.region_names] + [
+        f for f in findings if f not in vocab.finding_names
+    ]
+    if unknown:
+        raise InputError(f"{unknown[0]!r} is not a region or finding of vocabulary {vocab.version}")
+    covered = store.covered_reports(source)
+    if report_keys is None:
+        keys = covered
+    else:
+        keys = np.asarray(report_keys, dtype=np.int64)
+        outside = np.setdiff1d(keys, covered)
+        if len(outside):
+            raise InputError(
+                f"run {source!r} does not cover {len(outside):,} of the {len(keys):,} reports asked for "
+                f"(e.g. report_key {int(outside[0])})"
+            )
+    if len(keys) == 0:
+        raise InputError(f"run {source!r} covers no reports")
+    counts = CorruptionCounts(reports_source=len(keys))
+    keys = keys[kept_reports(keys, spec.keep, spec.seed)]
+    counts.reports_kept = len(keys)
+    matrix = store.label_matrix(source, regions, findings, report_keys=keys)
+    codes = matrix.codes.copy()
+
+    if spec.uncertain == "positive":
+        codes[codes == UNCERTAIN] = PRESENT
+    elif spec.uncertain == "negative":
+        codes[codes == UNCERTAIN] = ABSENT
+
+    region_codes = np.asarray([_name_code(r) for r in regions], dtype=np.uint64)
+    finding_codes = np.asarray([_name_code(f) for f in findings], dtype=np.uint64)
+    allowed = np.asarray([[vocab.allows(f, r) for f in findings] for r in regions], dtype=bool)  # [R, F]
+    origin = np.where(codes != UNMENTIONED, np.arange(len(regions), dtype=np.int16)[None, :, None], -1).astype(np.int16)
+
+    present = codes == PRESENT
+    counts.present = int(present.sum())
+    present_cells = np.nonzero(present)
+    draw_drop = _cell_uniform(spec.seed, "drop", keys, region_codes, finding_codes, present_cells)
+    dropped = draw_drop < spec.drop
+
+    # Allowed neighbours of each (region, finding), padded: [R, F, K] indexes and [R, F] counts.
+    table = neighbour_table(vocab, spec.shift_side)
+    index_of = {r: i for i, r in enumerate(regions)}
+    width = max([len(v) for v in table.values()] + [1])
+    choices = np.full((len(regions), len(findings), width), -1, dtype=np.int64)
+    n_choices = np.zeros((len(regions), len(findings)), dtype=np.int64)
+    for r, region in enumerate(regions):
+        for f, finding in enumerate(findings):
+            options = [index_of[n] for n in table.get(region, ()) if n in index_of and vocab.allows(finding, n)]
+            choices[r, f, : len(options)] = options
+            n_choices[r, f] = len(options)
+    rows, regs, finds = present_cells
+    eligible = ~dropped & (n_choices[regs, finds] > 0)
+    counts.shift_eligible = int(eligible.sum())
+    draw_shift = _cell_uniform(spec.seed, "shift", keys, region_codes, finding_codes, present_cells)
+    shifted = eligible & (draw_shift < spec.shift)
+    draw_target = _cell_uniform(spec.seed, "shift-target", keys, region_codes, finding_codes, present_cells)
+    pick = np.minimum(
+        (draw_target * np.maximum(n_choices[regs, finds], 1)).astype(np.int64),
+        np.maximum(n_choices[regs, finds] - 1, 0),
+    )
+    targets = choices[regs, finds, pick]
+
+    candidates = ((codes == ABSENT) | (codes == UNMENTIONED)) & allowed[None, :, :]
+    counts.add_candidates = int(candidates.sum())
+    candidate_cells = np.nonzero(candidates)
+    added = _cell_uniform(spec.seed, "add", keys, region_codes, finding_codes, candidate_cells) < spec.add
+
+    vacated = dropped | shifted
+    codes[rows[vacated], regs[vacated], finds[vacated]] = UNMENTIONED
+    origin[rows[vacated], regs[vacated], finds[vacated]] = -1
+    add_at = tuple(axis[added] for axis in candidate_cells)
+    codes[add_at] = PRESENT
+    origin[add_at] = -1
+    moved_to = (rows[shifted], targets[shifted], finds[shifted])
+    codes[moved_to] = PRESENT
+    origin[moved_to] = regs[shifted]
+    counts.dropped, counts.shifted, counts.added = int(dropped.sum()), int(shifted.sum()), int(added.sum())
+
+    mask = codes != UNCERTAIN
+    counts.uncertain_masked = int((~mask).sum())
+    return DerivedMatrix(LabelMatrix(keys, tuple(regions), tuple(findings), codes), mask, counts, origin)
+
+
+def build_matrix(
+    store: Store,
+    spec: LabelSpec,
+    regions: Sequence[str],
+    findings: Sequence[str],
+    report_keys: Sequence[int] | None = None,
+    vocabulary: Vocabulary | str | None = None,
+) -> tuple[LabelMatrix, np.ndarray]:
+    """The training matrix a spec defines, and its mask (True = a cell to train on).
+
+    Codes are PRESENT / ABSENT / UNMENTIONED (read as negative) and, under policy `ignore`,
+    UNCERTAIN where the mask is False. Rows are the kept reports, in the order given.
+    """
+    derived = derive_matrix(store, spec, regions, findings, report_keys, vocabulary)
+    return derived.matrix, derived.mask
+
+
+# --- quality against a reference ------------------------------------------------------------------
+@dataclass
+class LabelQuality:
+    """A derived matrix scored against a reference run over the reports both cover."""
+
+    reference: str
+    policy: str  # compare.py policy used for the reference's uncertain cells
+    reports: int
+    findings: tuple[str, ...]
+    region: dict[str, float] = field(default_factory=dict)  # precision, recall, f1, kappa, agreement, tp, fp, fn
+    image: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: an undefined metric (NaN) becomes None."""
+
+        def finite(values: dict[str, float]) -> dict[str, float | None]:
+            return {k: (None if isinstance(v, float) and v != v else v) for k, v in values.items()}
+
+        return {
+            "reference": self.reference,
+            "policy": self.policy,
+            "reports": self.reports,
+            "findings": list(self.findings),
+            "region": finite(self.region),
+            "image": finite(self.image),
+        }
+
+
+def _summary(counts: np.ndarray) -> dict[str, float]:
+    m = metrics_from_counts(counts.reshape(-1, counts.shape[-1]).sum(axis=0))
+    keys_int = ("cells", "excluded", "tp", "fp", "fn", "tn")
+    keys_float = ("precision", "recall", "f1", "kappa", "agreement")
+    return {**{k: int(m[k]) for k in keys_int}, **{k: float(m[k]) for k in keys_float}}
+
+
+def matrix_quality(
+    store: Store, matrix: LabelMatrix, reference: str, policy: str = "exclude", findings: Sequence[str] | None = None
+) -> LabelQuality:
+    """Micro precision, recall, F1, kappa and agreement of `matrix` against run `reference`, at
+    region level and image level, over the matrix's reports the reference covers. `findings`
+    (default: those present or uncertain on either side) must be among the matrix's."""
+    reference = store.run(reference).name
+    common = np.intersect1d(matrix.report_keys, store.covered_reports(reference))
+    if len(common) == 0:
+        raise InputError(
+            f"reference run {reference!r} covers none of the derived matrix's {len(matrix.report_keys):,} reports"
+        )
+    row_of = {int(k): i for i, k in enumerate(matrix.report_keys)}
+    ours = matrix.codes[[row_of[int(k)] for k in common]]
+    theirs = store.label_matrix(reference, matrix.regions, matrix.findings, report_keys=common).codes
+    theirs_image = store.image_matrix(reference, matrix.regions, matrix.findings, report_keys=common).codes
+    if findings is None:
+        occurs = ((ours == PRESENT) | (ours == UNCERTAIN) | (theirs == PRESENT) | (theirs == UNCERTAIN)).any(
+            axis=(0, 1)
+        )
+        occurs |= ((theirs_image == PRESENT) | (theirs_image == UNCERTAIN)).any(axis=0)
+        chosen = np.flatnonzero(occurs)
+    else:
+        missing = [f for f in findings if f not in matrix.findings]
+        if missing:
+            raise InputError(f"finding {missing[0]!r} is not in the derived matrix")
+        chosen = np.asarray([matrix.findings.index(f) for f in findings], dtype=np.intp)
+    region_counts = bin_counts(cell_bins(ours[..., chosen], theirs[..., chosen], policy))
+    image_counts = bin_counts(cell_bins(collapse_regions(ours)[..., chosen], theirs_image[..., chosen], policy))
+    return LabelQuality(
+        reference=reference,
+        policy=policy,
+        reports=len(common),
+        findings=tuple(matrix.findings[i] for i in chosen),
+        region=_summary(region_counts),
+        image=_summary(image_counts),
+    )
+
+
+def spec_quality(
+    store: Store,
+    spec: LabelSpec,
+    reference: str,
+    regions: Sequence[str] | None = None,
+    findings: Sequence[str] | None = None,
+    report_keys: Sequence[int] | None = None,
+    vocabulary: Vocabulary | str | None = None,
+) -> LabelQuality:
+    """The quality of the matrix `spec` defines against run `reference` (precision, recall, F1,
+    kappa; region and image level). Defaults: all vocabulary regions; the findings the source
+    or the reference labels; the reference's uncertain cells read the way the spec reads its own."""
+    vocab = comparison_vocabulary(vocabulary)
+    regions = tuple(regions) if regions else vocab.region_names
+    if findings:
+        layout = tuple(findings)
+    else:
+        # The reference's image-level labels count too: they take part in the image-level scores.
+        labelled = set(run_findings(store, spec.source, vocab)) | {
+            r[0]
+            for r in store.con.execute(
+                "SELECT DISTINCT finding FROM labels WHERE run_id = ?", [store.run(reference).run_id]
+            ).fetchall()
+        }
+        layout = tuple(f for f in vocab.finding_names if f in labelled)
+    matrix, _ = build_matrix(store, spec, regions, layout, report_keys, vocab)
+    return matrix_quality(store, matrix, reference, QUALITY_POLICY[spec.uncertain], findings)
+
+
+# --- derived runs ----------------------------------------------------------------------------------
+@dataclass
+class DerivedRun:
+    name: str
+    run_id: int
+    spec: LabelSpec
+    counts: CorruptionCounts
+    labels: int
+    statuses: dict[str, int]
+    quality: LabelQuality | None
+    notes: list[str] = field(default_factory=list)
+
+
+_STATUS_OF_CODE = {PRESENT: "present", ABSENT: "absent", UNCERTAIN: "uncertain"}
+
+
+def _source_rows(store: Store, source: str, keys: np.ndarray) -> dict[tuple[int, str, str], dict[str, Any]]:
+    labels = store.labels(source)
+    wanted = set(int(k) for k in keys)
+    rows = {}
+    for row in labels.to_pylist():
+        if row["region"] is not None and row["report_key"] in wanted:
+            rows[(row["report_key"], row["region"], row["finding"])] = row
+    return rows
+
+
+def derived_label_table(store: Store, derived: DerivedMatrix, source: str) -> pa.Table:
+    """The derived matrix as label rows. A label that keeps its source cell keeps that cell's
+    evidence, severity, temporal change and confidence; a shifted label keeps those of the label
+    it moved from (its evidence still quotes the statement it came from); an added one has none."""
+    matrix = derived.matrix
+    origin_rows = _source_rows(store, source, matrix.report_keys)
+    rows, regs, finds = np.nonzero(matrix.codes != UNMENTIONED)
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "report_key",
+            "region",
+            "finding",
+            "status",
+            "severity",
+            "temporal",
+            "evidence_start",
+            "evidence_end",
+            "evidence_text",
+            "confidence",
+        )
+    }
+    for row, reg, fin in zip(rows.tolist(), regs.tolist(), finds.tolist()):
+        key = int(matrix.report_keys[row])
+        finding = matrix.findings[fin]
+        from_region = int(derived.origin_region[row, reg, fin])
+        carried = origin_rows.get((key, matrix.regions[from_region], finding)) if from_region >= 0 else None
+        columns["report_key"].append(key)
+        columns["region"].append(matrix.regions[reg])
+        columns["finding"].append(finding)
+        columns["status"].append(_STATUS_OF_CODE[int(matrix.codes[row, reg, fin])])
+        for name in ("severity", "temporal", "evidence_start", "evidence_end", "evidence_text", "confidence"):
+            columns[name].append(carried[name] if carried else None)
+    return pa.table(
+        {
+            "report_key": pa.array(columns["report_key"], pa.int64()),
+            "region": pa.array(columns["region"], pa.string()),
+            "finding": pa.array(columns["finding"], pa.string()),
+            "status": pa.array(columns["status"], pa.string()),
+            "severity": pa.array(columns["severity"], pa.string()),
+            "temporal": pa.array(columns["temporal"], pa.string()),
+            "evidence_start": pa.array(columns["evidence_start"], pa.int32()),
+            "evidence_end": pa.array(columns["evidence_end"], pa.int32()),
+            "evidence_text": pa.array(columns["evidence_text"], pa.string()),
+            "confidence": pa.array(columns["confidence"], pa.float32()),
+        }
+    )
+
+
+def save_derived_run(
+    db: str | Path, spec: LabelSpec, name: str, reference: str | None = None, vocabulary: Vocabulary | str | None = None
+) -> DerivedRun:
+    """Store the matrix `spec` defines as a new run `name` of kind `derived` (source = the source
+    run; params = the spec, the corruption counts, the findings and, given a reference run, the
+    quality against it), in one transaction. Its layout: every vocabulary region x the findings
+    the source run labels at region level; it covers the kept reports. Image-level labels of the
+    source are not carried over (noted in params)."""
+    vocab = comparison_vocabulary(vocabulary)
+    with Store(db) as store:
+        check_new_run_name(store, name)
+        source = store.run(spec.source)
+        if reference is not None:
+            store.run(reference)  # an unknown reference fails before anything is computed
+        findings = run_findings(store, source.name, vocab)
+        derived = derive_matrix(store, spec, vocab.region_names, findings, vocabulary=vocab)
+        quality = (
+            matrix_quality(store, derived.matrix, reference, QUALITY_POLICY[spec.uncertain])
+            if reference is not None
+            else None
+        )
+        table = derived_label_table(store, derived, source.name)
+        notes = []
+        image_level = store.con.execute(
+            "SELECT count(*) FROM labels WHERE run_id = ? AND region IS NULL", [source.run_id]
+        ).fetchall()[0][0]
+        if image_level:
+            notes.append(f"{image_level:,} image-level labels of {source.name!r} are not carried over")
+        params = {
+            "spec": spec.model_dump(),
+            "counts": derived.counts.as_dict(),
+            "findings": list(findings),
+            "quality": quality.as_dict() if quality else None,
+            "notes": notes,
+        }
+        run_id = record_run(
+            store,
+            RunSpec(
+                name=name,
+                kind=RunKind.derived,
+                vocabulary_version=source.vocabulary_version,
+                backend="labelspec",
+                params=params,
+                source=source.name,
+            ),
+            derived.matrix.report_keys.tolist(),
+            table,
+        )
+    statuses: dict[str, int] = {}
+    for status in table["status"].to_pylist():
+        statuses[status] = statuses.get(status, 0) + 1
+    return DerivedRun(name, run_id, spec, derived.counts, table.num_rows, statuses, quality, notes)

@@ -1,0 +1,499 @@
+"""Report aggregation: one image's region sentences and predicted lesions -> one report with
+FINDINGS and IMPRESSION, written by an LLM through the labeling backends or, without one, by a
+deterministic fallback; and storage of generated reports with their provenance.
+
+Inputs (`ReportInputs`): the sentences the region decoder wrote for the regions the caller
+selected (predicted abnormal, or asked for), and the lesions the model predicts with their
+probabilities. Both paths first put the sentences in anatomical order and remove
+near-duplicates (`ordered_sentences`):
+- order: lungs (zones, hila, whole lungs) -> pleura (costophrenic angles, hemidiaphragms) ->
+  heart and mediastinum (cardiac, mediastinal, central veins, airway) -> bones (spine,
+  clavicles) -> anything else; within a group, the vocabulary's region order; sentences of one
+  region keep their given order;
+- near-duplicates: equal after `labeling.ingest.sentences.normalize_sentence`, or a word-set Jaccard
+  similarity >= 0.8 with a sentence already kept; the first one is kept.
+The LLM path (`report_aggregator` prompt, rendered by `prompts.render` and identified by its
+sha256) then merges them into prose; its answer is validated by `AggregatedReport` and re-asked by
+instructor when invalid; an answer still invalid falls back for that report, with the error kept
+in the report's metadata. The fallback writes the ordered sentences as FINDINGS and lists the
+lesions predicted at or above the threshold as IMPRESSION ("No acute cardiopulmonary
+abnormality." when there are none).
+
+Generated reports are stored as `reports` rows of dataset `generated:<name>`, split into sections
+and sentences exactly as `clala ingest` splits reports, so `clala label --dataset generated:<name>`
+labels them like any other report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from labeling.core.errors import ClalaError, InputError
+from labeling.core.files import file_sha256
+from labeling.ingest.sentences import normalize_sentence
+from labeling.sources.llm.run import BackendOptions
+from labeling.store.store import Store
+from prompts.render import Prompt, load_prompt
+from schemas.reports import SourceReport
+from schemas.runs import run_name_problem
+from schemas.vocabulary import Vocabulary, load_vocabulary
+
+AGGREGATOR_PROMPT = "report_aggregator"
+FINDINGS_MAX_CHARS = 3000
+IMPRESSION_MAX_CHARS = 1000
+NEAR_DUPLICATE_JACCARD = 0.8
+DEFAULT_THRESHOLD = 0.5
+NO_FINDINGS = "No focal abnormality is described."
+NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
+GENERATED_PREFIX = "generated:"
+ANATOMY_SECTIONS = ("lungs", "pleura", "heart and mediastinum", "bones", "other")
+
+
+# --- inputs and the validated answer -------------------------------------------------------------
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be blank")
+    return text
+
+
+class RegionSentence(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    region: str
+    text: Annotated[str, AfterValidator(_not_blank)]
+
+
+class PredictedLesion(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    finding: str
+    probability: float = Field(ge=0.0, le=1.0)
+    regions: tuple[str, ...] = Field(default=(), description="regions the region head places it in")
+
+
+class ReportInputs(BaseModel):
+    """What the model produced for one image: the report's parts, and where it came from."""
+
+    model_config = ConfigDict(extra="forbid")
+    report_id: str = Field(min_length=1, description="id of the generated report: the source study id")
+    source_report_key: int | None = Field(default=None, description="the reference report of this image")
+    image_paths: list[str] = []
+    region_sentences: list[RegionSentence] = []
+    lesions: list[PredictedLesion] = []
+
+
+def _section_text(limit: int, header: str) -> Callable[[str], str]:
+    leading_header = re.compile(rf"^\s*{header}\s*:\s*", re.IGNORECASE)
+
+    def check(text: str) -> str:
+        text = " ".join(leading_header.sub("", text).split())
+        if not text:
+            raise ValueError(f"{header.lower()} must not be empty")
+        if len(text) > limit:
+            raise ValueError(f"{header.lower()} is {len(text)} characters; at most {limit}")
+        return text
+
+    return check
+
+
+class AggregatedReport(BaseModel):
+    """The aggregator's answer. Whitespace is normalized and a repeated section header removed;
+    empty or over-long sections are rejected (and re-asked). The lengths are checked here rather
+    than with maxLength, which not every structured-output backend accepts."""
+
+    model_config = ConfigDict(extra="forbid")
+    findings: Annotated[str, AfterValidator(_section_text(FINDINGS_MAX_CHARS, "FINDINGS"))] = Field(
+        description="the FINDINGS section, plain sentences ordered by anatomy"
+    )
+    impression: Annotated[str, AfterValidator(_section_text(IMPRESSION_MAX_CHARS, "IMPRESSION"))] = Field(
+        description="the IMPRESSION section: the main abnormal findings, or no acute abnormality"
+    )
+
+
+@dataclass
+class WrittenReport:
+    """One generated report with how it was written."""
+
+    inputs: ReportInputs
+    report: AggregatedReport
+    aggregator: str  # "llm:<model>" or "fallback"
+    prompt_name: str | None = None
+    prompt_sha256: str | None = None
+    llm_error: str | None = None  # why the LLM's answer was not used, when it fell back
+
+    @property
+    def text(self) -> str:
+        return f"FINDINGS: {self.report.findings}\n\nIMPRESSION: {self.report.impression}\n"
+
+
+# --- ordering and de-duplication --------------------------------------------------------------------
+def anatomical_order(vocabulary: Vocabulary) -> dict[str, tuple[int, int]]:
+    """Region -> (anatomy section index in ANATOMY_SECTIONS, vocabulary index): the sort key."""
+    groups = vocabulary.data.region_groups
+    pleura = [*groups.get("costophrenic", []), *groups.get("hemidiaphragms", [])]
+    sections = (
+        [r for r in groups.get("lungs", []) if r not in pleura],
+        pleura,
+        [
+            *groups.get("cardiac", []),
+            *groups.get("cardiomediastinal", []),
+            *groups.get("mediastinal", []),
+            *groups.get("central_veins", []),
+            *groups.get("airway", []),
+        ],
+        groups.get("bones", []),
+    )
+    rank = {}
+    for region in vocabulary.regions:
+        section = next((i for i, names in enumerate(sections) if region.name in names), len(sections))
+        rank[region.name] = (section, region.index)
+    return rank
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(re.findall(r"[a-z0-9]+", normalize_sentence(text)))
+
+
+def is_near_duplicate(text: str, kept: Sequence[str], threshold: float = NEAR_DUPLICATE_JACCARD) -> bool:
+    """Equal to a kept sentence once normalized, or sharing >= `threshold` of their words (Jaccard)."""
+    normalized, words = normalize_sentence(text), _words(text)
+    for other in kept:
+        if normalize_sentence(other) == normalized:
+            return True
+        other_words = _words(other)
+        union = words | other_words
+        if union and len(words & other_words) / len(union) >= threshold:
+            return True
+    return False
+
+
+def ordered_sentences(
+    sentences: Sequence[RegionSentence], vocabulary: Vocabulary, threshold: float = NEAR_DUPLICATE_JACCARD
+) -> list[RegionSentence]:
+    """The sentences in anatomical order with near-duplicates removed (the first is kept)."""
+    rank = anatomical_order(vocabulary)
+    ordered = sorted(enumerate(sentences), key=lambda item: (rank[item[1].region], item[0]))
+    kept: list[RegionSentence] = []
+    for _, sentence in ordered:
+        if not is_near_duplicate(sentence.text, [s.text for s in kept], threshold):
+            kept.append(sentence)
+    return kept
+
+
+def _as_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else text + "."
+
+
+def predicted_findings(
+    lesions: Sequence[PredictedLesion], vocabulary: Vocabulary, threshold: float = DEFAULT_THRESHOLD
+) -> list[PredictedLesion]:
+    """Lesions at or above the threshold, most probable first (vocabulary order among equals)."""
+    order = {name: i for i, name in enumerate(vocabulary.finding_names)}
+    chosen = [lesion for lesion in lesions if lesion.probability >= threshold]
+    return sorted(chosen, key=lambda lesion: (-lesion.probability, order.get(lesion.finding, len(order))))
+
+
+def _lesion_sentence(lesion: PredictedLesion, vocabulary: Vocabulary) -> str:
+    rank = anatomical_order(vocabulary)
+    regions = sorted(lesion.regions, key=lambda r: rank[r])
+    if not regions:
+        return _as_sentence(lesion.finding)
+    places = [f"the {r}" for r in regions]
+    where = places[0] if len(places) == 1 else ", ".join(places[:-1]) + " and " + places[-1]
+    return _as_sentence(f"{lesion.finding} in {where}")
+
+
+def fallback_report(
+    inputs: ReportInputs, vocabulary: Vocabulary | None = None, threshold: float = DEFAULT_THRESHOLD
+) -> AggregatedReport:
+    """The deterministic report: ordered, de-duplicated sentences; predicted findings as impression."""
+    vocabulary = vocabulary or load_vocabulary()
+    sentences = [_as_sentence(s.text) for s in ordered_sentences(inputs.region_sentences, vocabulary)]
+    lesions = predicted_findings(inputs.lesions, vocabulary, threshold)
+    impression = [_lesion_sentence(lesion, vocabulary) for lesion in lesions]
+    if len(" ".join(impression)) > IMPRESSION_MAX_CHARS:
+        # A model that predicts lesions in many regions: name the lesions without their places.
+        impression = [_as_sentence(lesion.finding) for lesion in lesions]
+    return AggregatedReport(
+        findings=_whole_sentences(sentences, FINDINGS_MAX_CHARS) or NO_FINDINGS,
+        impression=_whole_sentences(impression, IMPRESSION_MAX_CHARS) or NORMAL_IMPRESSION,
+    )
+
+
+def _whole_sentences(sentences: Sequence[str], limit: int) -> str:
+    """The leading sentences whose joined text fits in `limit` characters (the rest left out)."""
+    kept, length = [], -1
+    for sentence in (s.strip() for s in sentences):
+        if not sentence:
+            continue
+        if length + 1 + len(sentence) > limit:
+            break
+        kept.append(sentence)
+        length += 1 + len(sentence)
+    return " ".join(kept)
+
+
+def aggregator_text(inputs: ReportInputs, vocabulary: Vocabulary, threshold: float = DEFAULT_THRESHOLD) -> str:
+    """The `$text` of the aggregator prompt: ordered region sentences and the predicted lesions."""
+    lines = ["REGION SENTENCES (region: sentence), in anatomical order:"]
+    sentences = ordered_sentences(inputs.region_sentences, vocabulary)
+    lines += [f"- {s.region}: {' '.join(s.text.split())}" for s in sentences] or ["- none"]
+    lines.append(f"PREDICTED LESIONS (probability >= {threshold:.2f}):")
+    lesions = predicted_findings(inputs.lesions, vocabulary, threshold)
+    lines += [
+        f"- {lesion.finding}: {lesion.probability:.2f}" + (f" ({', '.join(lesion.regions)})" if lesion.regions else "")
+        for lesion in lesions
+    ] or ["- none"]
+    return "\n".join(lines)
+
+
+def check_inputs(items: Sequence[ReportInputs], vocabulary: Vocabulary) -> None:
+    seen: set[str] = set()
+    for item in items:
+        if item.report_id in seen:
+            raise InputError(f"report id {item.report_id!r} is given twice; write one report per study")
+        seen.add(item.report_id)
+        for sentence in item.region_sentences:
+            if sentence.region not in vocabulary.region_names:
+                raise InputError(
+                    f"report {item.report_id!r}: region {sentence.region!r} is not in vocabulary {vocabulary.version}"
+                )
+        for lesion in item.lesions:
+            if lesion.finding not in vocabulary.finding_names:
+                raise InputError(
+                    f"report {item.report_id!r}: finding {lesion.finding!r} is not in vocabulary {vocabulary.version}"
+                )
+            for region in lesion.regions:
+                if region not in vocabulary.region_names:
+                    raise InputError(
+                        f"report {item.report_id!r}: lesion {lesion.finding!r}: region {region!r} "
+                        f"is not in vocabulary {vocabulary.version}"
+                    )
+
+
+# --- LLM calls through the labeling backends ---------------------------------------------------------
+class LLMOptions(BackendOptions):
+    """An LLM backend for writing or judging reports: the labeling backends (`local` llama.cpp
+    server, any `openai`-compatible server, in-process `vllm`), opened by
+    `labeling.sources.llm.run.open_backend`, with the decoding used for these calls."""
+
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(1024, ge=16)
+    max_retries: int = Field(2, ge=0, le=10)
+    concurrency: int = Field(4, ge=1, le=512)
+    seed: int | None = 0
+    n_ctx: int = 8192
+
+
+def ask_all(
+    options: LLMOptions, chats: Sequence[list[dict]], answer_model: type[BaseModel], allow_remote: bool = False
+) -> tuple[str, list[Any]]:
+    """Ask every chat for an `answer_model` answer, `options.concurrency` at a time.
+
+    Returns (model id, one `labeling.sources.llm.backends.Answer` or `UnitFailed` per chat, in order). A
+    server that cannot be reached or refuses the request stops everything with a ClalaError.
+    """
+    from labeling.sources.llm.backends import ServerRefused, TransportFailed, UnitFailed
+    from labeling.sources.llm.run import open_backend
+
+    schema = answer_model.model_json_schema()
+    with open_backend(options, allow_remote) as (backend, model):
+
+        async def main() -> list[Any]:
+            semaphore = asyncio.Semaphore(options.concurrency)
+
+            async def one(chat: list[dict]) -> Any:
+                async with semaphore:
+                    try:
+                        return await backend.ask(
+                            chat,
+                            answer_model,
+                            schema,
+                            temperature=options.temperature,
+                            max_tokens=options.max_tokens,
+                            reasks=options.max_retries,
+                            seed=options.seed,
+                        )
+                    except UnitFailed as exc:
+                        return exc
+
+            try:
+                return list(await asyncio.gather(*(one(chat) for chat in chats)))
+            finally:
+                await backend.close()
+
+        try:
+            return model, asyncio.run(main())
+        except (TransportFailed, ServerRefused) as exc:
+            raise ClalaError(f"the LLM server gave no usable answer ({exc}); nothing was written") from None
+
+
+def aggregator_prompt(vocabulary: Vocabulary | None = None) -> Prompt:
+    return load_prompt(AGGREGATOR_PROMPT, vocabulary or load_vocabulary())
+
+
+def write_reports(
+    items: Sequence[ReportInputs],
+    options: LLMOptions | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    allow_remote: bool = False,
+    vocabulary: Vocabulary | None = None,
+) -> list[WrittenReport]:
+    """One report per item: by the LLM `options` describe, or by the fallback when None."""
+    from labeling.sources.llm.backends import UnitFailed
+
+    vocabulary = vocabulary or load_vocabulary()
+    check_inputs(items, vocabulary)
+    if options is None:
+        return [WrittenReport(item, fallback_report(item, vocabulary, threshold), "fallback") for item in items]
+    prompt = aggregator_prompt(vocabulary)
+    chats = [prompt.messages(aggregator_text(item, vocabulary, threshold)) for item in items]
+    model, outcomes = ask_all(options, chats, AggregatedReport, allow_remote)
+    written = []
+    for item, outcome in zip(items, outcomes):
+        if isinstance(outcome, UnitFailed):
+            written.append(
+                WrittenReport(
+                    item,
+                    fallback_report(item, vocabulary, threshold),
+                    "fallback",
+                    prompt.name,
+                    prompt.sha256,
+                    llm_error=outcome.error,
+                )
+            )
+        else:
+            written.append(WrittenReport(item, outcome.parsed, f"llm:{model}", prompt.name, prompt.sha256))
+    return written
+
+
+# --- storing generated reports ------------------------------------------------------------------------
+@dataclass
+class StoredReports:
+    name: str
+    dataset: str
+    report_keys: list[int]
+    sentences: int
+    aggregators: dict[str, int] = field(default_factory=dict)
+
+
+def generated_dataset(name: str) -> str:
+    return f"{GENERATED_PREFIX}{name}"
+
+
+def store_generated_reports(
+    db: str | Path,
+    name: str,
+    reports: Sequence[WrittenReport],
+    checkpoint: str | Path | None = None,
+    provenance: dict[str, Any] | None = None,
+) -> StoredReports:
+    """Store `reports` as dataset `generated:<name>` in one transaction: report_id = the item's id
+    (the source study id); patient and study ids from the source report; metadata = source
+    report_key, checkpoint path and sha256, aggregator, prompt name and sha256, the LLM error if
+    it fell back, the predicted lesions, the region sentences the report was written from, and
+    `provenance` (how the generation ran: split, region selection, decoding; the same for every
+    report) under "generation". A name already used is an error."""
+    from labeling.ingest.pipeline import batch_tables as report_tables  # the rows `clala ingest` writes
+
+    problem = run_name_problem(name)
+    if problem:
+        raise InputError(f"--name: {problem.replace('run name', 'name')}")
+    if not reports:
+        raise InputError("no reports to store")
+    checkpoint_sha = None
+    if checkpoint is not None:
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise InputError(f"{checkpoint}: checkpoint file not found")
+        checkpoint_sha = file_sha256(checkpoint)
+    dataset = generated_dataset(name)
+    ids = [r.inputs.report_id for r in reports]
+    duplicate = next((i for i in ids if ids.count(i) > 1), None)
+    if duplicate is not None:
+        raise InputError(f"report id {duplicate!r} is given twice; write one report per study")
+    with Store(db) as store:
+        if store.con.execute("SELECT count(*) FROM reports WHERE dataset = ?", [dataset]).fetchall()[0][0]:
+            raise InputError(
+                f"{store.path}: generated reports named {name!r} already exist (dataset {dataset!r}); "
+                "choose another --name"
+            )
+        source_keys = sorted({r.inputs.source_report_key for r in reports if r.inputs.source_report_key is not None})
+        sources = {
+            row[0]: row[1:]
+            for row in store.con.execute(
+                "SELECT report_key, patient_id, study_id FROM reports WHERE report_key IN (SELECT unnest(?))",
+                [source_keys],
+            ).fetchall()
+        }
+        missing = [k for k in source_keys if k not in sources]
+        if missing:
+            raise InputError(f"{store.path}: source report_key {missing[0]} is not in the database")
+        rows = []
+        for number, written in enumerate(reports, start=1):
+            item = written.inputs
+            patient, study = sources.get(item.source_report_key, (None, None))
+            metadata = {
+                "source_report_key": item.source_report_key,
+                "checkpoint_path": str(checkpoint.resolve()) if checkpoint else None,
+                "checkpoint_sha256": checkpoint_sha,
+                "aggregator": written.aggregator,
+                "prompt_name": written.prompt_name,
+                "prompt_sha256": written.prompt_sha256,
+                "llm_error": written.llm_error,
+                "lesions": [lesion.model_dump(mode="json") for lesion in item.lesions],
+                "region_sentences": [sentence.model_dump(mode="json") for sentence in item.region_sentences],
+                "generation": dict(provenance or {}),
+            }
+            rows.append(
+                SourceReport(
+                    dataset=dataset,
+                    report_id=item.report_id,
+                    text=written.text,
+                    patient_id=patient,
+                    study_id=study or item.report_id,
+                    image_paths=item.image_paths,
+                    metadata=metadata,
+                    source=f"{dataset} #{number}",
+                )
+            )
+        with store.transaction():
+            ingest_id = store.start_ingest(f"clala generate {name}", "generated", dataset, len(rows))
+            first_key = store.next_report_key()
+            batch = [(report, first_key + i, 1) for i, report in enumerate(rows)]
+            reports_table, sentences_table, n_sentences = report_tables(batch, ingest_id, datetime.now())
+            store.add_reports(reports_table, sentences_table)
+            store.finish_ingest(ingest_id, len(rows), 0, 0, 0)
+    aggregators: dict[str, int] = {}
+    for written in reports:
+        aggregators[written.aggregator] = aggregators.get(written.aggregator, 0) + 1
+    return StoredReports(name, dataset, [key for _, key, _ in batch], n_sentences, aggregators)
+
+
+def generated_reports(store: Store, name: str) -> list[dict[str, Any]]:
+    """The stored reports of generation `name`: report_key, report_id, text, sections, metadata
+    (parsed), source_report_key; in report order. Unknown name: InputError."""
+    dataset = generated_dataset(name)
+    cursor = store.con.execute(
+        """SELECT report_key, report_id, text, sections, metadata FROM current_reports
+           WHERE dataset = ? ORDER BY report_key""",
+        [dataset],
+    )
+    names = [d[0] for d in cursor.description]
+    rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+    if not rows:
+        raise InputError(f"{store.path}: no generated reports named {name!r} (dataset {dataset!r})")
+    for row in rows:
+        row["metadata"] = json.loads(row["metadata"] or "{}")
+        row["sections"] = json.loads(row["sections"] or "[]")
+        row["source_report_key"] = row["metadata"].get("source_report_key")
+    return rows

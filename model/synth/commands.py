@@ -1,0 +1,78 @@
+"""CLI view of `clala synth`: generate a cohort with a progress bar, then say what was written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from labeling.core.terminal import output_console
+from model.synth.writer import COHORT_FILE, GOLD_FILE, generate_cohort, parse_prevalence
+
+
+def run_synth(
+    out: Path,
+    n: int,
+    seed: int,
+    size: int = 256,
+    image_format: str = "png",
+    prevalence: list[str] | None = None,
+    workers: int = 1,
+    console: Console | None = None,
+) -> Path:
+    console = console or output_console()
+    rates = parse_prevalence(prevalence)
+    with Progress(
+        TextColumn("synth"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("studies", total=n)
+        generate_cohort(
+            out,
+            n,
+            seed,
+            size=size,
+            image_format=image_format,
+            prevalence=rates,
+            workers=workers,
+            progress=lambda done: progress.update(task, completed=done),
+        )
+    summary = summarize(out)
+    console.print(f"wrote {n:,} studies to {out} (seed {seed}, {size} px, {image_format})")
+    for key, value in summary.items():
+        console.print(f"  {key}: {value}")
+    console.print(
+        f"next: clala ingest {out / 'files'} --format mimic --db DB; clala import synth-gold {out} --name NAME --db DB"
+    )
+    return out
+
+
+def summarize(out: Path) -> dict[str, str]:
+    """Split sizes and truth counts, read back from the written gold."""
+    records = [json.loads(line) for line in (out / GOLD_FILE).read_text(encoding="utf-8").splitlines() if line]
+    splits: dict[str, int] = {}
+    for r in records:
+        splits[r["split"]] = splits.get(r["split"], 0) + 1
+    lesions = [lesion for r in records for lesion in r["image_truth"]]
+    statements = [s for r in records for s in r["report_truth"]]
+    by_status: dict[str, int] = {}
+    for s in statements:
+        by_status[s["status"]] = by_status.get(s["status"], 0) + 1
+    return {
+        "splits": ", ".join(f"{k} {v:,}" for k, v in sorted(splits.items())),
+        "images to avoid": f"{sum(r['avoid'] for r in records):,}",
+        "image truth": f"{len(lesions):,} lesions ({sum(not l['reported'] for l in lesions):,} unreported, "
+        f"{sum(l['subtle'] for l in lesions):,} subtle)",
+        "report truth": f"{len(statements):,} statements ("
+        + ", ".join(f"{k} {v:,}" for k, v in sorted(by_status.items()))
+        + ")",
+        "gold": str(out / GOLD_FILE),
+        "cohort": str(out / COHORT_FILE),
+    }
