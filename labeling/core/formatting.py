@@ -43,12 +43,12 @@ def format_number(value: float | None, digits: int = 3, *, percent: bool = False
 
 
 def format_mean_std(mean: float | None, std: float | None, digits: int = 3) -> str:
-    """"mean ± std", or the mean alone when the spread is undefined (one seed)."""
+    """ "mean ± std", or the mean alone when the spread is undefined (one seed)."""
     if is_undefined(std):
         return format_number(mean, digits)
     return f"{format_number(mean, digits)} ± {std:.{digits}f}"
 
 
 def format_counts(counts: Mapping[str, int], empty: str = "none") -> str:
-    """"a 3, b 1" for a mapping of counts, sorted by key."""
+    """ "a 3, b 1" for a mapping of counts, sorted by key."""
     return ", ".join(f"{k} {v:,}" for k, v in sorted(counts.items())) or empty

@@ -11,10 +11,19 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
+from labeling.core.cli_options import (
+    DEFAULT_DB,
+    DbOption,
+    EnableOption,
+    VocabularyOption,
+    user_errors,
+)
 from labeling.core.errors import InputError
 from labeling.core.files import atomic_path
 from labeling.core.terminal import output_console
@@ -315,3 +324,66 @@ def show_disagreements(
     if table.num_rows:
         console.print(head)
     return table, total
+
+
+@user_errors
+def compare_command(
+    runs: Annotated[
+        list[str],
+        typer.Argument(help="two runs (the second is the reference), or several runs scored against --reference"),
+    ],
+    db: DbOption = DEFAULT_DB,
+    reference: Annotated[str | None, typer.Option(help="the run the others are scored against")] = None,
+    level: Annotated[
+        str, typer.Option(help="region (report, region, finding cells) | image (regions collapsed)")
+    ] = "region",
+    findings: Annotated[
+        list[str] | None,
+        typer.Option("--findings", help="only these findings (repeat); default: those present or uncertain in any run"),
+    ] = None,
+    regions: Annotated[list[str] | None, typer.Option("--regions", help="only these regions (region level)")] = None,
+    uncertain: Annotated[
+        str, typer.Option(help="uncertain labels: exclude | positive | negative | own-class")
+    ] = "exclude",
+    metric: Annotated[str, typer.Option(help="heatmap value: f1 | kappa | agreement | precision | recall")] = "f1",
+    out: Annotated[Path | None, typer.Option("--out", help="folder for the CSV and heatmap PNG")] = None,
+    vocabulary: VocabularyOption = None,
+) -> None:
+    """Agreement, Cohen's kappa, precision, recall and F1 of runs against a reference, per finding and region."""
+    from labeling.review.commands import show_comparison
+
+    show_comparison(
+        db, runs, reference, level, findings, regions, uncertain, metric, out, str(vocabulary) if vocabulary else None
+    )
+
+
+@user_errors
+def disagreements_command(
+    run_a: Annotated[str, typer.Argument(help="run name or id")],
+    run_b: Annotated[str, typer.Argument(help="run name or id")],
+    out: Annotated[Path, typer.Option("--out", help="review queue file (.csv or .jsonl)")],
+    db: DbOption = DEFAULT_DB,
+    level: Annotated[str, typer.Option(help="region | image")] = "region",
+    findings: Annotated[list[str] | None, typer.Option("--findings", help="only these findings (repeat)")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many cells (the queue's head)")] = None,
+    vocabulary: VocabularyOption = None,
+) -> None:
+    """A review queue of the cells two runs disagree on, the decisions that matter most first."""
+    from labeling.review.commands import show_disagreements
+
+    show_disagreements(db, run_a, run_b, out, level, findings, limit, str(vocabulary) if vocabulary else None)
+
+
+@user_errors
+def export_labelstudio_command(
+    run: Annotated[str, typer.Argument(help="run name or id")],
+    out: Annotated[Path, typer.Option("--out", help="folder for tasks.json and labeling_config.xml")],
+    db: DbOption = DEFAULT_DB,
+    limit: Annotated[int | None, typer.Option(help="at most this many reports")] = None,
+    vocabulary: VocabularyOption = None,
+    enable: EnableOption = None,
+) -> None:
+    """Write a run's labels as Label Studio pre-annotated tasks, with the labeling config."""
+    from labeling.review.labelstudio_commands import run_export_labelstudio
+
+    run_export_labelstudio(db, run, out, limit, str(vocabulary) if vocabulary else None, enable or [])

@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from labeling.core.cli_options import (
+    DEFAULT_DB,
+    ClalaError,
+    DbOption,
+    EnableOption,
+    VocabularyOption,
+    user_errors,
+)
 from labeling.core.terminal import output_console
 from labeling.sources.llm.run import DryRun, LabelOptions, RunSummary, dry_run, label_reports
 from labeling.sources.rules.run import RulesSummary, label_with_rules
@@ -225,3 +235,119 @@ def show_failures(db: str | Path, run: str, limit: int = 50, console: Console | 
         )
     console.print(table)
     return rows
+
+
+@user_errors
+def label_command(
+    db: DbOption = DEFAULT_DB,
+    name: Annotated[str | None, typer.Option(help="run name (default: backend-model-time)")] = None,
+    backend: Annotated[
+        str,
+        typer.Option(
+            help="local (embedded llama.cpp server) | openai (any OpenAI-compatible "
+            "server) | vllm (in-process, GPU) | rules (medspaCy, no model)"
+        ),
+    ] = "local",
+    base_url: Annotated[
+        list[str] | None,
+        typer.Option("--base-url", help="server URL, e.g. http://127.0.0.1:8000/v1; repeat to spread load"),
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="model name on the server (openai, vllm)")] = None,
+    model_path: Annotated[Path | None, typer.Option("--model-path", help="GGUF file for --backend local")] = None,
+    api_key_env: Annotated[
+        str, typer.Option("--api-key-env", help="environment variable holding the API key")
+    ] = "OPENAI_API_KEY",
+    structured_output: Annotated[
+        str, typer.Option("--structured-output", help="auto | json_schema | llama_cpp | none")
+    ] = "auto",
+    unit: Annotated[str, typer.Option(help="sentence | report")] = "sentence",
+    context: Annotated[int, typer.Option(help="neighbouring sentences sent as context")] = 0,
+    prompt: Annotated[str, typer.Option(help="prompt template name (clala prompts list)")] = "region_labels",
+    samples: Annotated[int, typer.Option(help="answers per unit; confidence = agreement")] = 1,
+    temperature: Annotated[float | None, typer.Option(help="default 0, or 0.7 with --samples > 1")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens")] = None,
+    max_retries: Annotated[int, typer.Option("--max-retries", help="re-asks of an invalid answer")] = 2,
+    timeout: Annotated[float, typer.Option(help="seconds per request")] = 120.0,
+    concurrency: Annotated[int, typer.Option(help="requests in flight")] = 4,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", help="reports per committed batch (at least --concurrency)")
+    ] = 16,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="ask the model even for cached units")] = False,
+    dataset: Annotated[str | None, typer.Option(help="only this dataset's reports")] = None,
+    report: Annotated[list[str] | None, typer.Option("--report", help="only these report ids")] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many reports")] = None,
+    vocabulary: VocabularyOption = None,
+    enable: EnableOption = None,
+    allow_remote: Annotated[
+        bool, typer.Option("--allow-remote", help="allow sending reports to a server that is not on this machine")
+    ] = False,
+    resume: Annotated[str | None, typer.Option(help="finish an interrupted run")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="count units, cache hits and tokens; call nothing")
+    ] = False,
+) -> None:
+    """Label reports with an LLM (or --backend rules): validated, grounded per-region labels stored as a run."""
+    from labeling.sources.commands import run_label, show_dry_run
+    from labeling.sources.llm.run import LabelOptions
+
+    try:
+        options = LabelOptions(
+            backend=backend,
+            base_urls=base_url or [],
+            model=model,
+            model_path=str(model_path) if model_path else None,
+            api_key_env=api_key_env,
+            structured_output=structured_output,
+            unit=unit,
+            context=context,
+            prompt=prompt,
+            samples=samples,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            max_retries=max_retries,
+            timeout=timeout,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            use_cache=not no_cache,
+            vocabulary=str(vocabulary) if vocabulary else None,
+            enable=enable or [],
+            dataset=dataset,
+            report_ids=report or [],
+            limit=limit,
+        )
+    except ValueError as exc:
+        raise ClalaError(f"invalid option: {' '.join(str(exc).split())}") from None
+    if dry_run:
+        show_dry_run(db, options)
+    else:
+        summary = run_label(db, name, options, resume, allow_remote)
+        if summary.status.value != "complete":
+            raise typer.Exit(3)
+
+
+@user_errors
+def runs_list_command(db: DbOption = DEFAULT_DB) -> None:
+    """All runs with their status and counts."""
+    from labeling.sources.commands import show_runs
+
+    show_runs(db)
+
+
+@user_errors
+def runs_show_command(run: Annotated[str, typer.Argument(help="run name or id")], db: DbOption = DEFAULT_DB) -> None:
+    """A run's provenance: model, prompt sha256, vocabulary, decoding, work, labels, rejections."""
+    from labeling.sources.commands import show_run
+
+    show_run(db, run)
+
+
+@user_errors
+def failures_command(
+    run: Annotated[str, typer.Argument(help="run name or id")],
+    db: DbOption = DEFAULT_DB,
+    limit: Annotated[int, typer.Option()] = 50,
+) -> None:
+    """Units that failed validation after re-asking, with the raw model output."""
+    from labeling.sources.commands import show_failures
+
+    show_failures(db, run, limit)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from labeling.core.cli_options import DEFAULT_DB, DbOption, user_errors
 from labeling.core.errors import InputError
 from labeling.core.terminal import output_console
 from labeling.store.store import Store
@@ -205,3 +207,70 @@ def run_ingest(db: str | Path, path: str | Path, console: Console | None = None,
 def _preview(ids: list[str], n: int = 10) -> str:
     more = f" ... and {len(ids) - n:,} more" if len(ids) > n else ""
     return ", ".join(ids[:n]) + more
+
+
+@user_errors
+def reports_list_command(
+    db: DbOption = DEFAULT_DB,
+    dataset: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 20,
+    offset: Annotated[int, typer.Option()] = 0,
+    all_versions: Annotated[
+        bool, typer.Option("--all-versions", help="every stored version, not only the latest")
+    ] = False,
+) -> None:
+    """List reports (latest versions)."""
+    from labeling.store.commands import show_report_list
+
+    show_report_list(db, dataset, limit, offset, all_versions)
+
+
+@user_errors
+def reports_show_command(
+    report_id: Annotated[str, typer.Argument(help="the report id as ingested")],
+    db: DbOption = DEFAULT_DB,
+    dataset: Annotated[str | None, typer.Option()] = None,
+    version: Annotated[int | None, typer.Option(help="a stored version (default: the latest)")] = None,
+) -> None:
+    """Show one report: text with sentence boundaries, sections, and its labels per run."""
+    from labeling.store.commands import show_report
+
+    show_report(db, report_id, dataset, version)
+
+
+@user_errors
+def stats_command(db: DbOption = DEFAULT_DB) -> None:
+    """Counts per table, per dataset and per run."""
+    from labeling.store.commands import show_stats
+
+    show_stats(db)
+
+
+@user_errors
+def export_labels_command(
+    run: Annotated[str, typer.Option("--run", help="run name or id")],
+    out: Annotated[Path, typer.Option("--out", help="output file (.parquet, .csv, .jsonl)")],
+    db: DbOption = DEFAULT_DB,
+    fmt: Annotated[str | None, typer.Option("--format", help="parquet | csv | jsonl (default: from --out)")] = None,
+) -> None:
+    """Export a run's labels, one row per (report, region, finding) cell."""
+    from labeling.store.export import export_labels as export
+
+    rows = export(db, run, out, fmt)
+    output_console().print(f"wrote {rows:,} labels to {out}")
+
+
+@user_errors
+def export_reports_command(
+    out: Annotated[Path, typer.Option("--out", help="output file (.parquet, .csv, .jsonl)")],
+    db: DbOption = DEFAULT_DB,
+    run: Annotated[str | None, typer.Option("--run", help="only reports this run labeled")] = None,
+    dataset: Annotated[str | None, typer.Option()] = None,
+    all_versions: Annotated[bool, typer.Option("--all-versions")] = False,
+    fmt: Annotated[str | None, typer.Option("--format", help="parquet | csv | jsonl (default: from --out)")] = None,
+) -> None:
+    """Export reports (text, sections, metadata)."""
+    from labeling.store.export import export_reports as export
+
+    rows = export(db, out, fmt, dataset, run, all_versions)
+    output_console().print(f"wrote {rows:,} reports to {out}")

@@ -6,12 +6,21 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from labeling.core.cli_options import (
+    DEFAULT_DB,
+    DataOption,
+    DbOption,
+    DeviceOption,
+    ImagenomeOption,
+    user_errors,
+)
 from labeling.core.errors import InputError
 from labeling.core.terminal import output_console
 from model.experiments.sensitivity import SensitivityGrid, SensitivityResult, SummaryRow, parse_rates, run_sensitivity
@@ -228,3 +237,189 @@ def show_sensitivity(
     )
     console.print(f"wrote {result.csv_path}, {result.cells_csv_path} and {result.png_path}", highlight=False)
     return result
+
+
+from model.train.commands import _train_config  # noqa: E402
+
+
+@user_errors
+def ablate_command(
+    run: Annotated[str, typer.Option("--run", help="label run to train on (name or id)")],
+    data: DataOption,
+    db: DbOption = DEFAULT_DB,
+    imagenome: ImagenomeOption = None,
+    variants: Annotated[
+        list[str] | None,
+        typer.Option("--variants", help="full | no-lca | no-llcl | no-itcl (repeat; default: all four)"),
+    ] = None,
+    reference: Annotated[str | None, typer.Option(help="run to score against (default: --run)")] = None,
+    split: Annotated[str, typer.Option(help="split to score on")] = "test",
+    uncertain: Annotated[str, typer.Option(help="uncertain labels: ignore | positive | negative")] = "ignore",
+    unlabeled: Annotated[str, typer.Option(help="error | skip | all-negative")] = "error",
+    findings: Annotated[list[str] | None, typer.Option("--findings", help="train on these lesions (repeat)")] = None,
+    image_size: Annotated[int, typer.Option("--image-size")] = 224,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    epochs: Annotated[int, typer.Option()] = 10,
+    lr: Annotated[float, typer.Option()] = 3e-4,
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option()] = 0,
+    device: DeviceOption = "auto",
+    patience: Annotated[int, typer.Option()] = 3,
+    checkpoint_dir: Annotated[Path, typer.Option("--checkpoint-dir", help="one subfolder per variant")] = Path(
+        "ablation"
+    ),
+    threads: Annotated[int | None, typer.Option()] = None,
+    backbone: Annotated[str, typer.Option()] = "resnet18",
+    backbone_weights: Annotated[Path | None, typer.Option("--backbone-weights")] = None,
+    d_model: Annotated[int | None, typer.Option("--d-model")] = None,
+    no_decoder: Annotated[bool, typer.Option("--no-decoder", help="ablate the recognition model only")] = False,
+    model_option: Annotated[list[str] | None, typer.Option("--model-option", help="KEY=VALUE (repeat)")] = None,
+) -> None:
+    """Train full / no-LCA / no-LLCL / no-ITCL on the same data and seeds, evaluate each, print the table."""
+    from model.train.commands import run_ablate
+
+    config = _train_config(
+        run,
+        data,
+        db,
+        imagenome,
+        None,
+        uncertain,
+        "negative",
+        unlabeled,
+        "evidence",
+        findings,
+        image_size,
+        False,
+        batch_size,
+        epochs,
+        lr,
+        0.01,
+        0.05,
+        1.0,
+        20.0,
+        seed,
+        workers,
+        device,
+        False,
+        patience,
+        checkpoint_dir,
+        threads,
+        backbone,
+        backbone_weights,
+        None,
+        None,
+        d_model,
+        False,
+        False,
+        False,
+        no_decoder,
+        None,
+        None,
+        None,
+        None,
+        None,
+        model_option,
+        None,
+    )
+    run_ablate(config, variants, reference, split)
+
+
+@user_errors
+def sensitivity_command(
+    data: DataOption,
+    base: Annotated[str, typer.Option(help="run whose labels are corrupted (name or id)")],
+    reference: Annotated[str, typer.Option(help="run label quality and model quality are measured against")],
+    db: DbOption = DEFAULT_DB,
+    drop: Annotated[str | None, typer.Option(help="omission rates, e.g. 0,0.1,0.2,0.4")] = None,
+    add: Annotated[str | None, typer.Option(help="false-positive rates, e.g. 0,0.05,0.1")] = None,
+    shift: Annotated[str | None, typer.Option(help="neighbouring-region shift rates, e.g. 0,0.2,0.4")] = None,
+    shift_side: Annotated[str, typer.Option("--shift-side", help="same | other")] = "same",
+    sources: Annotated[
+        str | None, typer.Option(help="real label runs trained as they are, e.g. rules,gold-report")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="seeds per grid point (labels and training): 0..N-1")] = 3,
+    uncertain: Annotated[str, typer.Option(help="uncertain labels: ignore | positive | negative")] = "ignore",
+    findings: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--findings", help="train and score these lesions (repeat; default: the reference's present findings)"
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="split the models are scored on")] = "test",
+    imagenome: ImagenomeOption = None,
+    out: Annotated[Path, typer.Option("--out", help="folder for the CSVs, the plot and the cells' checkpoints")] = Path(
+        "sensitivity"
+    ),
+    epochs: Annotated[int, typer.Option()] = 10,
+    image_size: Annotated[int, typer.Option("--image-size")] = 224,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    lr: Annotated[float, typer.Option()] = 3e-4,
+    patience: Annotated[int, typer.Option(help="early stopping (0: off)")] = 3,
+    backbone: Annotated[str, typer.Option(help="timm model name")] = "resnet18",
+    d_model: Annotated[int | None, typer.Option("--d-model")] = None,
+    decoder: Annotated[
+        bool,
+        typer.Option("--decoder", help="train the sentence decoder too (off: it does not change lesion recognition)"),
+    ] = False,
+    unlabeled: Annotated[str, typer.Option(help="images a run did not cover: error | skip | all-negative")] = "error",
+    workers: Annotated[int, typer.Option()] = 0,
+    device: DeviceOption = "auto",
+    threads: Annotated[int | None, typer.Option()] = None,
+    model_option: Annotated[list[str] | None, typer.Option("--model-option", help="KEY=VALUE (repeat)")] = None,
+) -> None:
+    """Train over a grid of label corruptions and sources; table and plot of model F1 against label F1 (resumable)."""
+    from model.experiments.commands import show_sensitivity
+
+    show_sensitivity(
+        data,
+        db,
+        base,
+        reference,
+        drop,
+        add,
+        shift,
+        sources,
+        seeds,
+        out,
+        uncertain,
+        shift_side,
+        findings,
+        split,
+        imagenome,
+        epochs,
+        image_size,
+        batch_size,
+        lr,
+        patience,
+        backbone,
+        d_model,
+        decoder,
+        unlabeled,
+        workers,
+        device,
+        threads,
+        model_option,
+    )
+
+
+@user_errors
+def quickstart_command(
+    workdir: Annotated[
+        Path, typer.Option("--workdir", "--dir", help="scratch folder (a second run continues where the first stopped)")
+    ] = Path("clala-quickstart"),
+    no_llm: Annotated[bool, typer.Option("--no-llm", help="skip labeling with the embedded local LLM")] = False,
+    llm_aggregator: Annotated[
+        bool,
+        typer.Option(
+            "--llm-aggregator", help="write the generated reports with the local LLM (default: deterministic)"
+        ),
+    ] = False,
+    small: Annotated[bool, typer.Option("--small", help="a tiny cohort and model: seconds, for tests")] = False,
+) -> None:
+    """Synthesise, ingest, label (rules + local LLM), compare, train on two sources, evaluate, generate, score."""
+    from model.experiments.quickstart import QuickstartSettings, run_quickstart
+
+    run_quickstart(
+        workdir, llm=not no_llm, llm_aggregator=llm_aggregator, settings=QuickstartSettings.small() if small else None
+    )

@@ -4,12 +4,15 @@ corruptions did and, given a reference, the derived labels' quality."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from labeling.core.cli_options import DEFAULT_DB, DbOption, VocabularyOption, user_errors
 from labeling.core.terminal import output_console
 from model.labels.label_specs import DerivedRun, LabelQuality, LabelSpec, save_derived_run
 
@@ -80,3 +83,44 @@ def run_derive(
     if result.quality:
         console.print(quality_table(result.quality))
     return result
+
+
+@user_errors
+def derive_command(
+    run: Annotated[str, typer.Argument(help="source run name or id")],
+    name: Annotated[str, typer.Option(help="name of the new derived run")],
+    db: DbOption = DEFAULT_DB,
+    uncertain: Annotated[
+        str,
+        typer.Option(
+            help="uncertain labels become: positive | negative | ignore (kept uncertain, left out of training)"
+        ),
+    ] = "ignore",
+    drop: Annotated[float, typer.Option(help="rate at which present labels are omitted")] = 0.0,
+    add: Annotated[float, typer.Option(help="rate at which allowed absent/unmentioned cells turn present")] = 0.0,
+    shift: Annotated[float, typer.Option(help="rate at which present labels move to a neighbouring region")] = 0.0,
+    shift_side: Annotated[
+        str, typer.Option("--shift-side", help="same (adjacent zone, same side) | other (mirror region)")
+    ] = "same",
+    keep: Annotated[float, typer.Option(help="fraction of the source's reports kept labeled")] = 1.0,
+    seed: Annotated[int, typer.Option(help="the same seed gives the same labels")] = 0,
+    reference: Annotated[str | None, typer.Option(help="run to measure the derived labels against")] = None,
+    vocabulary: VocabularyOption = None,
+) -> None:
+    """Store a run's labels after an uncertainty policy and seeded corruptions as a derived run."""
+    from model.labels.commands import run_derive
+
+    run_derive(
+        db,
+        run,
+        name,
+        uncertain,
+        drop,
+        add,
+        shift,
+        shift_side,
+        keep,
+        seed,
+        reference,
+        str(vocabulary) if vocabulary else None,
+    )

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from labeling.core.cli_options import user_errors
 from labeling.core.terminal import output_console
 from model.synth.writer import COHORT_FILE, GOLD_FILE, generate_cohort, parse_prevalence
 
@@ -76,3 +79,21 @@ def summarize(out: Path) -> dict[str, str]:
         "gold": str(out / GOLD_FILE),
         "cohort": str(out / COHORT_FILE),
     }
+
+
+@user_errors
+def synth_command(
+    n: Annotated[int, typer.Option("--n", help="number of studies")] = 200,
+    out: Annotated[Path, typer.Option("--out", help="new folder for the cohort")] = Path("synth-cohort"),
+    seed: Annotated[int, typer.Option(help="the same seed writes the same cohort")] = 0,
+    size: Annotated[int, typer.Option(help="image height in pixels (width varies, 82-100% of it)")] = 256,
+    image_format: Annotated[str, typer.Option("--format", help="png | jpg")] = "png",
+    prevalence: Annotated[
+        list[str] | None, typer.Option(help="FINDING=RATE (repeatable) or a JSON object; findings as in the vocabulary")
+    ] = None,
+    workers: Annotated[int, typer.Option(help="processes drawing studies")] = 1,
+) -> None:
+    """Write a synthetic cohort (phantom images, reports, scene graphs, splits, gold) in the real layouts."""
+    from model.synth.commands import run_synth
+
+    run_synth(out, n, seed, size, image_format, prevalence or [], workers)

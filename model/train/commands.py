@@ -6,12 +6,20 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from labeling.core.cli_options import (
+    DEFAULT_DB,
+    DbOption,
+    DeviceOption,
+    ImagenomeOption,
+    user_errors,
+)
 from labeling.core.terminal import output_console
 
 
@@ -342,4 +350,132 @@ def train_config_from_options(
         checkpoint_dir=str(checkpoint_dir),
         threads=threads,
         model=model,
+    )
+
+
+def _train_config(*options):
+    """The training options, in `train_config_from_options`'s order, as a TrainConfig."""
+    return train_config_from_options(*options)
+
+
+@user_errors
+def train_command(
+    run: Annotated[
+        str | None,
+        typer.Option(
+            "--run",
+            "--label-run",
+            help="label run to train on (name or id); spell it --label-run under torchrun, whose own options swallow --run",
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="images root (MIMIC-CXR-JPG layout, or a clala synth folder)")
+    ] = None,
+    db: DbOption = DEFAULT_DB,
+    imagenome: ImagenomeOption = None,
+    name: Annotated[str | None, typer.Option(help="experiment name (default: RUN-time)")] = None,
+    uncertain: Annotated[str, typer.Option(help="uncertain labels: ignore | positive | negative")] = "ignore",
+    unmentioned: Annotated[str, typer.Option(help="unmentioned cells: negative | ignore")] = "negative",
+    unlabeled: Annotated[
+        str, typer.Option(help="images whose report the run did not cover: error | skip | all-negative")
+    ] = "error",
+    sentences: Annotated[str, typer.Option(help="region sentences: evidence | scene-graph | none")] = "evidence",
+    findings: Annotated[
+        list[str] | None,
+        typer.Option("--findings", help="train on these lesions (repeat; default: the run's findings)"),
+    ] = None,
+    image_size: Annotated[int, typer.Option("--image-size")] = 224,
+    no_augment: Annotated[bool, typer.Option("--no-augment", help="no random scale/shift")] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="global batch (over all processes)")] = 16,
+    epochs: Annotated[int, typer.Option()] = 10,
+    lr: Annotated[float, typer.Option()] = 3e-4,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 0.01,
+    warmup: Annotated[float, typer.Option(help="fraction of steps warming up")] = 0.05,
+    grad_clip: Annotated[float, typer.Option("--grad-clip", help="max gradient norm (0: off)")] = 1.0,
+    pos_weight_max: Annotated[
+        float, typer.Option("--pos-weight-max", help="clip of the class-imbalance weights")
+    ] = 20.0,
+    seed: Annotated[int, typer.Option()] = 0,
+    workers: Annotated[int, typer.Option(help="DataLoader processes")] = 0,
+    device: DeviceOption = "auto",
+    no_amp: Annotated[bool, typer.Option("--no-amp", help="full precision on CUDA")] = False,
+    patience: Annotated[
+        int, typer.Option(help="early stopping: epochs without a better validation mean lesion F1 (0: off)")
+    ] = 3,
+    checkpoint_dir: Annotated[Path, typer.Option("--checkpoint-dir")] = Path("checkpoints"),
+    threads: Annotated[int | None, typer.Option(help="torch CPU threads")] = None,
+    backbone: Annotated[str, typer.Option(help="timm model name")] = "resnet18",
+    backbone_weights: Annotated[Path | None, typer.Option("--backbone-weights", help="local state-dict file")] = None,
+    text_encoder: Annotated[
+        Path | None, typer.Option("--text-encoder", help="local transformers encoder folder (default: small BERT)")
+    ] = None,
+    decoder: Annotated[
+        Path | None, typer.Option(help="local transformers causal LM folder (default: small GPT-2)")
+    ] = None,
+    d_model: Annotated[int | None, typer.Option("--d-model")] = None,
+    no_lca: Annotated[bool, typer.Option("--no-lca")] = False,
+    no_llcl: Annotated[bool, typer.Option("--no-llcl")] = False,
+    no_itcl: Annotated[bool, typer.Option("--no-itcl")] = False,
+    no_decoder: Annotated[bool, typer.Option("--no-decoder")] = False,
+    region_weight: Annotated[float | None, typer.Option("--region-weight")] = None,
+    global_weight: Annotated[float | None, typer.Option("--global-weight")] = None,
+    llcl_weight: Annotated[float | None, typer.Option("--llcl-weight")] = None,
+    itcl_weight: Annotated[float | None, typer.Option("--itcl-weight")] = None,
+    decoder_weight: Annotated[float | None, typer.Option("--decoder-weight")] = None,
+    model_option: Annotated[
+        list[str] | None,
+        typer.Option("--model-option", help="any CLALA-Net setting, KEY=VALUE (repeat), e.g. lca_heads=8"),
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="continue from this checkpoint (last.pt) with its saved settings")
+    ] = None,
+) -> None:
+    """Train CLALA-Net on a label run; checkpoints, thresholds and the experiment row are saved."""
+    from model.train.commands import run_train
+
+    run_train(
+        _train_config(
+            run,
+            data,
+            db,
+            imagenome,
+            name,
+            uncertain,
+            unmentioned,
+            unlabeled,
+            sentences,
+            findings,
+            image_size,
+            no_augment,
+            batch_size,
+            epochs,
+            lr,
+            weight_decay,
+            warmup,
+            grad_clip,
+            pos_weight_max,
+            seed,
+            workers,
+            device,
+            no_amp,
+            patience,
+            checkpoint_dir,
+            threads,
+            backbone,
+            backbone_weights,
+            text_encoder,
+            decoder,
+            d_model,
+            no_lca,
+            no_llcl,
+            no_itcl,
+            no_decoder,
+            region_weight,
+            global_weight,
+            llcl_weight,
+            itcl_weight,
+            decoder_weight,
+            model_option,
+            resume,
+        )
     )

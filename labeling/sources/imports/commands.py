@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
+from labeling.core.cli_options import (
+    DEFAULT_DB,
+    DbOption,
+    EnableOption,
+    VocabularyOption,
+    user_errors,
+)
 from labeling.core.terminal import output_console
 from labeling.sources.imports.registry import import_labels
 from labeling.store.run_records import ImportResult
@@ -47,3 +56,21 @@ def show_import_result(result: ImportResult, console: Console) -> None:
         for reason, count in sorted(result.skipped.counts.items(), key=lambda kv: -kv[1]):
             table.add_row(reason, f"{count:,}", "; ".join(result.skipped.examples.get(reason, [])))
         console.print(table)
+
+
+@user_errors
+def import_command(
+    kind: Annotated[
+        str, typer.Argument(help="scene-graphs | imagenome-gold | chexpert | mesh | labelstudio | synth-gold")
+    ],
+    path: Annotated[Path, typer.Argument(help="the file or folder to import")],
+    name: Annotated[str, typer.Option(help="name of the new run")],
+    db: DbOption = DEFAULT_DB,
+    dataset: Annotated[str | None, typer.Option(help="match reports of this dataset only")] = None,
+    vocabulary: VocabularyOption = None,
+    enable: EnableOption = None,
+) -> None:
+    """Import existing labels (scene graphs, CheXpert, MeSH, Label Studio, synthetic gold) as a run."""
+    from labeling.sources.imports.commands import run_import
+
+    run_import(db, kind, path, name, dataset, str(vocabulary) if vocabulary else None, enable or [])

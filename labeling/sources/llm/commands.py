@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
+from labeling.core.cli_options import EnableOption, VocabularyOption, user_errors
 from labeling.core.errors import InputError
 from labeling.core.terminal import output_console
 from schemas.llm_output import output_json_schema
@@ -99,3 +102,53 @@ def render_prompt(
         console.rule(message["role"])
         console.print(message["content"], markup=False, highlight=False)
     return messages
+
+
+@user_errors
+def schema_export_command(
+    out: Annotated[Path | None, typer.Option("--out", help="file to write (default: stdout)")] = None,
+    vocabulary: VocabularyOption = None,
+    enable: EnableOption = None,
+) -> None:
+    """Write the JSON Schema of one unit's LLM answer, as the labeling engine sends it."""
+    from labeling.sources.llm.commands import export_label_schema
+
+    export_label_schema(out, vocabulary, enable or [])
+
+
+@user_errors
+def schema_vocabulary_command(vocabulary: VocabularyOption = None, enable: EnableOption = None) -> None:
+    """Print the regions and findings of a vocabulary."""
+    from labeling.sources.llm.commands import show_vocabulary
+
+    show_vocabulary(vocabulary, enable or [])
+
+
+@user_errors
+def prompts_list_command() -> None:
+    """Available prompt templates."""
+    from labeling.sources.llm.commands import show_prompts
+
+    show_prompts()
+
+
+@user_errors
+def prompts_show_command(name: Annotated[str, typer.Argument()] = "region_labels") -> None:
+    """A prompt's template files as written."""
+    from labeling.sources.llm.commands import show_prompt_source
+
+    show_prompt_source(name)
+
+
+@user_errors
+def prompts_render_command(
+    name: Annotated[str, typer.Argument()] = "region_labels",
+    text: Annotated[str, typer.Option(help="the unit text")] = "Small left pleural effusion.",
+    context: Annotated[str | None, typer.Option(help="context sentences")] = None,
+    vocabulary: VocabularyOption = None,
+    enable: EnableOption = None,
+) -> None:
+    """The exact chat one unit sends, with the prompt's sha256."""
+    from labeling.sources.llm.commands import render_prompt
+
+    render_prompt(name, text, context, vocabulary, enable or [])

@@ -1,0 +1,57 @@
+"""What every command shares: the option declarations used by more than one command, declared
+once, and the handling of user errors (one line on stderr, exit 1)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from labeling.core.errors import ClalaError
+
+__all__ = [
+    "DEFAULT_DB",
+    "ClalaError",
+    "DataOption",
+    "DbOption",
+    "DeviceOption",
+    "EnableOption",
+    "ImagenomeOption",
+    "VocabularyOption",
+    "user_errors",
+]
+
+DEFAULT_DB = Path("clala.duckdb")
+DbOption = Annotated[Path, typer.Option("--db", help="database file", envvar="CLALA_DB")]
+VocabularyOption = Annotated[Path | None, typer.Option("--vocabulary", help="vocabulary file (default: shipped)")]
+EnableOption = Annotated[
+    list[str] | None,
+    typer.Option("--enable", help="add a finding category (tubesandlines, device, technicalassessment)"),
+]
+DataOption = Annotated[Path, typer.Option("--data", help="images root (MIMIC-CXR-JPG layout, or a clala synth folder)")]
+ImagenomeOption = Annotated[
+    Path | None,
+    typer.Option("--imagenome", help="Chest ImaGenome root with splits/ and scene_graph/ (default: --data)"),
+]
+DeviceOption = Annotated[str, typer.Option(help="auto (CUDA if available) | cpu | cuda | cuda:N")]
+
+
+def user_errors(command: Callable) -> Callable:
+    """Print a ClalaError as one line on stderr and exit 1; Ctrl-C exits 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except ClalaError as exc:
+            Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False, markup=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            Console(stderr=True).print("interrupted; committed batches are kept, run the command again to finish")
+            raise typer.Exit(130) from None
+
+    return wrapper
