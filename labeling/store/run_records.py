@@ -80,6 +80,23 @@ class ImportResult:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class RunHooks:
+    """What a command shows while a run works: `started(result)` once the run and its size are
+    known, `advanced(result, n)` after each committed batch of `n` reports."""
+
+    started: Callable[[RunResult], None] | None = None
+    advanced: Callable[[RunResult, int], None] | None = None
+
+    def start(self, result: RunResult) -> None:
+        if self.started:
+            self.started(result)
+
+    def advance(self, result: RunResult, n: int) -> None:
+        if self.advanced:
+            self.advanced(result, n)
+
+
 def check_new_run_name(store: Store, name: str, *, resumable: bool = False) -> None:
     """The one check of a new run's name: well formed and not used yet (`resumable`: say how to
     finish the run of that name instead)."""
