@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from labeling.sources.rules.run import reading_sentences
+from labeling.sources.rules import reading_sentences
 from labeling.store.run_records import record_run
 from labeling.store.store import Store
 from schemas.runs import RunKind, RunSpec
@@ -54,7 +54,7 @@ def keyword_baseline(db: Path, name: str) -> None:
     """Every finding synonym in a reading sentence -> present, in the finding's default regions."""
     vocab = load_vocabulary()
     with Store(db) as store:
-        keys = [k for (k,) in store.con.execute("SELECT report_key FROM current_reports ORDER BY 1").fetchall()]
+        keys = store.current_report_keys()
         sentences = reading_sentences(store, keys)
         cells = {}
         for key, offset, text in zip(

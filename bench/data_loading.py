@@ -18,16 +18,17 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from labeling.ingest.pipeline import ingest
-from labeling.sources.imports.registry import import_labels
-from model.data.dataset import RegionDataset, collate
+from labeling.ingest import IngestOptions, ingest
+from labeling.sources.imports import ImportRequest, import_labels
+from labeling.store.store import Store
+from model.data.dataset import RegionDataset, collate, load_cohort
 from model.synth.writer import generate_cohort
 
 console = Console(soft_wrap=True)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=96, help="studies in the cohort")
     parser.add_argument("--keep", type=Path, default=None, help="write the cohort and database into DIR and keep them")
     args = parser.parse_args()
@@ -40,9 +41,11 @@ def main() -> int:
             out = workdir / f"cohort_{size}"
             db = workdir / f"bench_{size}.duckdb"
             generate_cohort(out, args.n, seed=0, size=size, image_format="jpg")
-            ingest(db, out / "files", fmt="mimic")
-            import_labels(db, "synth-gold", out, "gold")
-            dataset = RegionDataset.from_store(db, out, out, "gold-report", split=None, image_size=size)
+            with Store(db) as store:
+                ingest(store, out / "files", IngestOptions(format="mimic"))
+                import_labels(store, ImportRequest("synth-gold", out, "gold"))
+            with Store(db, read_only=True) as store:
+                dataset = RegionDataset.from_store(store, load_cohort(out, out, None), "gold-report", image_size=size)
             loader = torch.utils.data.DataLoader(
                 dataset, batch_size=8, num_workers=2, collate_fn=collate, persistent_workers=True
             )

@@ -21,7 +21,7 @@ from _common import bench_workdir
 from rich.console import Console
 from rich.table import Table
 
-from labeling.ingest.pipeline import ingest
+from labeling.ingest.pipeline import IngestResult, ingest, read_input
 from labeling.ingest.sections import detect_sections
 from labeling.ingest.sentences import _nlp, split_sentences_many
 from labeling.store.store import Store
@@ -33,7 +33,7 @@ console = Console(soft_wrap=True)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="IU X-ray indiana_reports.csv")
     parser.add_argument("--keep", type=Path, default=None, help="write the database into DIR and keep it")
     args = parser.parse_args()
@@ -54,31 +54,30 @@ def main() -> int:
             cleanup.cleanup()
 
 
+def ingest_once(db: Path, csv: Path) -> IngestResult:
+    """`clala ingest` without its display: read and validate, then store."""
+    source = read_input(csv)
+    with Store(db) as store:
+        return ingest(store, source)
+
+
 def run(csv: Path, db: Path) -> int:
     console.print(f"input: {csv}")
     console.print(f"database: {db}")
 
     # --- clala ingest, twice -------------------------------------------------------------------
     t0 = time.perf_counter()
-    first = ingest(db, csv)
+    first = ingest_once(db, csv)
     first_seconds = time.perf_counter() - t0
     t0 = time.perf_counter()
-    second = ingest(db, csv)
+    second = ingest_once(db, csv)
     second_seconds = time.perf_counter() - t0
 
     with Store(db, read_only=True) as store:
-        stored, sentences, distinct = store.con.execute(
-            """SELECT (SELECT count(*) FROM reports WHERE dataset = ?),
-                      count(*), count(DISTINCT norm_sha256)
-               FROM sentences s JOIN reports r USING (report_key) WHERE r.dataset = ?""",
-            [first.dataset, first.dataset],
-        ).fetchall()[0]
-        texts = [
-            row[0]
-            for row in store.con.execute(
-                "SELECT text FROM reports WHERE dataset = ? ORDER BY report_key", [first.dataset]
-            ).fetchall()
-        ]
+        counts = next(d for d in store.dataset_counts() if d["dataset"] == first.dataset)
+        stored, sentences, distinct = counts["versions"], counts["sentences"], counts["distinct_sentences"]
+        by_key = store.report_texts(store.current_report_keys(first.dataset))
+        texts = [by_key[k] for k in sorted(by_key)]
 
     problems = []
     if stored != len(first.added):

@@ -8,13 +8,13 @@ X-ray, and the local backend end to end.
    `openai.AsyncOpenAI` at concurrency C, exactly the chat clala builds for each sentence, with
    the same llama.cpp response_format and the decoding clala uses (temperature 0, seed 0 and
    clala's default max_tokens, read from `LabelOptions.decoding`), and validates
-   each answer with the same pydantic model. The clala side is `label_reports` with backend
+   each answer with the same pydantic model. The clala side is `label_with_llm` with backend
    "openai" pointed at the same running server (so no server start is timed), same
    concurrency, no cache. The sides alternate (raw, clala, raw, clala, ...); units/s per side is
    the median over the rounds. Target: clala/raw >= 0.9.
 2. De-duplication. All IU X-ray reports are ingested and `dry_run` counts the sentences, the
    unique units and the model calls a run would make. Target: calls/sentences <= 0.40.
-3. Local backend end to end. `label_reports` with the default `LabelOptions()` (backend local:
+3. Local backend end to end. `label_with_llm` with the default `LabelOptions()` (backend local:
    starts its own server) on the 8 sample reports that ship with clala, timed with the start.
 
     python bench/label_overhead.py [--n 6] [--concurrency 4] [--rounds 2]
@@ -35,19 +35,21 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from _common import bench_workdir
 from rich.console import Console
 from rich.table import Table
 
-from labeling.ingest.pipeline import ingest
-from labeling.ingest.readers import Columns
-from labeling.ingest.samples import sample_reports_path
+from labeling.ingest import Columns, IngestOptions, ingest, sample_reports_path
+from labeling.sources.llm import LabelOptions, LlmRequest, dry_run, label_with_llm
 from labeling.sources.llm.backends import response_format
 from labeling.sources.llm.local_server import LocalLlamaServer
-from labeling.sources.llm.run import LabelOptions, dry_run, label_reports
 from labeling.sources.llm.units import build_units
 from labeling.store.store import Store
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 from prompts.render import DEFAULT_PROMPT, load_prompt
 from schemas.llm_output import build_output_model, output_json_schema
 from schemas.vocabulary import load_vocabulary
@@ -80,7 +82,7 @@ def load() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=6, help="one-sentence reports for part 1")
     parser.add_argument("--concurrency", type=int, default=4, help="requests in flight, both sides")
     parser.add_argument("--rounds", type=int, default=2, help="rounds per side in part 1 (alternating)")
@@ -143,7 +145,7 @@ async def raw_side(base_url: str, model: str, texts: list[str], concurrency: int
         async with semaphore:
             completion = await client.chat.completions.create(
                 model=model,
-                messages=prompt.messages(text),
+                messages=cast("list[ChatCompletionMessageParam]", prompt.messages(text)),  # role/content dicts
                 temperature=decoding["temperature"],
                 max_tokens=decoding["max_tokens"],
                 seed=decoding["seed"],
@@ -163,7 +165,7 @@ async def raw_side(base_url: str, model: str, texts: list[str], concurrency: int
                 f"completion tokens: {str(exc).splitlines()[0]}"
             )
             return
-        result["labels"] += len(parsed.labels)
+        result["labels"] += len(parsed.model_dump()["labels"])  # a model built from the vocabulary
 
     t0 = time.perf_counter()
     try:
@@ -183,11 +185,10 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
     reports.write_text(
         "".join(json.dumps({"id": f"u{i + 1:05d}", "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8"
     )
-    ingested = ingest(db, reports, fmt="jsonl")
-    # The raw side sends exactly the unit texts clala would send.
-    with Store(db, read_only=True) as store:
-        keys = [r[0] for r in store.con.execute("SELECT report_key FROM reports ORDER BY report_key").fetchall()]
-        units, _, _ = build_units(store, keys)
+    with Store(db) as store:
+        ingested = ingest(store, reports, IngestOptions(format="jsonl"))
+        # The raw side sends exactly the unit texts clala would send.
+        units, _, _ = build_units(store, store.current_report_keys())
     unit_texts = [u.text for u in units.values()]
     if len(unit_texts) != n or sorted(unit_texts) != sorted(texts):
         problems.append(f"the {n} reports made {len(unit_texts)} units, not one per sentence")
@@ -235,26 +236,27 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
                 f"{raw['invalid']} invalid; load {load()}"
             )
             t0, cpu = time.perf_counter(), time.process_time()
-            summary = label_reports(db, f"bench-{r + 1}", options)
+            with Store(db) as store:
+                summary = label_with_llm(store, LlmRequest(name=f"bench-{r + 1}", options=options))
             wall, cpu = time.perf_counter() - t0, time.process_time() - cpu
             clala_runs.append(
                 {
                     "seconds": wall,
                     "engine_seconds": summary.seconds,
-                    "calls": summary.model_calls,
+                    "calls": summary.counts["model_calls"],
                     "cpu": cpu,
                     "done": summary.reports_done,
                     "failed": summary.reports_failed,
-                    "prompt_tokens": summary.prompt_tokens,
-                    "completion_tokens": summary.completion_tokens,
+                    "prompt_tokens": summary.counts["prompt_tokens"],
+                    "completion_tokens": summary.counts["completion_tokens"],
                     "labels": summary.labels,
-                    "failures": summary.unit_failures,
+                    "failures": summary.counts["unit_failures"],
                 }
             )
             console.print(
                 f"round {r + 1}: clala {wall:6.2f} s, {n / wall:.3f} units/s "
-                f"(engine {summary.seconds:.2f} s), {summary.model_calls} calls, "
-                f"{summary.unit_failures} unit failures; load {load()}"
+                f"(engine {summary.seconds:.2f} s), {summary.counts['model_calls']} calls, "
+                f"{summary.counts['unit_failures']} unit failures; load {load()}"
             )
             # A report whose one unit failed validation is settled as failed, as the raw side counts
             # the same answer invalid; the run must have settled every report.
@@ -264,8 +266,8 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
                     f"{summary.reports_done} done and {summary.reports_failed} failed of {n} reports "
                     f"({summary.stopped_because})"
                 )
-            if summary.model_calls != n:
-                problems.append(f"clala round {r + 1}: {summary.model_calls} model calls, expected {n}")
+            if summary.counts["model_calls"] != n:
+                problems.append(f"clala round {r + 1}: {summary.counts['model_calls']} model calls, expected {n}")
     finally:
         server.stop()
     with Store(db, read_only=True) as store:
@@ -280,7 +282,7 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
     table = Table(title="1. engine overhead: same server, same units, same concurrency")
     table.add_column("measure")
     table.add_column("raw openai client", justify="right")
-    table.add_column("clala label_reports", justify="right")
+    table.add_column("clala label_with_llm", justify="right")
 
     def row(label: str, key: str, fmt: str = "{:,}") -> None:
         table.add_row(
@@ -314,7 +316,7 @@ def part_overhead(workdir: Path, n: int, concurrency: int, rounds: int) -> list[
         " / ".join(str(x["labels"]) for x in clala_runs),
     )
     table.add_row(
-        "clala engine seconds (RunSummary.seconds)", "", " / ".join(f"{x['engine_seconds']:.2f}" for x in clala_runs)
+        "clala engine seconds (RunResult.seconds)", "", " / ".join(f"{x['engine_seconds']:.2f}" for x in clala_runs)
     )
     table.add_row("reports done / failed (clala)", "", " / ".join(f"{x['done']}/{x['failed']}" for x in clala_runs))
     console.print(table)
@@ -341,7 +343,8 @@ def part_dedup(workdir: Path, iu: Path) -> list[str]:
         return []
     db = workdir / "bench_dedup.duckdb"
     t0 = time.perf_counter()
-    result = ingest(db, iu)
+    with Store(db) as store:
+        result = ingest(store, iu)
     ingest_seconds = time.perf_counter() - t0
     table = Table(title=f"2. de-duplication: {len(result.added):,} IU X-ray reports")
     table.add_column("measure")
@@ -353,7 +356,8 @@ def part_dedup(workdir: Path, iu: Path) -> list[str]:
             backend="openai", base_urls=[DEAD_URL], model="any", structured_output="llama_cpp", context=context
         )
         t0 = time.perf_counter()
-        dry = dry_run(db, options)
+        with Store(db, read_only=True) as store:
+            dry = dry_run(store, options)
         runs.append((dry, time.perf_counter() - t0))
     for label, get in (
         ("reports", lambda d: f"{d.reports:,}"),
@@ -385,19 +389,18 @@ def part_local(workdir: Path) -> list[str]:
     console.rule("3. local backend end to end (default LabelOptions, 8 sample reports)")
     problems: list[str] = []
     db = workdir / "bench_local.duckdb"
-    result = ingest(db, sample_reports_path(), columns=Columns(id="id", text="text"))
     options = LabelOptions()
-    dry = dry_run(db, options)
-    t0 = time.perf_counter()
-    summary = label_reports(db, "bench-local", options)
-    wall = time.perf_counter() - t0
+    with Store(db) as store:
+        result = ingest(store, sample_reports_path(), IngestOptions(columns=Columns(id="id", text="text")))
+        dry = dry_run(store, options)
+        t0 = time.perf_counter()
+        summary = label_with_llm(store, LlmRequest(name="bench-local", options=options))
+        wall = time.perf_counter() - t0
     if summary.status.value != "complete":
         problems.append(f"local run is {summary.status.value} ({summary.stopped_because})")
     with Store(db, read_only=True) as store:
-        answers = [
-            json.loads(r[0])
-            for r in store.con.execute("SELECT response FROM llm_cache WHERE run_id = ?", [summary.run_id]).fetchall()
-        ]
+        assert summary.run_id is not None
+        answers = store.cache_responses(summary.run_id)
         failures = store.failures("bench-local")
     empty = sum(1 for a in answers if not a.get("labels"))
     table = Table(title="3. local backend: Gemma 3 270M Q4_K_M via the embedded llama.cpp server")
@@ -409,20 +412,21 @@ def part_local(workdir: Path) -> list[str]:
         f"{summary.reports_done} / {summary.reports_failed} / {summary.reports_pending}",
     )
     table.add_row("units (sentences read) / unique units", f"{dry.sentences} / {dry.units}")
-    table.add_row("model calls", f"{summary.model_calls}")
+    table.add_row("model calls", f"{summary.counts['model_calls']}")
     table.add_row("valid answers / with an empty label list", f"{len(answers)} / {empty}")
-    table.add_row("unit failures", f"{summary.unit_failures}")
+    table.add_row("unit failures", f"{summary.counts['unit_failures']}")
     table.add_row("labels stored", f"{summary.labels}")
     table.add_row("rejected labels", ", ".join(f"{k}: {v}" for k, v in summary.rejected.items()) or "0")
     table.add_row("wall seconds, server start included", f"{wall:.1f}")
-    table.add_row("engine seconds (RunSummary.seconds)", f"{summary.seconds:.1f}")
+    table.add_row("engine seconds (RunResult.seconds)", f"{summary.seconds:.1f}")
     table.add_row("server start + teardown (wall - engine)", f"{wall - summary.seconds:.1f}")
     table.add_row("reports/s (wall)", f"{summary.reports / wall:.3f}")
-    table.add_row("model calls/s (engine)", f"{summary.model_calls / summary.seconds:.2f}")
-    table.add_row("prompt tokens", f"{summary.prompt_tokens:,}")
-    table.add_row("completion tokens", f"{summary.completion_tokens:,}")
+    table.add_row("model calls/s (engine)", f"{summary.counts['model_calls'] / summary.seconds:.2f}")
+    table.add_row("prompt tokens", f"{summary.counts['prompt_tokens']:,}")
+    table.add_row("completion tokens", f"{summary.counts['completion_tokens']:,}")
     table.add_row(
-        "completion tokens/s (completion_tokens / seconds)", f"{summary.completion_tokens / summary.seconds:.1f}"
+        "completion tokens/s (completion_tokens / seconds)",
+        f"{summary.counts['completion_tokens'] / summary.seconds:.1f}",
     )
     console.print(table)
     for failure in failures:
@@ -431,7 +435,7 @@ def part_local(workdir: Path) -> list[str]:
         f"note: the default model is a tiny base model (Gemma 3 270M) that proves the path end to end, "
         f"not a good labeler; here {empty} of its {len(answers)} valid answers had an empty label list. "
         f"The first call also evaluates the whole prompt prefix "
-        f"(~{summary.prompt_tokens // max(1, summary.model_calls):,} prompt tokens per call)."
+        f"(~{summary.counts['prompt_tokens'] // max(1, summary.counts['model_calls']):,} prompt tokens per call)."
     )
     return problems
 

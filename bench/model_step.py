@@ -74,7 +74,7 @@ def step(model: CLALANet, optimizer: torch.optim.Optimizer, batch: dict[str, tor
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--backbone", default="resnet18", help="timm backbone (random init)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224, help="image side in pixels")

@@ -24,8 +24,9 @@ from _common import bench_workdir
 from rich.console import Console
 from rich.table import Table
 
-from labeling.ingest.pipeline import ingest
-from labeling.sources.rules.run import RulesLabeler, label_with_rules, silence_pyrush
+from labeling.ingest import IngestOptions, ingest
+from labeling.sources import ReportSelection
+from labeling.sources.rules import RulesLabeler, RulesRequest, label_with_rules, silence_pyrush
 from labeling.store.store import Store
 from schemas.vocabulary import load_vocabulary
 
@@ -58,7 +59,7 @@ def medspacy_default(texts: list[str]) -> tuple[float, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="IU X-ray indiana_reports.csv")
     parser.add_argument("--keep", type=Path, default=None, help="write the database into DIR and keep it")
     args = parser.parse_args()
@@ -69,13 +70,16 @@ def main() -> int:
     if db.exists():
         sys.exit(f"{db} already exists; choose another --keep folder")
     try:
-        ingest(db, args.csv, fmt="iu-xray")
-        with Store(db, read_only=True) as store:
-            keys = [k for (k,) in store.con.execute("SELECT report_key FROM current_reports ORDER BY 1").fetchall()]
-            texts = [t for (t,) in store.con.execute("SELECT text FROM current_reports ORDER BY report_key").fetchall()]
-        started = time.perf_counter()
-        summary = label_with_rules(db, "bench-rules", lambda store: keys)
-        clala_s = time.perf_counter() - started
+        with Store(db) as store:
+            ingest(store, args.csv, IngestOptions(format="iu-xray"))
+            keys = store.current_report_keys()
+            by_key = store.report_texts(keys)
+            texts = [by_key[k] for k in keys]
+            started = time.perf_counter()
+            summary = label_with_rules(
+                store, RulesRequest(name="bench-rules", reports=ReportSelection(report_keys=keys))
+            )
+            clala_s = time.perf_counter() - started
         base_s, entities = medspacy_default(texts)
     finally:
         if cleanup:
@@ -85,7 +89,10 @@ def main() -> int:
     table = Table("figure", "value", title=f"Rules labeler on {n:,} IU X-ray reports", title_justify="left")
     table.add_row("clala rules: seconds (end to end, stored)", f"{clala_s:.2f}")
     table.add_row("clala rules: reports/s", f"{n / clala_s:,.0f}")
-    table.add_row("clala rules: sentences read / distinct", f"{summary.sentences:,} / {summary.distinct_sentences:,}")
+    table.add_row(
+        "clala rules: sentences read / distinct",
+        f"{summary.counts['sentences']:,} / {summary.counts['distinct_sentences']:,}",
+    )
     table.add_row("clala rules: labels stored", f"{summary.labels:,}")
     table.add_row("medspaCy default pipeline: seconds", f"{base_s:.2f}")
     table.add_row("medspaCy default pipeline: reports/s", f"{n / base_s:,.0f}")

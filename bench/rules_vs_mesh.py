@@ -25,10 +25,10 @@ from _common import bench_workdir, keyword_baseline
 from rich.console import Console
 from rich.table import Table
 
-from labeling.ingest.pipeline import ingest
-from labeling.review.compare import compare_runs
-from labeling.sources.imports.registry import import_labels
-from labeling.sources.rules.run import label_with_rules
+from labeling.ingest import IngestOptions, ingest
+from labeling.review import CompareOptions, compare_runs
+from labeling.sources.imports import ImportRequest, import_labels
+from labeling.sources.rules import RulesRequest, label_with_rules
 from labeling.store.store import Store
 from schemas.vocabulary import load_vocabulary
 
@@ -58,7 +58,7 @@ def mesh_findings() -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="IU X-ray indiana_reports.csv")
     parser.add_argument("--uncertain", default="exclude", help="exclude | positive | negative | own-class")
     parser.add_argument("--top", type=int, default=10, help="findings listed by disagreement")
@@ -71,15 +71,10 @@ def main() -> int:
     if db.exists():
         sys.exit(f"{db} already exists; choose another --keep folder")
     try:
-        ingest(db, args.csv, fmt="iu-xray")
-        import_labels(db, "mesh", args.csv, "mesh")
-        label_with_rules(
-            db,
-            "rules",
-            lambda store: [
-                k for (k,) in store.con.execute("SELECT report_key FROM current_reports ORDER BY 1").fetchall()
-            ],
-        )
+        with Store(db) as store:
+            ingest(store, args.csv, IngestOptions(format="iu-xray"))
+            import_labels(store, ImportRequest("mesh", args.csv, "mesh"))
+            label_with_rules(store, RulesRequest(name="rules"))
         keyword_baseline(db, "keywords")
         findings = mesh_findings()
         results = {}
@@ -88,7 +83,7 @@ def main() -> int:
                 for run in ("rules", "keywords"):
                     started = time.perf_counter()
                     results[run, level] = compare_runs(
-                        store, run, "mesh", level=level, findings=findings, uncertain=args.uncertain
+                        store, run, "mesh", CompareOptions(level=level, findings=findings, uncertain=args.uncertain)
                     )
                     results[run, level].seconds = time.perf_counter() - started
     finally:

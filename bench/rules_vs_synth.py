@@ -21,10 +21,10 @@ from _common import bench_workdir, keyword_baseline
 from rich.console import Console
 from rich.table import Table
 
-from labeling.ingest.pipeline import ingest
-from labeling.review.compare import compare_runs
-from labeling.sources.imports.registry import import_labels
-from labeling.sources.rules.run import label_with_rules
+from labeling.ingest import IngestOptions, ingest
+from labeling.review import CompareOptions, compare_runs
+from labeling.sources.imports import ImportRequest, import_labels
+from labeling.sources.rules import RulesRequest, label_with_rules
 from labeling.store.store import Store
 from model.synth.writer import generate_cohort
 
@@ -32,7 +32,7 @@ console = Console(soft_wrap=True, width=160)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="studies in the cohort")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--uncertain", default="exclude", help="exclude | positive | negative | own-class")
@@ -48,22 +48,17 @@ def main() -> int:
         started = time.perf_counter()
         generate_cohort(cohort, n=args.n, seed=args.seed, size=224)
         console.print(f"cohort of {args.n:,} studies written in {time.perf_counter() - started:.1f} s")
-        ingest(db, cohort / "files", fmt="mimic")
-        import_labels(db, "synth-gold", cohort, "gold")
-        label_with_rules(
-            db,
-            "rules",
-            lambda store: [
-                k for (k,) in store.con.execute("SELECT report_key FROM current_reports ORDER BY 1").fetchall()
-            ],
-        )
+        with Store(db) as store:
+            ingest(store, cohort / "files", IngestOptions(format="mimic"))
+            import_labels(store, ImportRequest("synth-gold", cohort, "gold"))
+            label_with_rules(store, RulesRequest(name="rules"))
         keyword_baseline(db, "keywords")
         results = {}
         with Store(db, read_only=True) as store:
             for level in ("image", "region"):
                 for run, reference in (("rules", "gold-report"), ("keywords", "gold-report"), ("rules", "gold-image")):
                     results[run, reference, level] = compare_runs(
-                        store, run, reference, level=level, uncertain=args.uncertain
+                        store, run, reference, CompareOptions(level=level, uncertain=args.uncertain)
                     )
     finally:
         if cleanup:

@@ -37,7 +37,7 @@ from _common import bench_workdir, clala, synth_cohort  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--n", type=int, default=3100, help="studies (about 2,000 training images at 3100)")
     parser.add_argument("--size", type=int, default=96, help="phantom image height")
     parser.add_argument("--image-size", type=int, default=96)
@@ -56,6 +56,9 @@ def main() -> None:
     args = parser.parse_args()
 
     from model.experiments.commands import show_sensitivity
+    from model.experiments.sensitivity import SensitivityGrid, parse_rates
+    from model.train.config import TrainConfig
+    from model.train.options import model_settings
 
     workdir, cleanup = bench_workdir(args.keep)
     started = time.perf_counter()
@@ -82,27 +85,30 @@ def main() -> None:
     prepared = time.perf_counter() - started
     print(f"cohort: {args.n} studies at {args.size} px in {cohort}; prepared in {prepared:.0f} s", flush=True)
 
-    result = show_sensitivity(
-        cohort,
-        db,
-        "gold-report",
-        "gold-report",
-        args.drop,
-        None,
-        None,
-        args.sources,
-        args.seeds,
-        workdir / "sensitivity",
+    grid = SensitivityGrid(
+        data=str(cohort),
+        db=str(db),
+        base="gold-report",
+        reference="gold-report",
+        drop=parse_rates(args.drop, "--drop"),
+        sources=[s.strip() for s in (args.sources or "").split(",") if s.strip()],
+        seeds=list(range(args.seeds)),
+        out=str(workdir / "sensitivity"),
+    )
+    template = TrainConfig(
+        run="(per cell)",
+        data=str(cohort),
+        db=str(db),
         epochs=args.epochs,
         image_size=args.image_size,
         batch_size=args.batch_size,
         lr=args.lr,
         patience=0,
-        backbone=args.backbone,
-        d_model=args.d_model,
         workers=args.workers,
         threads=args.threads,
+        model=model_settings(backbone=args.backbone, d_model=args.d_model, no_decoder=True),
     )
+    result = show_sensitivity(grid, template)
     clean = next(r for r in result.rows if r.series == "drop" and r.rate == 0)
     print(
         f"\nmodel mean lesion F1 as a ratio to the clean gold-report cell ({clean.model_f1_mean:.3f}); "
@@ -114,7 +120,8 @@ def main() -> None:
             f"  {row.series:6} {row.setting:12} label F1 {row.label_f1_mean:.3f}  model F1 {row.model_f1_mean:.3f} "
             f"± {row.model_f1_std:.3f}  ratio {row.model_f1_mean / clean.model_f1_mean:.2f}x"
         )
-    train_seconds = [c.train.get("seconds") for c in result.cells if c.outcome == "trained" and c.train.get("seconds")]
+    trained = [c for c in result.cells if c.outcome == "trained" and c.train.get("seconds")]
+    train_seconds = [float(c.train["seconds"]) for c in trained]
     if train_seconds:
         print(f"training: {len(train_seconds)} cells, {sum(train_seconds) / len(train_seconds):.0f} s each on average")
     print(f"total {time.perf_counter() - started:.0f} s; files in {workdir / 'sensitivity'}")

@@ -24,7 +24,7 @@ console = Console(soft_wrap=True)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--n", type=int, default=60, help="studies per size")
     parser.add_argument("--format", default="png", choices=("png", "jpg"))
     parser.add_argument("--keep", type=Path, default=None, help="write the cohorts into DIR and keep them")

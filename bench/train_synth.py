@@ -35,7 +35,7 @@ from _common import bench_workdir, synth_cohort  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument(
         "--n", type=int, default=3100, help="studies in the cohort (about 2,000 train images after images_to_avoid)"
     )
@@ -54,9 +54,11 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep the cohort, database and checkpoints here")
     args = parser.parse_args()
 
-    from model.evaluate.evaluate import evaluate
+    from labeling.store.store import Store
+    from model.evaluate.evaluate import EvaluateRequest, evaluate
+    from model.evaluate.inference import InferenceOptions
     from model.experiments.ablation import ablate
-    from model.train.loop import TrainConfig
+    from model.train.config import TrainConfig
 
     workdir, cleanup = bench_workdir(args.keep)
     started = time.perf_counter()
@@ -108,9 +110,9 @@ def main() -> None:
 
     rows = ablate(config, args.variants, reference="gold-report", split="test", on_progress=progress)
     full = next((row for row in rows if row.variant == "full"), rows[0])
-    image_truth = evaluate(
-        full.checkpoint, db, cohort, "gold-image", split="test", batch_size=args.batch_size, record=False
-    )
+    options = InferenceOptions(full.checkpoint, cohort, split="test", batch_size=args.batch_size)
+    with Store(db, read_only=True) as store:
+        image_truth = evaluate(store, EvaluateRequest(options, "gold-image", record=False))
 
     print()
     print(
@@ -123,7 +125,8 @@ def main() -> None:
     )
     print()
     print(
-        "| variant | mean lesion F1 | ratio to constant | image-level F1 | valid F1 | best epoch | parameters | train s |"
+        "| variant | mean lesion F1 | ratio to constant | image-level F1 | valid F1 | best epoch | parameters "
+        "| train s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:

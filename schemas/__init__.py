@@ -1,6 +1,6 @@
 """clala's data types: the vocabulary (regions, findings), labels, reports and runs."""
 
-from schemas.labels import Evidence, Label, ReportLabels, Severity, Status, Temporal, merge_labels
+from schemas.labels import Evidence, Label, Severity, Status, Temporal, merge_labels
 from schemas.reports import Section, Sentence, SourceReport
 from schemas.runs import RunInfo, RunKind, RunSpec, RunStatus
 from schemas.vocabulary import Finding, Region, Vocabulary, load_vocabulary
@@ -10,7 +10,6 @@ __all__ = [
     "Finding",
     "Label",
     "Region",
-    "ReportLabels",
     "RunInfo",
     "RunKind",
     "RunSpec",

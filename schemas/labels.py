@@ -1,6 +1,6 @@
 """Labels: one (report, region, finding) cell with its status, evidence and provenance.
 
-Semantics (DESIGN.md): unmentioned = no row; when several statements speak of the same cell,
+Semantics: unmentioned = no row; when several statements speak of the same cell,
 present > uncertain > absent; region None means an image-level label (e.g. CheXpert CSV).
 """
 
@@ -77,20 +77,6 @@ class Label(BaseModel):
     @property
     def cell(self) -> tuple[str | None, str]:
         return (self.region, self.finding)
-
-
-class ReportLabels(BaseModel):
-    """All labels one source gives one report, at most one per cell."""
-
-    report_key: int
-    labels: list[Label] = []
-
-    @model_validator(mode="after")
-    def _one_label_per_cell(self) -> ReportLabels:
-        cells = [label.cell for label in self.labels]
-        if len(cells) != len(set(cells)):
-            raise ValueError("more than one label for the same (region, finding) cell; merge them first")
-        return self
 
 
 def merge_labels(labels: Iterable[Label]) -> list[Label]:

@@ -36,11 +36,11 @@ def build_output_model(vocabulary: Vocabulary) -> type[BaseModel]:
     statement = create_model(
         "StatementLabel",
         __config__=ConfigDict(extra="forbid"),
-        finding=(finding_type, Field(description="finding name, exactly as in the vocabulary")),
-        regions=(list[region_type], Field(description="regions the statement places it in; empty if not stated")),
-        status=(status_type, Field(description="present, absent (negated) or uncertain (hedged)")),
-        severity=(severity_type, Field(description="severity if stated, else none")),
-        temporal=(temporal_type, Field(description="change against a prior exam if stated, else none")),
+        finding=(finding_type, Field(description="finding name, exactly as in the vocabulary")),  # pyright: ignore[reportArgumentType]  # a Literal built from the vocabulary at run time
+        regions=(list[region_type], Field(description="regions the statement places it in; empty if not stated")),  # pyright: ignore[reportInvalidTypeForm]  # built at run time
+        status=(status_type, Field(description="present, absent (negated) or uncertain (hedged)")),  # pyright: ignore[reportArgumentType]  # a Literal built from the vocabulary at run time
+        severity=(severity_type, Field(description="severity if stated, else none")),  # pyright: ignore[reportArgumentType]  # a Literal built from the vocabulary at run time
+        temporal=(temporal_type, Field(description="change against a prior exam if stated, else none")),  # pyright: ignore[reportArgumentType]  # a Literal built from the vocabulary at run time
         # Non-empty is checked here rather than with minLength, which strict OpenAI schemas reject.
         evidence=(
             Annotated[str, AfterValidator(_non_empty)],
@@ -50,7 +50,7 @@ def build_output_model(vocabulary: Vocabulary) -> type[BaseModel]:
     return create_model(
         "UnitLabels",
         __config__=ConfigDict(extra="forbid"),
-        labels=(list[statement], Field(description="one entry per finding mentioned; empty if none")),
+        labels=(list[statement], Field(description="one entry per finding mentioned; empty if none")),  # pyright: ignore[reportInvalidTypeForm]  # built at run time
     )
 
 

@@ -31,6 +31,15 @@ def cli():
     return run
 
 
+def ingest_file(db: Path, path: Path, **options):
+    """Ingest one file or folder into the database at `db` (`options`: IngestOptions fields)."""
+    from labeling.ingest.pipeline import IngestOptions, ingest
+    from labeling.store.store import Store
+
+    with Store(db) as store:
+        return ingest(store, path, IngestOptions(**options))
+
+
 def clala_subprocess(*args: str, **kwargs):
     """The installed console script in a separate process (for locks and kills)."""
     import subprocess

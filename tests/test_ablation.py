@@ -8,7 +8,7 @@ from test_trainer import LESIONS, make_cohort, tiny_config
 
 from labeling.core.errors import InputError
 from model.experiments.ablation import VARIANTS, ablate
-from model.train.loop import load_checkpoint
+from model.train.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -16,6 +16,7 @@ def cohort(tmp_path_factory):
     return make_cohort(tmp_path_factory.mktemp("ablation"), n=56, seed=9, valid=10, test=10)
 
 
+@pytest.mark.slow  # four trainings: about 20 s
 def test_ablate_trains_each_variant_without_its_component(cohort, tmp_path, cli):
     cohort_dir, db = cohort
     folder = tmp_path / "abl"
@@ -77,7 +78,7 @@ def test_ablate_trains_each_variant_without_its_component(cohort, tmp_path, cli)
 
 
 def test_ablate_rejects_unknown_variant_and_resume(cohort, tmp_path):
-    config = tiny_config(*cohort, tmp_path / "x")
+    config = tiny_config(*cohort, checkpoints=tmp_path / "x")
     with pytest.raises(InputError, match="'no-brain' is not one of"):
         ablate(config, ["full", "no-brain"])
     config.resume = str(tmp_path / "x" / "last.pt")

@@ -30,7 +30,8 @@ def test_remote_needs_opt_in():
 
 def test_response_format_dialects():
     schema = {"type": "object"}
-    assert response_format("json_schema", schema)["json_schema"]["schema"] == schema
+    fmt = response_format("json_schema", schema)
+    assert fmt is not None and fmt["json_schema"]["schema"] == schema
     assert response_format("llama_cpp", schema) == {"type": "json_object", "schema": schema}
     assert response_format("none", schema) is None
 

@@ -1,6 +1,7 @@
 """CLALA-Net end to end on a tiny configuration: batch contract, masks, switches, losses, config."""
 
 import json
+from typing import Any
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ B, R, L, T = 4, 29, 3, 6
 
 
 def tiny_config(**overrides) -> CLALANetConfig:
-    values = (
+    values: dict[str, Any] = (
         dict(
             lesions=LESIONS,
             backbone="test_resnet",
@@ -227,6 +228,7 @@ def test_generate_sentences_per_selected_region():
     assert not produced[~(selected & batch["box_mask"])].any()
     # Each selected region's row is the decoder's output for that region's features.
     valid = selected & batch["box_mask"]
+    assert model.decoder is not None
     expected = model.decoder.generate(model.encode(batch).region_features[valid], num_beams=2, max_new_tokens=5)
     assert torch.equal(ids[valid], expected)
 
@@ -253,5 +255,6 @@ def test_config_takes_the_tokenizer_facts():
     special = (config.pad_token_id, config.bos_token_id, config.eos_token_id)
     assert config.vocab_size == len(tokenizer) and special == (0, 1, 2)
     model = CLALANet(config)
+    assert model.decoder is not None and model.itcl is not None
     assert model.decoder.language_model.get_input_embeddings().num_embeddings == len(tokenizer)
     assert model.itcl.text_encoder.get_input_embeddings().num_embeddings == len(tokenizer)

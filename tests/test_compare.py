@@ -10,7 +10,14 @@ import pytest
 from sklearn.metrics import cohen_kappa_score, precision_recall_fscore_support
 
 from labeling.core.errors import InputError
-from labeling.review.compare import bin_counts, cell_bins, compare_runs, compare_to_reference, metrics_from_counts
+from labeling.review.compare import (
+    CompareOptions,
+    bin_counts,
+    cell_bins,
+    compare_runs,
+    compare_to_reference,
+    metrics_from_counts,
+)
 from labeling.store.run_records import record_run
 from labeling.store.store import Store
 from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
@@ -29,7 +36,9 @@ REGIONS = load_vocabulary().region_names
 
 TEXTS = {
     "r1": "Small left pleural effusion.",
-    "r2": "Small left pleural effusion. Right pneumothorax is questioned. No pneumothorax on the lateral. No atelectasis.",
+    "r2": (
+        "Small left pleural effusion. Right pneumothorax is questioned. No pneumothorax on the lateral. No atelectasis."
+    ),
     "r3": "Possible left pleural effusion. Right pleural effusion.",
     "r4": "The heart may be enlarged. Left apical pneumothorax.",
     "r5": "No left pleural effusion. Blunted left costophrenic angle, effusion.",
@@ -79,7 +88,7 @@ def label_columns(keys: dict[str, int], labels: dict) -> dict[str, list]:
             ("finding", finding),
             ("status", status),
             ("evidence_start", start),
-            ("evidence_end", start + len(evidence) if evidence else None),
+            ("evidence_end", start + len(evidence) if evidence and start is not None else None),
             ("evidence_text", evidence),
         ):
             columns[column].append(value)
@@ -135,7 +144,7 @@ def sklearn_reference(finding: str, policy: str, level: str = "region") -> dict:
     a, b = cell_classes(LLM, finding, policy, level), cell_classes(GOLD, finding, policy, level)
     keep = np.asarray([x is not None and y is not None for x, y in zip(a, b)])
     a, b = a[keep].astype(int), b[keep].astype(int)
-    p, r, f, _ = precision_recall_fscore_support(b == 1, a == 1, average="binary", zero_division=0)
+    p, r, f, _ = precision_recall_fscore_support(b == 1, a == 1, average="binary", zero_division=0)  # pyright: ignore[reportArgumentType]  # sklearn takes 0
     return {
         "kappa": cohen_kappa_score(a, b),
         "precision": p,
@@ -200,7 +209,7 @@ def test_region_level_exclude_counts_by_hand(compare_db):
 def test_every_policy_matches_sklearn(compare_db, policy, level):
     db, _ = compare_db
     with Store(db, read_only=True) as store:
-        c = compare_runs(store, "llm", "gold", uncertain=policy, level=level)
+        c = compare_runs(store, "llm", "gold", CompareOptions(uncertain=policy, level=level))
     for finding, row in rows_by_name(c).items():
         expected = sklearn_reference(finding, policy, level)
         assert (row.cells, row.excluded) == (expected["cells"], expected["excluded"]), finding
@@ -215,7 +224,7 @@ def test_policies_change_the_numbers_as_expected(compare_db):
     db, _ = compare_db
     with Store(db, read_only=True) as store:
         by_policy = {
-            p: rows_by_name(compare_runs(store, "llm", "gold", uncertain=p))
+            p: rows_by_name(compare_runs(store, "llm", "gold", CompareOptions(uncertain=p)))
             for p in ("exclude", "positive", "negative", "own-class")
         }
     eff = {p: (r[EFF].tp, r[EFF].fn, r[EFF].excluded) for p, r in by_policy.items()}
@@ -233,7 +242,7 @@ def test_policies_change_the_numbers_as_expected(compare_db):
 def test_image_level_collapses_regions(compare_db):
     db, _ = compare_db
     with Store(db, read_only=True) as store:
-        c = compare_runs(store, "llm", "gold", level="image")
+        c = compare_runs(store, "llm", "gold", CompareOptions(level="image"))
     assert c.regions == () and c.by_region == []
     eff = rows_by_name(c)[EFF]
     # r3 is present in llm once its regions collapse (right present beats left uncertain): no exclusion.
@@ -248,7 +257,9 @@ def test_reference_may_be_the_first_run_and_several_runs_share_one(compare_db):
     with Store(db, read_only=True) as store:
         swapped = compare_runs(store, "llm", "gold", reference="llm")
         straight = compare_runs(store, "llm", "gold")
-        many = compare_to_reference(store, ["llm", "gold"], "chexpert", level="image", uncertain="positive")
+        many = compare_to_reference(
+            store, ["llm", "gold"], "chexpert", CompareOptions(level="image", uncertain="positive")
+        )
     assert (swapped.run, swapped.reference) == ("gold", "llm")
     s, t = rows_by_name(swapped)[EFF], rows_by_name(straight)[EFF]
     assert (s.tp, s.fp, s.fn) == (t.tp, t.fn, t.fp)  # roles swap fp and fn
@@ -263,16 +274,16 @@ def test_reference_may_be_the_first_run_and_several_runs_share_one(compare_db):
 def test_findings_option_restricts_and_validates(compare_db):
     db, _ = compare_db
     with Store(db, read_only=True) as store:
-        c = compare_runs(store, "llm", "gold", findings=[PTX, "atelectasis"])
+        c = compare_runs(store, "llm", "gold", CompareOptions(findings=[PTX, "atelectasis"]))
         assert c.findings == (PTX, "atelectasis")
         assert math.isnan(rows_by_name(c)["atelectasis"].f1)
         assert c.macro.name == "macro (1 findings)"
         with pytest.raises(InputError, match="'effusions'"):
-            compare_runs(store, "llm", "gold", findings=["effusions"])
+            compare_runs(store, "llm", "gold", CompareOptions(findings=["effusions"]))
         with pytest.raises(InputError, match="image-level labels only.*--level image"):
             compare_runs(store, "llm", "chexpert")
         with pytest.raises(InputError, match="--uncertain"):
-            compare_runs(store, "llm", "gold", uncertain="maybe")
+            compare_runs(store, "llm", "gold", CompareOptions(uncertain="maybe"))
 
 
 def test_vectorized_counts_match_sklearn_on_random_codes():

@@ -16,6 +16,7 @@ from PIL import Image
 from labeling.core.errors import InputError
 from labeling.store.store import Store
 from model.data.dataset import REGION_NAMES, build_examples, letterbox, load_cohort, read_image
+from model.labels.targets import TargetOptions
 from model.synth.render import DEFAULT_PREVALENCE
 from model.synth.writer import generate_cohort
 
@@ -131,14 +132,15 @@ def test_label_policies(cohort: Path, labelled: Path):
     uncertain = [r for r in rows if r["status"] == "uncertain" and r["region"]]
     assert uncertain, "the cohort should hold hedged statements"
     findings = sorted({r["finding"] for r in rows})
-    ignore = build_examples(labelled, loaded, "g-report", findings, uncertain="ignore")
-    positive = build_examples(labelled, loaded, "g-report", findings, uncertain="positive")
+    with Store(labelled, read_only=True) as store:
+        ignore = build_examples(store, loaded, "g-report", TargetOptions(tuple(findings), uncertain="ignore"))
+        positive = build_examples(store, loaded, "g-report", TargetOptions(tuple(findings), uncertain="positive"))
+        strict = build_examples(store, loaded, "g-report", TargetOptions(tuple(findings), unmentioned="ignore"))
     row_of = {int(k): i for i, k in enumerate(ignore.report_keys)}
     for label in uncertain:
         i, r, f = row_of[label["report_key"]], REGION_NAMES.index(label["region"]), findings.index(label["finding"])
         assert not ignore.masks[i, r, f] and ignore.targets[i, r, f] == 0
         assert positive.masks[i, r, f] and positive.targets[i, r, f] == 1
-    strict = build_examples(labelled, loaded, "g-report", findings, unmentioned="ignore")
     assert strict.masks.sum() == sum(1 for r in rows if r["region"] and r["status"] != "uncertain")
 
 
@@ -149,23 +151,27 @@ def test_unlabeled_reports_policy(cohort: Path, labelled: Path, tmp_path: Path):
     with Store(db) as store:
         key = int(store.covered_reports("g-report")[0])
         store.con.execute("DELETE FROM work WHERE report_key = ? AND run_id = ?", [key, store.run("g-report").run_id])
-    with pytest.raises(InputError, match="no labels for 1 of 16 images"):
-        build_examples(db, loaded, "g-report")
-    assert len(build_examples(db, loaded, "g-report", unlabeled="skip").records) == 15
-    negative = build_examples(db, loaded, "g-report", unlabeled="all-negative")
+    with Store(db, read_only=True) as store:
+        with pytest.raises(InputError, match="no labels for 1 of 16 images"):
+            build_examples(store, loaded, "g-report")
+        assert len(build_examples(store, loaded, "g-report", TargetOptions(unlabeled="skip")).records) == 15
+        negative = build_examples(store, loaded, "g-report", TargetOptions(unlabeled="all-negative"))
+        with pytest.raises(InputError, match="uncertain"):
+            build_examples(store, loaded, "g-report", TargetOptions(uncertain="maybe"))
     missing = int(np.flatnonzero(negative.report_keys < 0)[0])
     assert negative.unlabeled == 1 and negative.targets[missing].sum() == 0 and negative.masks[missing].all()
-    with pytest.raises(InputError, match="uncertain"):
-        build_examples(db, loaded, "g-report", uncertain="maybe")
 
 
 def test_dataset_batches_equal_the_store(cohort: Path, labelled: Path):
     torch = pytest.importorskip("torch")
     from model.data.dataset import Augment, RegionDataset, collate
 
-    dataset = RegionDataset.from_store(
-        labelled, cohort, cohort, "g-image", split=None, image_size=96, sentences="scene-graph"
-    )
+    every_image = load_cohort(cohort, cohort, None)
+    with Store(labelled, read_only=True) as store:
+        dataset = RegionDataset.from_store(
+            store, every_image, "g-image", TargetOptions(sentences="scene-graph"), image_size=96
+        )
+        text = RegionDataset.from_store(store, every_image, "g-report", image_size=64)
     loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=collate, num_workers=2)
     with Store(labelled, read_only=True) as store:
         present = {(r["report_key"], r["region"], r["finding"]) for r in store.labels("g-image").to_pylist()}
@@ -181,7 +187,6 @@ def test_dataset_batches_equal_the_store(cohort: Path, labelled: Path):
         assert len(batch["sentences"]) == len(batch["dicom_id"]) and len(batch["sentences"][0]) == 29
     assert seen == 16
     # Evidence sentences come from the report run.
-    text = RegionDataset.from_store(labelled, cohort, cohort, "g-report", split=None, image_size=64)
     assert any(s for i in range(len(text)) for s in text[i]["sentences"])
     # Augmentation moves the boxes with the image, reproducibly per (seed, epoch, index).
     moved = RegionDataset(dataset.examples, image_size=96, augment=Augment(scale=(1.1, 1.1), shift=0.05), seed=1)
@@ -201,9 +206,9 @@ def test_letterbox_moves_boxes_with_pixels():
 
 
 def test_images_of_every_format(tmp_path: Path):
-    pydicom = pytest.importorskip("pydicom")
+    pytest.importorskip("pydicom")
     from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
     ramp16 = (np.arange(40 * 30, dtype=np.uint32).reshape(40, 30) * 4).astype(np.uint16)
     ramp8 = (np.arange(40 * 30).reshape(40, 30) % 256).astype(np.uint8)
@@ -211,7 +216,7 @@ def test_images_of_every_format(tmp_path: Path):
     def dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2") -> Path:
         meta = FileMetaDataset()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+        meta.MediaStorageSOPClassUID = UID("1.2.840.10008.5.1.4.1.1.1.1")
         meta.MediaStorageSOPInstanceUID = generate_uid()
         ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
         ds.Rows, ds.Columns = pixels.shape

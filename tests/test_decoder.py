@@ -1,5 +1,7 @@
 """Region sentence decoder and its offline tokenizer: teacher forcing, padding, greedy and beam decoding."""
 
+from typing import Any
+
 import torch
 from transformers import PreTrainedTokenizerFast
 
@@ -40,7 +42,7 @@ def test_tokenizer_round_trip_and_checkpoint_folder(tmp_path):
 
 
 def tiny_decoder(vocab_size: int, **overrides) -> RegionSentenceDecoder:
-    values = (
+    values: dict[str, Any] = (
         dict(
             d_model=16,
             vocab_size=vocab_size,
@@ -94,7 +96,9 @@ def test_overfits_one_sentence_then_decodes_it():
     assert decode_sentences(tokenizer, greedy) == ["small left pleural effusion."]
     assert decode_sentences(tokenizer, beam) == ["small left pleural effusion."]
     length = ids.shape[1]
-    assert (greedy[0, length:] == tokenizer.pad_token_id).all()  # after EOS only padding
+    pad = tokenizer.pad_token_id
+    assert isinstance(pad, int)
+    assert (greedy[0, length:] == pad).all()  # after EOS only padding  # after EOS only padding
 
 
 def test_generate_shapes_for_many_and_no_regions():

@@ -7,7 +7,7 @@ import json
 import pytest
 from test_compare import CARDIO, EFF, HEART, LCP, LLUNG, PTX, RLUNG, build_db
 
-from labeling.review.disagreements import disagreement_queue
+from labeling.review.disagreements import QueueOptions, disagreement_queue
 from labeling.store.store import Store
 
 
@@ -55,7 +55,7 @@ def test_region_queue_order_and_contents(compare_db):
 
 def test_image_level_queue_uses_collapsed_status_and_its_evidence(compare_db):
     with Store(compare_db, read_only=True) as store:
-        queue, total = disagreement_queue(store, "llm", "gold", level="image")
+        queue, total = disagreement_queue(store, "llm", "gold", QueueOptions(level="image"))
     # r3's effusion collapses to present on both sides: no longer a disagreement.
     assert total == 4
     assert set(cells(queue)) == {("r4", None, PTX), ("r4", None, CARDIO), ("r2", None, PTX), ("r5", None, EFF)}

@@ -1,5 +1,7 @@
 """Image encoder: region features by RoIAlign over pixel boxes, box masking, local weights files."""
 
+from typing import Any
+
 import pytest
 import timm
 import torch
@@ -88,10 +90,10 @@ def test_weights_file_round_trip(tmp_path):
 
 def test_rgb_classifier_checkpoint_loads_into_grayscale_backbone(tmp_path):
     torch.manual_seed(0)
-    rgb = timm.create_model(BACKBONE, pretrained=False, in_chans=3, num_classes=7)
+    rgb: Any = timm.create_model(BACKBONE, pretrained=False, in_chans=3, num_classes=7)  # timm attributes
     path = tmp_path / "rgb.pth"
     torch.save({"module." + k: v for k, v in rgb.state_dict().items()}, path)
-    gray = timm.create_model(BACKBONE, pretrained=False, in_chans=1, num_classes=0, global_pool="")
+    gray: Any = timm.create_model(BACKBONE, pretrained=False, in_chans=1, num_classes=0, global_pool="")
     unused = load_backbone_weights(gray, path)
     assert unused == []  # only the classifier was left out, and that is expected
     assert rgb.pretrained_cfg["first_conv"] == "conv1.0"

@@ -13,10 +13,25 @@ from test_trainer import LESIONS, make_cohort, tiny_config
 
 from labeling.core.errors import InputError
 from labeling.core.files import file_sha256
-from labeling.review.compare import compare_runs
+from labeling.review.compare import CompareOptions, compare_runs
 from labeling.store.store import Store
-from model.evaluate.evaluate import evaluate, lesion_scores, predict
-from model.train.loop import allowed_cells, train
+from model.data.batches import allowed_cells
+from model.evaluate.evaluate import EvaluateRequest, evaluate
+from model.evaluate.inference import InferenceOptions
+from model.evaluate.metrics import ScoredArrays, lesion_scores
+from model.evaluate.predict import PredictRequest, predict_run
+from model.train.loop import train
+
+
+def evaluated(db, checkpoint, cohort, reference, split="test", out=None, record=True):
+    options = InferenceOptions(checkpoint, cohort, split=split)
+    with Store(db) as store:
+        return evaluate(store, EvaluateRequest(options, reference, out, record))
+
+
+def predicted(db, checkpoint, cohort, name, split=None):
+    with Store(db) as store:
+        return predict_run(store, PredictRequest(name, InferenceOptions(checkpoint, cohort, split=split)))
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +60,8 @@ def test_lesion_scores_equal_scikit_learn_on_the_same_arrays():
     image_labels = (labels * mask).max(axis=1)
     image_mask = np.ones((n, lesions), bool)
     thresholds = [0.4, 0.6, 0.5]
-    rows = lesion_scores(
-        ["a", "b", "c"], thresholds, probabilities, labels, mask, image_labels, image_mask, box_mask, allowed
-    )
+    arrays = ScoredArrays(probabilities, labels, mask, image_labels, image_mask, box_mask, allowed)
+    rows = lesion_scores(["a", "b", "c"], thresholds, arrays)
     for j, row in enumerate(rows[:2]):
         truth, scores = labels[..., j][mask[..., j]] > 0.5, probabilities[..., j][mask[..., j]]
         assert row.f1 == pytest.approx(f1_score(truth, scores >= thresholds[j]))
@@ -66,7 +80,7 @@ def test_lesion_scores_equal_scikit_learn_on_the_same_arrays():
 def test_evaluate_writes_csv_and_experiment_row(trained, tmp_path):
     cohort, db, result = trained
     out = tmp_path / "scores.csv"
-    scores = evaluate(result.best_checkpoint, db, cohort, "gold-report", split="test", out=out)
+    scores = evaluated(db, result.best_checkpoint, cohort, "gold-report", split="test", out=out)
     assert scores.images == 14 and [row.lesion for row in scores.lesions] == LESIONS
     supported = [row.f1 for row in scores.lesions if row.support]
     assert scores.mean_lesion_f1 == pytest.approx(np.mean(supported))
@@ -90,9 +104,9 @@ def test_evaluate_writes_csv_and_experiment_row(trained, tmp_path):
 
 def test_predicted_run_compares_exactly_like_the_evaluation(trained):
     cohort, db, result = trained
-    scores = evaluate(result.best_checkpoint, db, cohort, "gold-report", split="test", record=False)
-    run = predict(result.best_checkpoint, db, cohort, "model-test", split="test")
-    assert run.reports == 14 and run.images == 14 and run.skipped_images == 0
+    scores = evaluated(db, result.best_checkpoint, cohort, "gold-report", split="test", record=False)
+    run = predicted(db, result.best_checkpoint, cohort, "model-test", split="test")
+    assert run.reports == 14 and run.counts["images"] == 14 and run.counts["skipped_images"] == 0
     allowed = allowed_cells(LESIONS)
     assert run.labels == 14 * int(allowed.sum())  # every allowed cell of every study, present or absent
     with Store(db) as store:
@@ -100,7 +114,9 @@ def test_predicted_run_compares_exactly_like_the_evaluation(trained):
         assert info.kind.value == "model" and info.params["checkpoint_sha256"] == file_sha256(result.best_checkpoint)
         assert info.params["thresholds"] == pytest.approx(dict(zip(LESIONS, result.thresholds)))
         labels = store.labels("model-test").to_pylist()
-        comparison = compare_runs(store, "model-test", "gold-report", findings=LESIONS, uncertain="exclude")
+        comparison = compare_runs(
+            store, "model-test", "gold-report", CompareOptions(findings=LESIONS, uncertain="exclude")
+        )
     threshold = dict(zip(LESIONS, result.thresholds))
     for row in labels:  # the confidence of the stated status
         if row["status"] == "present":
@@ -157,4 +173,27 @@ def test_cli_evaluate_predict_and_bad_inputs(trained, tmp_path, cli):
     with Store(db, read_only=True) as store:
         assert len(store.runs()) == runs_before  # nothing half-written
     with pytest.raises(InputError, match="split 'nope'"):
-        evaluate(result.best_checkpoint, db, cohort, "gold-report", split="nope", record=False)
+        evaluated(db, result.best_checkpoint, cohort, "gold-report", split="nope", record=False)
+
+
+def test_evaluate_and_generate_share_one_inference_loader(trained, monkeypatch):
+    """`evaluate` and `generate` build their loader through the one function, with the same AMP,
+    workers and batch size decisions (this test runs last: its generated reports reuse study ids)."""
+    from model.evaluate import inference
+    from model.reports.generation import GenerateRequest, generate_reports
+
+    cohort, db, result = trained
+    calls = []
+    real = inference.inference_loader
+
+    def spy(examples, loaded, options):
+        calls.append((loaded.amp, options.workers, options.batch_size, options.split))
+        return real(examples, loaded, options)
+
+    monkeypatch.setattr(inference, "inference_loader", spy)
+    with Store(db) as store:
+        options = InferenceOptions(result.best_checkpoint, cohort, split="test", device="cpu")
+        evaluate(store, EvaluateRequest(options, "gold-report", record=False))
+        request = GenerateRequest(checkpoint=result.best_checkpoint, data=cohort, name="spy", limit=2, device="cpu")
+        generate_reports(store, request)
+    assert len(calls) == 2 and calls[0] == calls[1] == (False, 0, 16, "test")

@@ -3,9 +3,9 @@ import json
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
+from conftest import ingest_file
 
 from labeling.core.errors import InputError
-from labeling.ingest.pipeline import ingest
 from labeling.store.export import export_labels, export_reports
 from labeling.store.store import Store
 from schemas.runs import RunKind, RunSpec
@@ -21,7 +21,7 @@ def labeled_db(tmp_path):
         + "\n"
     )
     db = tmp_path / "e.duckdb"
-    ingest(db, path, dataset="demo")
+    ingest_file(db, path, dataset="demo")
     with Store(db) as s:
         run = s.create_run(RunSpec(name="manual", kind=RunKind.human, vocabulary_version="v"))
         key = s.con.execute("SELECT report_key FROM reports WHERE report_id = 'a'").fetchall()[0][0]
@@ -44,11 +44,12 @@ def labeled_db(tmp_path):
 @pytest.mark.parametrize("suffix", ["parquet", "csv", "jsonl"])
 def test_export_labels_formats(labeled_db, tmp_path, suffix):
     out = tmp_path / f"labels.{suffix}"
-    assert export_labels(labeled_db, "manual", out) == 2
+    with Store(labeled_db, read_only=True) as store:
+        assert export_labels(store, "manual", out) == 2
     if suffix == "parquet":
         rows = pq.read_table(out).to_pylist()
     elif suffix == "csv":
-        rows = pacsv.read_csv(out).to_pylist()
+        rows = pacsv.read_csv(out).to_pylist()  # pyright: ignore[reportPrivateImportUsage]  # public API; the stubs miss it
     else:
         rows = [json.loads(line) for line in out.read_text().splitlines()]
     effusion = next(r for r in rows if r["finding"] == "pleural effusion")
@@ -64,16 +65,18 @@ def test_export_labels_formats(labeled_db, tmp_path, suffix):
 
 
 def test_export_reports_of_a_run_and_all(labeled_db, tmp_path):
-    assert export_reports(labeled_db, tmp_path / "all.jsonl") == 2
-    assert export_reports(labeled_db, tmp_path / "run.parquet", run="manual") == 1
-    [row] = pq.read_table(tmp_path / "run.parquet").to_pylist()
-    assert row["report_id"] == "a" and row["text"].startswith("FINDINGS:")
-    export_reports(labeled_db, tmp_path / "all.csv")
-    assert pacsv.read_csv(tmp_path / "all.csv").num_rows == 2
+    with Store(labeled_db, read_only=True) as store:
+        assert export_reports(store, tmp_path / "all.jsonl") == 2
+        assert export_reports(store, tmp_path / "run.parquet", run="manual") == 1
+        [row] = pq.read_table(tmp_path / "run.parquet").to_pylist()
+        assert row["report_id"] == "a" and row["text"].startswith("FINDINGS:")
+        export_reports(store, tmp_path / "all.csv")
+    assert pacsv.read_csv(tmp_path / "all.csv").num_rows == 2  # pyright: ignore[reportPrivateImportUsage]  # public API; the stubs miss it
 
 
 def test_export_errors(labeled_db, tmp_path):
-    with pytest.raises(InputError, match="cannot tell the format"):
-        export_labels(labeled_db, "manual", tmp_path / "labels.xlsx")
-    with pytest.raises(InputError, match="does not exist"):
-        export_labels(labeled_db, "manual", tmp_path / "no" / "labels.csv")
+    with Store(labeled_db, read_only=True) as store:
+        with pytest.raises(InputError, match="cannot tell the format"):
+            export_labels(store, "manual", tmp_path / "labels.xlsx")
+        with pytest.raises(InputError, match="does not exist"):
+            export_labels(store, "manual", tmp_path / "no" / "labels.csv")

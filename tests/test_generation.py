@@ -14,7 +14,7 @@ from test_trainer import make_cohort, tiny_config
 
 from labeling.core.files import file_sha256
 from labeling.store.store import Store
-from model.evaluate.evaluate import _predict_split
+from model.evaluate.inference import InferenceOptions, predict_split
 from model.reports.writer import generated_reports
 from model.train.loop import train
 
@@ -48,7 +48,7 @@ def test_generate_stores_one_report_per_test_study_with_provenance(checkpoints, 
     assert len(rows) == 14
     sha = file_sha256(checkpoint)
     # The lesions in the provenance are those the checkpoint's own probabilities and thresholds predict.
-    predicted = _predict_split(checkpoint, db, cohort, None, "test", None, 16, "cpu", 0)
+    predicted = predict_split(InferenceOptions(checkpoint, cohort, split="test", device="cpu"))
     thresholds = np.asarray(predicted.checkpoint["thresholds"])
     lesions = predicted.checkpoint["lesions"]
     by_study = {r.study_id: i for i, r in enumerate(predicted.dataset.examples.records)}
@@ -66,7 +66,9 @@ def test_generate_stores_one_report_per_test_study_with_provenance(checkpoints, 
             for j in range(len(lesions))
             if passes[:, j].any()
         }
-        assert {l["finding"]: l["probability"] for l in meta["lesions"]} == pytest.approx(expected, abs=1e-5)
+        assert {lesion["finding"]: lesion["probability"] for lesion in meta["lesions"]} == pytest.approx(
+            expected, abs=1e-5
+        )
         # abnormal regions only: every sentence is about a region where some lesion passes its threshold
         abnormal = {predicted.dataset.regions[r] for r in np.flatnonzero(passes.any(axis=1))}
         assert {s["region"] for s in meta["region_sentences"]} <= abnormal
@@ -122,9 +124,9 @@ def test_checkpoint_without_decoder_writes_template_sentences(checkpoints, cli):
         meta = row["metadata"]
         assert meta["generation"]["sentences"] == "template"
         expected = sorted(
-            f"{l['finding'][0].upper()}{l['finding'][1:]} in the {region}."
-            for l in meta["lesions"]
-            for region in l["regions"]
+            f"{lesion['finding'][0].upper()}{lesion['finding'][1:]} in the {region}."
+            for lesion in meta["lesions"]
+            for region in lesion["regions"]
         )
         assert sorted(s["text"] for s in meta["region_sentences"]) == expected
 

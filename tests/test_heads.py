@@ -41,5 +41,6 @@ def test_heads_fit_a_fixed_batch():
         optimizer.zero_grad()
         (global_loss + region_loss).backward()
         optimizer.step()
+    assert first is not None
     assert global_loss.item() < 0.5 * first[0]
     assert region_loss.item() < 0.8 * first[1]

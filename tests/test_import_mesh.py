@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import IU_REPORTS, needs_iu_xray
 
+from labeling.sources.imports import ImportRequest, import_labels
 from labeling.sources.imports.mesh import check_mapping, shipped_mapping
-from labeling.sources.imports.registry import import_labels
 from labeling.store.store import Store
 from schemas.vocabulary import load_vocabulary
 
@@ -121,7 +121,8 @@ def test_fixture_import_gives_exact_rows(iu_db, cli):
 
 def test_import_result_counts_skipped_codes(iu_db):
     source, db = iu_db
-    result = import_labels(db, "mesh", source, "mesh")
+    with Store(db) as store:
+        result = import_labels(store, ImportRequest("mesh", source, "mesh"))
     assert result.reports == 4 and result.labels == 6
     assert result.statuses == {"present": 5, "uncertain": 1}
     counts = result.skipped.counts
@@ -158,7 +159,8 @@ def test_nothing_matching_is_an_error(tmp_path, db, cli):
 def test_real_iu_xray_totals(tmp_path, cli):
     db = tmp_path / "iu.duckdb"
     assert cli("ingest", IU_REPORTS, "--db", db)[0] == 0
-    result = import_labels(db, "mesh", IU_REPORTS, "mesh")
+    with Store(db) as store:
+        result = import_labels(store, ImportRequest("mesh", IU_REPORTS, "mesh"))
 
     # Independent counts from the CSV itself.
     with IU_REPORTS.open(newline="", encoding="utf-8") as handle:

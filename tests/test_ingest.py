@@ -6,9 +6,8 @@ import textwrap
 import time
 
 import pytest
-from conftest import clala_subprocess
+from conftest import clala_subprocess, ingest_file
 
-from labeling.ingest.pipeline import ingest
 from labeling.store.store import Store
 
 
@@ -34,7 +33,7 @@ REPORTS = [
 
 
 def test_ingest_stores_reports_and_sentences(tmp_path, db):
-    result = ingest(db, write_jsonl(tmp_path / "r.jsonl", REPORTS))
+    result = ingest_file(db, write_jsonl(tmp_path / "r.jsonl", REPORTS))
     assert (result.read, len(result.added), result.sentences) == (3, 3, 7)
     with Store(db, read_only=True) as s:
         rows = s.con.execute("""SELECT r.report_id, s.section, s.text, r.text, s.start_char, s.end_char
@@ -54,8 +53,8 @@ def test_ingest_stores_reports_and_sentences(tmp_path, db):
 
 def test_reingest_adds_nothing_and_changes_become_versions(tmp_path, db, cli):
     path = write_jsonl(tmp_path / "r.jsonl", REPORTS)
-    ingest(db, path)
-    again = ingest(db, path)
+    ingest_file(db, path)
+    again = ingest_file(db, path)
     assert (len(again.added), len(again.changed), again.unchanged) == (0, 0, 3)
     assert counts(db)["reports"] == 3
 
@@ -73,7 +72,7 @@ def test_reingest_adds_nothing_and_changes_become_versions(tmp_path, db, cli):
 
 
 def test_duplicate_rows_with_same_text_are_counted_once(tmp_path, db):
-    result = ingest(db, write_jsonl(tmp_path / "r.jsonl", [*REPORTS, REPORTS[0]]))
+    result = ingest_file(db, write_jsonl(tmp_path / "r.jsonl", [*REPORTS, REPORTS[0]]))
     assert (len(result.added), result.duplicates) == (3, 1)
 
 
@@ -118,7 +117,7 @@ def bad_input_cases(tmp_path):
 
 
 def test_bad_inputs_fail_cleanly_and_leave_the_database_as_it_was(tmp_path, db, cli):
-    ingest(db, write_jsonl(tmp_path / "r.jsonl", REPORTS))
+    ingest_file(db, write_jsonl(tmp_path / "r.jsonl", REPORTS))
     before_counts, before_bytes = counts(db), digest(db)
     for args, message in bad_input_cases(tmp_path):
         code, out, err = cli("ingest", *args, "--db", db)
@@ -138,7 +137,7 @@ def test_bad_input_creates_no_database(tmp_path, cli):
 
 def test_locked_database(tmp_path, db, cli):
     path = write_jsonl(tmp_path / "r.jsonl", REPORTS)
-    ingest(db, path)
+    ingest_file(db, path)
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -154,6 +153,7 @@ def test_locked_database(tmp_path, db, cli):
         text=True,
     )
     try:
+        assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "locked"
         code, _, err = cli("ingest", write_jsonl(tmp_path / "more.jsonl", [{"id": "z", "text": "Clear."}]), "--db", db)
         assert code == 1
@@ -208,3 +208,14 @@ def test_killed_ingest_keeps_whole_batches_and_resumes(tmp_path):
     assert finished.returncode == 0, finished.stderr
     assert f"added {30_000 - stored:,}" in finished.stdout
     assert counts(db)["reports"] == 30_000 and counts(db)["sentences"] == 90_000
+
+
+def test_iu_xray_csv_without_its_text_columns_is_an_error(tmp_path, db, cli):
+    # Every column of indiana_reports.csv that ingest reads is required, not only uid.
+    path = tmp_path / "indiana_reports.csv"
+    path.write_text("uid,MeSH,Problems,image,indication,comparison\n1,normal,normal,PA,,\n")
+    code, _, err = cli("ingest", path, "--format", "iu-xray", "--db", db)
+    assert code == 1
+    assert f"{path}: missing IU X-ray column(s) findings, impression" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not db.exists()

@@ -1,9 +1,8 @@
 """Ingest of the real IU X-ray reports (skipped where ../shared/data is absent)."""
 
 import pytest
-from conftest import IU_REPORTS, needs_iu_xray
+from conftest import IU_REPORTS, ingest_file, needs_iu_xray
 
-from labeling.ingest.pipeline import ingest
 from labeling.store.store import Store
 
 pytestmark = [needs_iu_xray, pytest.mark.dataset]
@@ -11,7 +10,7 @@ pytestmark = [needs_iu_xray, pytest.mark.dataset]
 
 def test_iu_xray_ingest_and_reingest(tmp_path):
     db = tmp_path / "iu.duckdb"
-    first = ingest(db, IU_REPORTS)
+    first = ingest_file(db, IU_REPORTS)
     assert first.format == "iu-xray" and first.read == 3851
     # 25 rows of the collection carry no report text at all (only MeSH "normal"): skipped, listed
     assert len(first.skipped_blank) == 25 and "16" in first.skipped_blank
@@ -26,5 +25,5 @@ def test_iu_xray_ingest_and_reingest(tmp_path):
     assert 20_000 < findings_impression < 27_000  # a naive split gives 23,630
     assert sentences > findings_impression
     assert with_images > 3_700
-    second = ingest(db, IU_REPORTS)
+    second = ingest_file(db, IU_REPORTS)
     assert (len(second.added), len(second.changed), second.unchanged) == (0, 0, 3851 - 25)

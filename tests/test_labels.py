@@ -2,7 +2,7 @@ import jsonschema
 import pytest
 from pydantic import ValidationError
 
-from schemas.labels import Evidence, Label, ReportLabels, Status, merge_labels
+from schemas.labels import Evidence, Label, Status, merge_labels
 from schemas.llm_output import build_output_model, output_json_schema
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
@@ -21,34 +21,34 @@ def test_evidence_must_match_its_span():
 
 
 def test_label_fields_are_validated():
-    label = Label(
-        region="left costophrenic angle", finding="pleural effusion", status="present", severity="mild", confidence=0.9
+    label = Label.model_validate(
+        dict(
+            region="left costophrenic angle",
+            finding="pleural effusion",
+            status="present",
+            severity="mild",
+            confidence=0.9,
+        )
     )
     assert label.status is Status.present
     with pytest.raises(ValidationError):
-        Label(region=None, finding="pneumothorax", status="maybe")
+        Label.model_validate(dict(region=None, finding="pneumothorax", status="maybe"))
     with pytest.raises(ValidationError):
-        Label(region=None, finding="pneumothorax", status="absent", confidence=1.5)
+        Label.model_validate(dict(region=None, finding="pneumothorax", status="absent", confidence=1.5))
 
 
 def test_precedence_present_over_uncertain_over_absent():
     cell = dict(region="left lower lung zone", finding="atelectasis")
-    absent = Label(**cell, status="absent")
-    uncertain = Label(**cell, status="uncertain")
-    present = Label(**cell, status="present")
-    other = Label(region="right lower lung zone", finding="atelectasis", status="absent")
+    absent = Label.model_validate({**cell, "status": "absent"})
+    uncertain = Label.model_validate({**cell, "status": "uncertain"})
+    present = Label.model_validate({**cell, "status": "present"})
+    other = Label.model_validate(dict(region="right lower lung zone", finding="atelectasis", status="absent"))
     merged = merge_labels([absent, uncertain, other])
-    assert sorted((l.region, l.status.value) for l in merged) == [
+    assert sorted((label.region, label.status.value) for label in merged) == [
         ("left lower lung zone", "uncertain"),
         ("right lower lung zone", "absent"),
     ]
-    assert {l.status for l in merge_labels([uncertain, present, absent])} == {Status.present}
-
-
-def test_report_labels_reject_duplicate_cells():
-    label = Label(region=None, finding="pneumothorax", status="absent")
-    with pytest.raises(ValidationError, match="same"):
-        ReportLabels(report_key=1, labels=[label, label])
+    assert {label.status for label in merge_labels([uncertain, present, absent])} == {Status.present}
 
 
 def test_run_spec_names_are_safe():

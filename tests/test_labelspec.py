@@ -7,20 +7,21 @@ import math
 
 import numpy as np
 import pytest
+from conftest import ingest_file
 
 from labeling.core.errors import InputError
-from labeling.ingest.pipeline import ingest
 from labeling.review.compare import compare_runs
 from labeling.store.run_records import record_run
 from labeling.store.store import Store
 from model.labels.label_specs import (
     SAME_SIDE_NEIGHBOURS,
+    DeriveRequest,
     LabelSpec,
     build_matrix,
     derive_matrix,
+    derive_run,
     kept_reports,
     neighbour_table,
-    save_derived_run,
     spec_quality,
 )
 from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
@@ -52,7 +53,7 @@ def base_db(tmp_path_factory):
         )
     )
     db = folder / "spec.duckdb"
-    ingest(db, reports, dataset="t")
+    ingest_file(db, reports, dataset="t")
     rng = np.random.default_rng(7)
     allowed = [(r, f) for f in FINDINGS for r in VOCAB.finding(f).regions]
 
@@ -202,7 +203,7 @@ def test_a_cells_fate_does_not_depend_on_the_matrix_layout(base_db):
             LabelSpec(source="base", drop=0.3, add=0.02, seed=1),
             REGIONS,
             ("atelectasis", "pneumothorax"),
-            report_keys=full.report_keys[::-1][:50],
+            report_keys=full.report_keys[::-1][:50].tolist(),
         )
     rows = [list(full.report_keys).index(k) for k in part.report_keys]
     assert np.array_equal(part.codes, full.codes[rows][..., [1, 3]])
@@ -231,7 +232,8 @@ def test_uncertainty_policies(base_db):
 
 
 def test_derived_run_compares_with_its_base_as_expected(base_db):
-    result = save_derived_run(base_db, LabelSpec(source="base", drop=0.3, seed=5), "base-drop30")
+    with Store(base_db) as store:
+        result = derive_run(store, DeriveRequest("base-drop30", LabelSpec(source="base", drop=0.3, seed=5)))
     with Store(base_db) as store:
         comparison = compare_runs(store, "base-drop30", "base")
         run = store.run("base-drop30")
@@ -242,7 +244,7 @@ def test_derived_run_compares_with_its_base_as_expected(base_db):
         ).fetchall()[0][0]
     micro = comparison.micro
     assert micro.precision == 1.0
-    assert micro.recall == pytest.approx(1 - result.counts.dropped / result.counts.present)
+    assert micro.recall == pytest.approx(1 - result.counts["dropped"] / result.counts["present"])
     assert within_binomial(micro.fn, micro.tp + micro.fn, 0.3)
     assert run.kind.value == "derived" and run.source == "base" and run.status.value == "complete"
     assert run.params["spec"] == {
@@ -255,17 +257,18 @@ def test_derived_run_compares_with_its_base_as_expected(base_db):
         "keep": 1.0,
         "seed": 5,
     }
-    assert run.params["counts"]["dropped"] == result.counts.dropped
+    assert run.params["counts"]["dropped"] == result.counts["dropped"]
     assert kept == result.labels  # every kept label carries its source evidence
 
 
 def test_added_labels_lower_precision_only(base_db):
-    result = save_derived_run(base_db, LabelSpec(source="base", add=0.01, seed=2), "base-add1", reference="base")
+    with Store(base_db) as store:
+        result = derive_run(store, DeriveRequest("base-add1", LabelSpec(source="base", add=0.01, seed=2), "base"))
     with Store(base_db) as store:
         micro = compare_runs(store, "base-add1", "base").micro
         stored = store.run("base-add1").params["quality"]
     assert micro.recall == 1.0
-    assert micro.fp == result.counts.added and micro.precision == pytest.approx(micro.tp / (micro.tp + micro.fp))
+    assert micro.fp == result.counts["added"] and micro.precision == pytest.approx(micro.tp / (micro.tp + micro.fp))
     assert stored["region"]["precision"] == pytest.approx(micro.precision)
     assert stored["region"]["recall"] == 1.0 and stored["reference"] == "base"
 

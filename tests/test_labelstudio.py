@@ -207,7 +207,10 @@ def test_edits_come_back_as_the_reviewer_left_them(tmp_path, db, cli, run_a):
     k1, k2 = run_a["r1"], run_a["r2"]
     e = span("r1", "Small bilateral pleural effusions, worse")
     p = span("r2", "No pneumothorax")
-    f32 = lambda x: pytest.approx(x, abs=1e-7)
+
+    def f32(x):
+        return pytest.approx(x, abs=1e-7)
+
     expected = sorted(
         [
             (k1, None, "pleural effusion", "present", None, None, start, end, text, None),

@@ -1,6 +1,7 @@
 """LCA: probability-scaled lesion cues, regions attending to them, and what it lets a head learn."""
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -9,7 +10,7 @@ from model.net.lca import LCAConfig, LesionCrossAttention
 
 
 def tiny_lca(**overrides) -> LesionCrossAttention:
-    values = dict(d_model=16, num_lesions=3, num_heads=2, feedforward_dim=32, dropout=0.0) | overrides
+    values: dict[str, Any] = dict(d_model=16, num_lesions=3, num_heads=2, feedforward_dim=32, dropout=0.0) | overrides
     return LesionCrossAttention(LCAConfig(**values))
 
 

@@ -72,6 +72,7 @@ def test_normal_regions_are_not_anchors():
         temperature=0.1,
     )
     loss.backward()
+    assert embeddings.grad is not None
     assert loss.item() == 0.0 and torch.count_nonzero(embeddings.grad) == 0
 
 

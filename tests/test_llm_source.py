@@ -4,11 +4,11 @@ import json
 import socket
 
 import pytest
+from conftest import ingest_file
 from fault_server import FaultServer
 
 from labeling.core.errors import ClalaError
-from labeling.ingest.pipeline import ingest
-from labeling.sources.llm.run import LabelOptions, dry_run, label_reports
+from labeling.sources.llm import LabelOptions, LlmRequest, dry_run, label_with_llm
 from labeling.store.store import Store
 
 
@@ -16,8 +16,18 @@ def make_db(tmp_path, texts: dict[str, str]):
     path = tmp_path / "reports.jsonl"
     path.write_text("".join(json.dumps({"id": rid, "text": text}) + "\n" for rid, text in texts.items()))
     db = tmp_path / "llm.duckdb"
-    ingest(db, path, dataset="t")
+    ingest_file(db, path, dataset="t")
     return db
+
+
+def label_reports(db, name, options, **request):
+    with Store(db) as store:
+        return label_with_llm(store, LlmRequest(name=name, options=options, **request))
+
+
+def plan_of(db, options):
+    with Store(db, read_only=True) as store:
+        return dry_run(store, options)
 
 
 def options(server, **overrides):
@@ -94,9 +104,9 @@ def test_second_identical_run_makes_no_model_calls(tmp_path):
         before = len(server.chat_requests())
         second = label_reports(db, "second", options(server))
         assert len(server.chat_requests()) == before
-        assert (second.model_calls, second.cache_hits) == (0, 2)
+        assert (second.counts["model_calls"], second.counts["cache_hits"]) == (0, 2)
         forced = label_reports(db, "forced", options(server, use_cache=False))
-        assert forced.model_calls == 2 and len(server.chat_requests()) == before + 2
+        assert forced.counts["model_calls"] == 2 and len(server.chat_requests()) == before + 2
     first, again = (
         rows(
             db,
@@ -190,7 +200,7 @@ def test_connection_refused_ends_incomplete(tmp_path):
     )
     summary = label_reports(db, "down", opts)
     assert summary.status.value == "incomplete"
-    assert "unreachable" in summary.stopped_because
+    assert summary.stopped_because and "unreachable" in summary.stopped_because
     assert rows(db, "SELECT state, last_error FROM work") == [("pending", "could not connect to the server")]
 
 
@@ -226,8 +236,8 @@ def test_context_joins_the_unit_and_its_cache_key(tmp_path):
         plain = label_reports(db, "plain", options(server))
         with_context = label_reports(db, "ctx", options(server, context=1))
         sent = [r["body"]["messages"][-1]["content"] for r in server.chat_requests()[-4:]]
-    assert plain.model_calls == 3  # "it is unchanged" once
-    assert with_context.model_calls == 4  # its context differs per report
+    assert plain.counts["model_calls"] == 3  # "it is unchanged" once
+    assert with_context.counts["model_calls"] == 4  # its context differs per report
     assert any("CONTEXT (do not label):\nLeft effusion." in m for m in sent)
 
 
@@ -245,12 +255,12 @@ def test_dry_run_counts_units_and_cache_hits(tmp_path):
     opts = LabelOptions(
         backend="openai", base_urls=["http://127.0.0.1:9/v1"], model="fake-model", structured_output="json_schema"
     )
-    plan = dry_run(db, opts)
+    plan = plan_of(db, opts)
     assert (plan.reports, plan.sentences, plan.units, plan.cache_hits, plan.calls_needed) == (3, 4, 2, 0, 2)
     assert plan.est_prompt_tokens > 2 * 1000  # the instructions and few-shot turns dominate
     with FaultServer() as server:
         label_reports(db, "warm", options(server))
-    assert dry_run(db, opts).cache_hits == 2
+    assert plan_of(db, opts).cache_hits == 2
 
 
 @pytest.mark.slow
@@ -340,6 +350,6 @@ def test_logprob_confidence_and_several_servers(tmp_path):
         summary = label_reports(db, "spread", opts)
         served = (len(one.chat_requests()), len(two.chat_requests()))
         assert one.chat_requests()[0]["body"]["logprobs"] is True
-    assert summary.model_calls == 6 and served == (3, 3)
+    assert summary.counts["model_calls"] == 6 and served == (3, 3)
     confidences = {r[0] for r in rows(db, "SELECT confidence FROM labels")}
     assert len(confidences) == 1 and math.isclose(confidences.pop(), math.exp(-0.1), rel_tol=1e-5)

@@ -39,7 +39,11 @@ def test_label_with_no_backend_options_uses_the_local_server(tmp_path):
         cached = store.con.execute("SELECT count(*) FROM llm_cache").fetchall()[0][0]
     assert run.backend == "local" and run.model == "gemma-3-270m-q4_k_m.gguf"
     assert run.decoding["structured_output"] == "llama_cpp"
-    assert len(run.prompt_sha256) == 64 and run.vocabulary_version.startswith("chest-imagenome@")
+    assert (
+        run.prompt_sha256 is not None
+        and len(run.prompt_sha256) == 64
+        and run.vocabulary_version.startswith("chest-imagenome@")
+    )
     assert run.prompt_tokens > 1000 and run.completion_tokens > 0
     assert cached == 2
     assert labels, "the model gave no grounded label for the few-shot sentence"
@@ -55,8 +59,10 @@ def test_label_with_no_backend_options_uses_the_local_server(tmp_path):
     assert second.returncode == 0, second.stderr
     assert "calls 0 " in second.stdout and "cache hits 2 " in second.stdout
     with Store(db, read_only=True) as store:
-        again = store.con.execute("""SELECT l.report_key, l.finding, l.region, l.status, l.evidence_text FROM labels l
-                                     JOIN runs USING (run_id) GROUP BY ALL HAVING count(DISTINCT run_id) = 2""").fetchall()
+        again = store.con.execute(
+            """SELECT l.report_key, l.finding, l.region, l.status, l.evidence_text FROM labels l
+               JOIN runs USING (run_id) GROUP BY ALL HAVING count(DISTINCT run_id) = 2"""
+        ).fetchall()
     assert len(again) == len(labels)  # identical labels in both runs
 
 
@@ -72,6 +78,7 @@ def test_local_server_stops_when_clala_is_killed(tmp_path):
         "s = LocalLlamaServer().start()\nprint(s.process.pid, flush=True)\ntime.sleep(120)\n"
     )
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
     server_pid = int(parent.stdout.readline())
     os.kill(parent.pid, signal.SIGKILL)
     parent.wait()

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 from test_compare import CARDIO, EFF, LCP, LLUNG, PTX, RCP, RLUNG, build_db
 
-from labeling.review.compare import compare_runs, compare_to_reference
+from labeling.review.compare import CompareOptions, compare_runs, compare_to_reference
 from labeling.review.plots import TABLE_METRICS, comparison_heatmap, heatmap_size, runs_heatmap
 from labeling.store.store import Store
 
@@ -46,8 +46,8 @@ def test_region_heatmap_is_findings_by_regions_of_the_table(compare_db, tmp_path
 
 def test_kappa_heatmap_and_image_level_metric_columns(compare_db, tmp_path):
     with Store(compare_db, read_only=True) as store:
-        region = compare_runs(store, "llm", "gold", uncertain="positive")
-        image = compare_runs(store, "llm", "gold", level="image", uncertain="positive")
+        region = compare_runs(store, "llm", "gold", CompareOptions(uncertain="positive"))
+        image = compare_runs(store, "llm", "gold", CompareOptions(level="image", uncertain="positive"))
     kappa = comparison_heatmap(region, "kappa", tmp_path / "kappa.png")
     # Effusion at the left costophrenic angle, uncertain as positive: llm (present, present, absent,
     # none) vs gold (present, present, present, none) over r2-r5 -> (4*3 - (2*3 + 2*1)) / (16 - 8).
@@ -67,7 +67,9 @@ def test_kappa_heatmap_and_image_level_metric_columns(compare_db, tmp_path):
 
 def test_findings_by_runs_heatmap(compare_db, tmp_path):
     with Store(compare_db, read_only=True) as store:
-        comparisons = compare_to_reference(store, ["llm", "gold"], "chexpert", level="image", uncertain="positive")
+        comparisons = compare_to_reference(
+            store, ["llm", "gold"], "chexpert", CompareOptions(level="image", uncertain="positive")
+        )
     grid = runs_heatmap(comparisons, "f1", tmp_path / "runs.png")
     assert grid.shape == (len(comparisons[0].findings), 2)
     for j, c in enumerate(comparisons):

@@ -13,11 +13,19 @@ from fault_server import FaultServer
 from rouge_score import rouge_scorer
 
 from labeling.core.errors import InputError
-from labeling.ingest.pipeline import ingest
+from labeling.ingest.pipeline import IngestOptions, ingest
 from labeling.ingest.readers import Columns
 from labeling.store.run_records import record_run
 from labeling.store.store import Store
-from model.reports.scoring import JudgeScores, judge_chat_text, record_scores, score_reports, scored_text, text_scores
+from model.reports.scoring import (
+    JudgeScores,
+    ScoreRequest,
+    judge_chat_text,
+    record_scores,
+    score_reports,
+    scored_text,
+    text_scores,
+)
 from model.reports.writer import AggregatedReport, LLMOptions, ReportInputs, WrittenReport, store_generated_reports
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
@@ -54,7 +62,8 @@ def db(tmp_path):
         "".join(json.dumps({"id": rid, "study_id": rid, "text": text}) + "\n" for rid, text in SOURCES.items())
     )
     db = tmp_path / "score.duckdb"
-    ingest(db, path, dataset="src", columns=Columns(id="id", text="text", study="study_id"))
+    with Store(db) as store:
+        ingest(store, path, IngestOptions(dataset="src", columns=Columns(id="id", text="text", study="study_id")))
     with Store(db) as store:
         keys = dict(store.con.execute("SELECT report_id, report_key FROM reports").fetchall())
         record_run(
@@ -68,8 +77,14 @@ def db(tmp_path):
                 "status": [s for *_, s in REFERENCE],
             },
         )
-    store_generated_reports(db, "hand", [generated(rid, keys[rid], *GENERATED[rid]) for rid in GENERATED])
+        store_generated_reports(store, "hand", [generated(rid, keys[rid], *GENERATED[rid]) for rid in GENERATED])
     return db
+
+
+def score(db, name, reference, **options):
+    """score_reports on a store opened for it, as the command opens it."""
+    with Store(db) as store:
+        return score_reports(store, ScoreRequest(name=name, reference=reference, **options))
 
 
 def generated(report_id, source_key, findings, impression):
@@ -81,7 +96,8 @@ def generated(report_id, source_key, findings, impression):
 
 
 def test_label_consistency_on_a_hand_made_example(db):
-    scores = score_reports(db, "hand", "ref")
+    scores = score(db, "hand", "ref")
+    assert scores.region is not None
     region, image = scores.region.micro, scores.image.micro
     # region: tp = effusion; fp = atelectasis right, consolidation; fn = atelectasis left, pneumothorax
     assert (region.tp, region.fp, region.fn) == (1, 2, 2)
@@ -92,17 +108,18 @@ def test_label_consistency_on_a_hand_made_example(db):
     assert image.f1 == pytest.approx(2 / 3)
     assert set(scores.image.findings) == {"pleural effusion", "atelectasis", "pneumothorax", "consolidation"}
     assert scores.label_run == "score:hand:rules" and scores.reports == scores.aligned == 3
-    assert scores.judge_note.startswith("skipped") and scores.judge_means() is None
+    assert scores.judge_note is not None and scores.judge_note.startswith("skipped")
+    assert scores.judge_means() is None
     # The label run is reused the second time, not made again.
     with Store(db, read_only=True) as store:
         runs = len(store.runs())
-    assert score_reports(db, "hand", "ref").image.micro.tp == 2
+    assert score(db, "hand", "ref").image.micro.tp == 2
     with Store(db, read_only=True) as store:
         assert len(store.runs()) == runs
 
 
 def test_bleu_and_rouge_match_the_packages(db):
-    scores = score_reports(db, "hand", "ref")
+    scores = score(db, "hand", "ref")
     hypotheses = [" ".join(GENERATED[r]) for r in ("s1", "s2", "s3")]
     references = [
         "Small right pleural effusion. Atelectasis in the left lower lobe. Right effusion and left basal atelectasis.",
@@ -119,7 +136,9 @@ def test_bleu_and_rouge_match_the_packages(db):
     for report, hypothesis, reference in zip(scores.per_report, hypotheses, references):
         assert report.bleu4 == pytest.approx(sacrebleu.sentence_bleu(hypothesis, [reference]).score)
         assert report.rouge_l == pytest.approx(scorer.score(reference, hypothesis)["rougeL"].fmeasure)
-    assert scores.rouge_l == pytest.approx(sum(r.rouge_l for r in scores.per_report) / 3)
+    per_rouge = [r.rouge_l for r in scores.per_report]
+    assert None not in per_rouge and scores.bleu4 is not None and scores.rouge_l is not None
+    assert scores.rouge_l == pytest.approx(sum(r for r in per_rouge if r is not None) / 3)
     assert 0 < scores.bleu4 < 100 and 0 < scores.rouge_l < 1
 
 
@@ -201,10 +220,11 @@ def test_judge_through_a_real_server(db, tmp_path):
             transport_retries=0,
             timeout=10,
         )
-        scores = score_reports(db, "hand", "ref", judge_options=options)
+        scores = score(db, "hand", "ref", judge=options)
         requests = server.chat_requests()
-    assert [r.judge.total for r in scores.per_report] == [14, 14, 14]
-    assert scores.judge_means()["total"] == 14.0 and scores.judge_model == "judge-model"
+    assert [r.judge.total if r.judge else None for r in scores.per_report] == [14, 14, 14]
+    means = scores.judge_means()
+    assert means is not None and means["total"] == 14.0 and scores.judge_model == "judge-model"
     assert len(requests) == 4  # three reports, one re-asked
     first_user = requests[0]["body"]["messages"][1]["content"]
     assert first_user.startswith("REFERENCE REPORT:\nFINDINGS: ")
@@ -213,7 +233,8 @@ def test_judge_through_a_real_server(db, tmp_path):
     reasked = [r for r in requests if len(r["body"]["messages"]) > 2]
     assert len(reasked) == 1 and "less than or equal to 5" in json.dumps(reasked[0]["body"]["messages"][2:])
 
-    experiment_id, files = record_scores(db, scores, options, tmp_path / "out")
+    with Store(db) as store:
+        experiment_id, files = record_scores(store, scores, judge=options, out=tmp_path / "out")
     with Store(db, read_only=True) as store:
         [experiment] = [e for e in store.experiments() if e["experiment_id"] == experiment_id]
     assert experiment["name"] == "score-reports:hand" and experiment["status"] == "complete"
@@ -261,4 +282,30 @@ def test_reference_must_cover_the_sources(db):
             {"report_key": [], "finding": [], "status": []},
         )
     with pytest.raises(InputError, match="covers none of the source reports"):
-        score_reports(db, "hand", "empty")
+        score(db, "hand", "empty")
+
+
+def test_a_failed_write_leaves_no_partial_file_and_the_target_unchanged(db, tmp_path, monkeypatch):
+    """The scores files are written whole or not at all: a write that fails midway leaves the
+    previous files as they were and no temporary file beside them (it used to leave `*.partial`)."""
+    import model.reports.scoring as scoring
+
+    out = tmp_path / "out"
+    scores = score(db, "hand", "ref")
+    with Store(db) as store:
+        record_scores(store, scores, out=out)
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert sorted(before) == ["hand.per_report.csv", "hand.scores.json"]
+
+    class Broken(RuntimeError):
+        pass
+
+    def fail_midway(*args, **kwargs):
+        stream = args[1]
+        stream.write('{"half": ')
+        raise Broken("disk full")
+
+    monkeypatch.setattr(scoring.json, "dump", fail_midway)
+    with Store(db) as store, pytest.raises(Broken):
+        record_scores(store, scores, out=out)
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before

@@ -10,7 +10,7 @@ import pytest
 from fault_server import FaultServer
 
 from labeling.core.errors import InputError
-from labeling.ingest.pipeline import ingest
+from labeling.ingest.pipeline import IngestOptions, ingest
 from labeling.ingest.readers import Columns
 from labeling.store.store import Store
 from model.reports.writer import (
@@ -214,7 +214,7 @@ def test_llm_answers_are_validated_and_reasked_through_a_real_server():
         "impression",
     }
     # Still invalid after re-asking: the fallback writes that report, and says why.
-    assert bad.aggregator == "fallback" and "invalid after 2 attempt(s)" in bad.llm_error
+    assert bad.aggregator == "fallback" and "invalid after 2 attempt(s)" in (bad.llm_error or "")
     assert bad.report.findings == "ALWAYSBAD opacity." and bad.report.impression == NORMAL_IMPRESSION
 
 
@@ -250,7 +250,9 @@ def source_db(tmp_path):
         )
     )
     db = tmp_path / "gen.duckdb"
-    ingest(db, path, dataset="src", columns=Columns(id="id", text="text", patient="patient_id", study="study_id"))
+    columns = Columns(id="id", text="text", patient="patient_id", study="study_id")
+    with Store(db) as store:
+        ingest(store, path, IngestOptions(dataset="src", columns=columns))
     return db
 
 
@@ -270,7 +272,8 @@ def test_generated_reports_are_stored_with_provenance_and_labeled_by_rules(sourc
             ),
         ]
     )
-    stored = store_generated_reports(source_db, "demo", written, checkpoint=checkpoint)
+    with Store(source_db) as store:
+        stored = store_generated_reports(store, "demo", written, checkpoint=checkpoint)
     assert stored.dataset == "generated:demo" and stored.aggregators == {"fallback": 2}
     with Store(source_db, read_only=True) as store:
         rows = generated_reports(store, "demo")
@@ -307,18 +310,17 @@ def test_generated_reports_are_stored_with_provenance_and_labeled_by_rules(sourc
 
 def test_storing_is_atomic_and_names_are_used_once(source_db, tmp_path):
     written = write_reports([inputs("s1")])
-    store_generated_reports(source_db, "once", written)
-    with Store(source_db, read_only=True) as store:
+    with Store(source_db) as store:
+        store_generated_reports(store, "once", written)
         before = store.table_counts()
-    with pytest.raises(InputError, match="generated reports named 'once' already exist"):
-        store_generated_reports(source_db, "once", written)
-    with pytest.raises(InputError, match="source report_key 999 is not in the database"):
-        store_generated_reports(source_db, "other", write_reports([inputs("s9", source=999)]))
-    with pytest.raises(InputError, match="checkpoint file not found"):
-        store_generated_reports(source_db, "other", written, checkpoint=tmp_path / "missing.pt")
-    with pytest.raises(InputError, match="--name"):
-        store_generated_reports(source_db, "bad name", written)
-    with Store(source_db, read_only=True) as store:
+        with pytest.raises(InputError, match="generated reports named 'once' already exist"):
+            store_generated_reports(store, "once", written)
+        with pytest.raises(InputError, match="source report_key 999 is not in the database"):
+            store_generated_reports(store, "other", write_reports([inputs("s9", source=999)]))
+        with pytest.raises(InputError, match="checkpoint file not found"):
+            store_generated_reports(store, "other", written, checkpoint=tmp_path / "missing.pt")
+        with pytest.raises(InputError, match="--name"):
+            store_generated_reports(store, "bad name", written)
         assert store.table_counts() == before
     with Store(source_db, read_only=True) as store, pytest.raises(InputError, match="no generated reports named"):
         generated_reports(store, "never")

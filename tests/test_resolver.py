@@ -30,9 +30,11 @@ def test_regions_from_answer_evidence_or_defaults():
     stated, _ = resolve_unit(
         [{"labels": [item(regions=["right costophrenic angle"], severity="mild")]}], occ, TEXT, VOCAB
     )
-    assert [(l.region, l.severity.value) for l in stated] == [("right costophrenic angle", "mild")]
+    assert [(label.region, label.severity and label.severity.value) for label in stated] == [
+        ("right costophrenic angle", "mild")
+    ]
     from_evidence, _ = resolve_unit([{"labels": [item()]}], occ, TEXT, VOCAB)
-    assert [l.region for l in from_evidence] == ["right lung"]
+    assert [label.region for label in from_evidence] == ["right lung"]
     heart = at("Heart size is normal.")
     default, _ = resolve_unit(
         [{"labels": [item(finding="enlarged cardiac silhouette", status="absent", evidence="Heart size is normal")]}],
@@ -40,8 +42,9 @@ def test_regions_from_answer_evidence_or_defaults():
         TEXT,
         VOCAB,
     )
-    assert [(l.region, l.status.value) for l in default] == [("cardiac silhouette", "absent")]
-    assert TEXT[default[0].evidence.start : default[0].evidence.end] == "Heart size is normal"
+    assert [(label.region, label.status.value) for label in default] == [("cardiac silhouette", "absent")]
+    evidence = default[0].evidence
+    assert evidence is not None and TEXT[evidence.start : evidence.end] == "Heart size is normal"
 
 
 def test_rejections_are_reported_with_reasons():
@@ -59,7 +62,7 @@ def test_rejections_are_reported_with_reasons():
         TEXT,
         VOCAB,
     )
-    assert [l.region for l in labels] == ["right lung"]
+    assert [label.region for label in labels] == ["right lung"]
     assert sorted(r.reason.split(":")[0] for r in rejected) == ["region not allowed", "ungrounded"]
 
 

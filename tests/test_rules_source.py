@@ -6,7 +6,9 @@ import sys
 
 import pytest
 
-from labeling.sources.rules.run import RulesLabeler, label_with_rules
+from labeling.sources import ReportSelection
+from labeling.sources.rules import RulesLabeler, RulesRequest, label_with_rules
+from labeling.store.run_records import RunHooks
 from labeling.store.store import Store
 from schemas.vocabulary import load_vocabulary
 
@@ -18,7 +20,10 @@ def labeler():
 
 def cells(labeler, sentence):
     [labels] = labeler.label_sentences([sentence])
-    return sorted((l.region, l.finding, l.status, l.severity, l.temporal, sentence[l.start : l.end]) for l in labels)
+    return sorted(
+        (label.region, label.finding, label.status, label.severity, label.temporal, sentence[label.start : label.end])
+        for label in labels
+    )
 
 
 def test_negation_and_default_regions(labeler):
@@ -183,7 +188,7 @@ def test_label_backend_rules_stores_a_run(tmp_path, cli):
         run = store.run("rules-1")
         assert run.kind.value == "rules" and run.status.value == "complete"
         assert run.params["rules_sha256"] == RulesLabeler(load_vocabulary()).sha256
-        assert run.model.startswith("medspacy-")
+        assert run.model is not None and run.model.startswith("medspacy-")
         assert len(store.covered_reports("rules-1")) == 4  # d is covered with no label
 
 
@@ -192,15 +197,17 @@ def test_rules_are_deterministic_and_resume_after_an_interruption(tmp_path, cli)
         f"r{i}": f"FINDINGS: {'Right' if i % 2 else 'Left'} basilar opacity. No effusion number {i}." for i in range(12)
     }
     db = make_db(tmp_path, cli, reports)
-    keys = lambda store: [k for (k,) in store.con.execute("SELECT report_key FROM reports ORDER BY 1").fetchall()]
-    full = label_with_rules(db, "whole", keys, batch_size=5)
+    with Store(db) as store:
+        keys = ReportSelection(report_keys=store.current_report_keys())
+        full = label_with_rules(store, RulesRequest(name="whole", reports=keys, batch_size=5))
     assert full.reports_done == 12
 
     def stop_after_first_batch(summary, n):
         raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        label_with_rules(db, "broken", keys, batch_size=5, on_progress=stop_after_first_batch)
+    with pytest.raises(KeyboardInterrupt), Store(db) as store:
+        request = RulesRequest(name="broken", reports=keys, batch_size=5)
+        label_with_rules(store, request, hooks=RunHooks(advanced=stop_after_first_batch))
     with Store(db, read_only=True) as store:
         assert store.run("broken").status.value == "incomplete"
         assert store.work_counts(store.run("broken").run_id) == {"done": 5, "pending": 7}
@@ -219,7 +226,7 @@ def test_name_clash_and_resume_of_another_kind_are_errors(tmp_path, cli):
 def test_pyrush_debug_logging_is_silenced():
     # medspaCy's default pipeline (PyRuSH sentence splitter) in a fresh process: nothing on stderr
     code = (
-        "import medspacy; from labeling.sources.rules.run import silence_pyrush; silence_pyrush(); "
+        "import medspacy; from labeling.sources.rules.labeler import silence_pyrush; silence_pyrush(); "
         "nlp = medspacy.load(); nlp('No effusion. Heart size is normal.')"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

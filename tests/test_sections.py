@@ -1,20 +1,21 @@
 from labeling.ingest.sections import canonical_header, detect_sections
 
-MIMIC = """                                 FINAL REPORT
- EXAMINATION:  CHEST (PA AND LAT)
-
- INDICATION:  ___ with fever.
-
- COMPARISON:  None.
-
- FINDINGS:
- 
- The lungs are clear.  Note: the patient is rotated.
- 
- IMPRESSION:
- 
- No acute cardiopulmonary process.
-"""
+MIMIC = (
+    "                                 FINAL REPORT\n"
+    " EXAMINATION:  CHEST (PA AND LAT)\n"
+    "\n"
+    " INDICATION:  ___ with fever.\n"
+    "\n"
+    " COMPARISON:  None.\n"
+    "\n"
+    " FINDINGS:\n"
+    " \n"
+    " The lungs are clear.  Note: the patient is rotated.\n"
+    " \n"
+    " IMPRESSION:\n"
+    " \n"
+    " No acute cardiopulmonary process.\n"
+)
 
 
 def test_mimic_sections_in_order_with_bodies():

@@ -9,6 +9,7 @@ import csv
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -25,7 +26,35 @@ from model.experiments.sensitivity import (
     parse_rates,
 )
 
-TINY_OPTIONS = dict(
+
+def show_grid(cohort: Path, db: Path, out: Path):
+    """`show_sensitivity` on the grid `cli_args` describes."""
+    from model.train.config import TrainConfig
+    from model.train.options import model_settings
+
+    grid = SensitivityGrid(
+        data=str(cohort),
+        db=str(db),
+        base="gold-report",
+        reference="gold-report",
+        drop=parse_rates("0,0.5", "--drop"),
+        sources=["gold-image"],
+        seeds=[0],
+        findings=list(LESIONS),
+        out=str(out),
+    )
+    settings = {k: v for k, v in TINY_OPTIONS.items() if k not in ("backbone", "d_model", "model_option")}
+    model = model_settings(
+        TINY_OPTIONS["model_option"],
+        backbone=TINY_OPTIONS["backbone"],
+        d_model=TINY_OPTIONS["d_model"],
+        no_decoder=True,
+    )
+    template = TrainConfig(run="(per cell)", data=str(cohort), db=str(db), **settings, model=model)
+    return show_sensitivity(grid, template)
+
+
+TINY_OPTIONS: dict[str, Any] = dict(
     epochs=2,
     image_size=64,
     batch_size=8,
@@ -92,6 +121,7 @@ def cell_rows(db: Path) -> list[dict]:
         return [e for e in store.experiments() if CELL_KEY_FIELD in (e["label_spec"] or {})]
 
 
+@pytest.mark.slow  # the grid trains three cells: about 30 s
 def test_every_cell_is_an_experiment_with_spec_quality_and_model_metrics(grid_run):
     _, db, out, stdout, _ = grid_run
     rows = cell_rows(db)
@@ -135,6 +165,7 @@ def test_every_cell_is_an_experiment_with_spec_quality_and_model_metrics(grid_ru
     assert "model mean lesion F1" in stdout and "3 trained now" in stdout
 
 
+@pytest.mark.slow  # the grid trains three cells: about 30 s
 def test_rerun_trains_nothing_and_files_table_and_plot_agree(grid_run):
     cohort, db, out, stdout, first_seconds = grid_run
     before = {r["experiment_id"]: r["updated_at"] for r in cell_rows(db)}
@@ -143,20 +174,7 @@ def test_rerun_trains_nothing_and_files_table_and_plot_agree(grid_run):
     checkpoints = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/*.pt")}
     assert len(checkpoints) == 6  # best.pt and last.pt of three cells
     started = time.perf_counter()
-    result = show_sensitivity(
-        cohort,
-        db,
-        "gold-report",
-        "gold-report",
-        "0,0.5",
-        None,
-        None,
-        "gold-image",
-        1,
-        out,
-        findings=LESIONS,
-        **TINY_OPTIONS,
-    )
+    result = show_grid(cohort, db, out)
     seconds = time.perf_counter() - started
     assert [c.outcome for c in result.cells] == ["reused"] * 3
     with Store(db, read_only=True) as store:
@@ -185,6 +203,7 @@ def test_rerun_trains_nothing_and_files_table_and_plot_agree(grid_run):
         assert len(list(csv.DictReader(handle))) == 3
 
 
+@pytest.mark.slow  # the grid trains three cells: about 30 s
 def test_a_cell_stopped_after_training_is_evaluated_not_retrained(grid_run):
     cohort, db, out, _, _ = grid_run
     row = next(r for r in cell_rows(db) if r["label_spec"]["setting"] == "0.5")
@@ -192,20 +211,7 @@ def test_a_cell_stopped_after_training_is_evaluated_not_retrained(grid_run):
         store.update_experiment(row["experiment_id"], status="running")
         trainings = sum(1 for e in store.experiments() if e["name"].startswith("sensitivity drop 0.5"))
     checkpoints = {p: p.stat().st_mtime_ns for p in out.glob("cells/*/*.pt")}
-    result = show_sensitivity(
-        cohort,
-        db,
-        "gold-report",
-        "gold-report",
-        "0,0.5",
-        None,
-        None,
-        "gold-image",
-        1,
-        out,
-        findings=LESIONS,
-        **TINY_OPTIONS,
-    )
+    result = show_grid(cohort, db, out)
     assert [c.outcome for c in result.cells] == ["reused", "evaluated", "reused"]
     assert {p: p.stat().st_mtime_ns for p in out.glob("cells/*/*.pt")} == checkpoints
     with Store(db, read_only=True) as store:
@@ -228,7 +234,7 @@ def test_grid_cells_share_the_clean_base_and_name_derived_runs_by_spec():
     ]
     clean = LabelSpec(source="b")
     # Rate 0 of every kind and the base as a source are one spec, whatever the seed.
-    assert {c.spec for c in cells if c.setting in ("0", "b")} == {clean}
+    assert {c.spec for c in cells if c.setting in ("0", "b")} == {clean}  # pyright: ignore[reportUnhashable]  (frozen model)
     assert cells[2].spec.seed == 0 and cells[3].spec.seed == 1 and cells[3].spec.drop == 0.2
     assert derived_run_name(cells[3].spec).startswith("sens:b:drop0.2:s1:")
     assert derived_run_name(clean).startswith("sens:b:clean:")
@@ -236,6 +242,7 @@ def test_grid_cells_share_the_clean_base_and_name_derived_runs_by_spec():
     assert parse_rates("0, 0.1,0.1", "--drop") == [0.0, 0.1]
 
 
+@pytest.mark.slow  # the grid trains three cells: about 30 s
 def test_bad_input_is_one_line_and_writes_nothing(grid_run, tmp_path, cli):
     cohort, db, _, _, _ = grid_run
     out = tmp_path / "never"

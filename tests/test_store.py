@@ -6,9 +6,9 @@ import textwrap
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import ingest_file
 
 from labeling.core.errors import StoreError
-from labeling.ingest.pipeline import ingest
 from labeling.store.migrations import LATEST_VERSION
 from labeling.store.store import Store, collapse_regions
 from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
@@ -25,7 +25,7 @@ def store(tmp_path):
         "".join(json.dumps({"id": f"r{i}", "text": f"FINDINGS: Report number {i}."}) + "\n" for i in range(1, 5))
     )
     db = tmp_path / "s.duckdb"
-    ingest(db, reports)
+    ingest_file(db, reports)
     with Store(db) as s:
         yield s
 
@@ -170,7 +170,9 @@ def test_runs_by_name_and_duplicates(store):
     run = new_run(store, "rules-v1")
     assert store.run("rules-v1").run_id == run
     assert store.run(run).status is RunStatus.running
-    store.finish_run(run, RunStatus.complete, prompt_tokens=10, completion_tokens=5)
+    with store.transaction():
+        store.set_run_status(run, RunStatus.complete)
+        store.add_run_tokens(run, 10, 5)
     info = store.run("rules-v1")
     assert (info.status, info.prompt_tokens, info.completion_tokens) == (RunStatus.complete, 10, 5)
     with pytest.raises(StoreError, match="already exists"):
@@ -197,6 +199,7 @@ def test_locked_database_is_a_clear_error(tmp_path):
         text=True,
     )
     try:
+        assert holder.stdout is not None
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(StoreError, match=r"in use by another process \(PID \d+\)") as exc:
             Store(db)

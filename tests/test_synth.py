@@ -121,7 +121,7 @@ def test_boxes_follow_the_rendered_anatomy(cohort: Path):
         pixels = np.asarray(Image.open(cohort / r["image_path"]), dtype=np.float32)
         boxes = r["boxes"]
 
-        def centre_mean(name: str, frac: float = 0.25) -> float:
+        def centre_mean(name: str, frac: float = 0.25, boxes=boxes, pixels=pixels) -> float:
             x1, y1, x2, y2 = boxes[name]
             dx, dy = (x2 - x1) * frac, (y2 - y1) * frac
             return float(pixels[int(y1 + dy) : int(y2 - dy), int(x1 + dx) : int(x2 - dx)].mean())

@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,15 +21,10 @@ import torch
 
 from labeling.core.errors import ClalaError, InputError
 from labeling.store.store import Store
-from model.train.loop import (
-    TrainConfig,
-    best_f1_threshold,
-    constant_baseline_f1,
-    load_checkpoint,
-    load_tokenizer,
-    positive_weights,
-    train,
-)
+from model.evaluate.metrics import best_f1_threshold, constant_baseline_f1
+from model.train.checkpoint import load_checkpoint, load_tokenizer
+from model.train.config import TrainConfig
+from model.train.loop import positive_weights, train
 
 REPO = Path(__file__).resolve().parents[1]
 LESIONS = ["pleural effusion", "enlarged cardiac silhouette"]
@@ -91,7 +87,7 @@ def make_cohort(root: Path, n: int = 72, seed: int = 5, valid: int = 14, test: i
 
 def tiny_config(cohort: Path, db: Path, checkpoints: Path, **overrides) -> TrainConfig:
     model = {**TINY_MODEL, **overrides.pop("model", {})}
-    values = dict(
+    values: dict[str, Any] = dict(
         run="gold-report",
         data=str(cohort),
         db=str(db),
@@ -113,7 +109,7 @@ def tiny_config(cohort: Path, db: Path, checkpoints: Path, **overrides) -> Train
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> tuple[Path, Path]:
+def cohort(tmp_path_factory) -> Any:
     return make_cohort(tmp_path_factory.mktemp("trainer"))
 
 
@@ -121,7 +117,7 @@ def cohort(tmp_path_factory) -> tuple[Path, Path]:
 def straight(cohort, tmp_path_factory):
     """Three epochs without interruption; events kept for the progress test."""
     events = []
-    config = tiny_config(*cohort, tmp_path_factory.mktemp("straight") / "ckpt")
+    config = tiny_config(*cohort, checkpoints=tmp_path_factory.mktemp("straight") / "ckpt")
     return config, train(config, events.append), events
 
 
@@ -157,6 +153,7 @@ def test_checkpoint_holds_config_label_spec_thresholds_and_tokenizer(straight, c
     assert checkpoint["thresholds"] == [checkpoint["state"]["history"][-1]["thresholds"][name] for name in LESIONS]
     assert {"model_state", "optimizer_state", "scheduler_state", "rng"} <= set(checkpoint)
     tokenizer = load_tokenizer(checkpoint)
+    assert tokenizer is not None
     ids = tokenizer.encode("small left pleural effusion", add_special_tokens=False)
     assert tokenizer.decode(ids).strip() == "small left pleural effusion"
     assert checkpoint["model_config"]["vocab_size"] == len(tokenizer)
@@ -210,7 +207,8 @@ def test_threshold_maximises_f1_and_constant_baseline_formula():
 
 KILL_SCRIPT = """
 import os, signal, sys, json
-from model.train.loop import TrainConfig, train
+from model.train.config import TrainConfig
+from model.train.loop import train
 config = TrainConfig.from_dict(json.loads(sys.argv[1]))
 def progress(event):
     if event["event"] == "epoch" and event["epoch"] == int(sys.argv[2]):
@@ -219,6 +217,7 @@ train(config, progress)
 """
 
 
+@pytest.mark.slow
 def test_killed_run_resumed_from_last_checkpoint_ends_identical(straight, cohort, tmp_path):
     config, result, _ = straight
     folder = tmp_path / "killed"
@@ -251,11 +250,13 @@ def test_killed_run_resumed_from_last_checkpoint_ends_identical(straight, cohort
 DDP_SCRIPT = """
 import json, sys
 import torch
-from model.train.loop import TrainConfig, train
+from model.train.config import TrainConfig
+from model.train.loop import train
 train(TrainConfig.from_dict(json.loads(sys.argv[1])))
 """
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(cohort, tmp_path):
     """Same global batch of 8: two processes of 4 each. Terms that mix images (LLCL, ITCL, the
     decoder's token mean) and dropout are off, the backbone has no BatchNorm, uncertain labels
@@ -266,8 +267,8 @@ def test_two_gloo_processes_match_one_process(cohort, tmp_path):
         epochs=2,
         model=dict(backbone="test_convnext", dropout=0.0, use_llcl=False, use_itcl=False, use_decoder=False),
     )
-    single = train(tiny_config(*cohort, tmp_path / "single", **overrides))
-    ddp_config = tiny_config(*cohort, tmp_path / "ddp", **{**overrides, "threads": 1})
+    single = train(tiny_config(*cohort, checkpoints=tmp_path / "single", **overrides))
+    ddp_config = tiny_config(*cohort, checkpoints=tmp_path / "ddp", **{**overrides, "threads": 1})
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
@@ -377,3 +378,33 @@ def test_cli_train_then_resume_and_refuse_to_overwrite(cohort, tmp_path, cli):
     assert code == 1 and "holds a checkpoint already" in err
     with Store(db, read_only=True) as store:
         assert [e["status"] for e in store.experiments() if e["name"] == "cli-run"] == ["complete"]
+
+
+def test_image_level_only_run_is_refused_in_one_line(cohort, tmp_path, cli):
+    """A run with image-level labels only (a CheXpert CSV import) would train the region head on
+    all-negative targets: `clala train` refuses it, as `clala derive` does."""
+    from labeling.store.run_records import record_run
+    from schemas.runs import RunKind, RunSpec
+
+    cohort_dir, db = cohort
+    with Store(db) as store:
+        keys = store.covered_reports("gold-report").tolist()
+        record_run(
+            store,
+            RunSpec(name="image-only", kind=RunKind.imported, vocabulary_version="test", backend="chexpert"),
+            keys,
+            {
+                "report_key": keys,
+                "region": [None] * len(keys),
+                "finding": ["pleural effusion"] * len(keys),
+                "status": ["present"] * len(keys),
+            },
+        )
+    with pytest.raises(InputError, match="'image-only' has image-level labels only"):
+        train(tiny_config(cohort_dir, db, tmp_path / "a", run="image-only"))
+    code, _, err = cli(
+        "train", "--run", "image-only", "--data", cohort_dir, "--db", db, "--checkpoint-dir", tmp_path / "b"
+    )
+    assert code == 1 and "image-level labels only (no regions); CLALA-Net trains on region-level labels" in err
+    assert len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

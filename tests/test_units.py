@@ -1,6 +1,8 @@
 import json
+from typing import Any
 
-from labeling.ingest.pipeline import ingest
+from conftest import ingest_file
+
 from labeling.ingest.sentences import normalize_sentence
 from labeling.sources.llm.units import build_units, cache_key
 from labeling.store.store import Store
@@ -16,7 +18,7 @@ def units_for(tmp_path, **kwargs):
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in TEXTS.items()))
     db = tmp_path / "u.duckdb"
-    ingest(db, path)
+    ingest_file(db, path)
     with Store(db, read_only=True) as store:
         keys = [r[0] for r in store.con.execute("SELECT report_key FROM reports ORDER BY report_id").fetchall()]
         return keys, *build_units(store, keys, **kwargs)
@@ -48,7 +50,7 @@ def test_report_units_span_the_described_sections(tmp_path):
 
 
 def test_cache_key_covers_everything_that_changes_an_answer():
-    base = dict(
+    base: dict[str, Any] = dict(
         identity="no pneumothorax", model="m", prompt_sha256="p", vocabulary_version="v", decoding={"temperature": 0}
     )
     key = cache_key(**base)

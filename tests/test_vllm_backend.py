@@ -17,16 +17,18 @@ pytestmark = [
 
 
 def test_vllm_labels_are_valid_and_grounded(tmp_path):
-    from labeling.ingest.pipeline import ingest
-    from labeling.sources.llm.run import LabelOptions, label_reports
+    from conftest import ingest_file
+
+    from labeling.sources.llm import LabelOptions, LlmRequest, label_with_llm
     from labeling.store.store import Store
 
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps({"id": "a", "text": "FINDINGS: Small left pleural effusion. No pneumothorax."}) + "\n")
     db = tmp_path / "v.duckdb"
-    ingest(db, path)
-    summary = label_reports(db, "vllm-run", LabelOptions(backend="vllm", model=MODEL))
-    assert summary.status.value == "complete" and summary.model_calls == 2
+    ingest_file(db, path)
+    with Store(db) as store:
+        summary = label_with_llm(store, LlmRequest(name="vllm-run", options=LabelOptions(backend="vllm", model=MODEL)))
+    assert summary.status.value == "complete" and summary.counts["model_calls"] == 2
     with Store(db, read_only=True) as store:
         rows = store.con.execute("""SELECT l.evidence_start, l.evidence_end, l.evidence_text, r.text
                                     FROM labels l JOIN reports r USING (report_key)""").fetchall()

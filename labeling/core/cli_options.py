@@ -14,7 +14,10 @@ from rich.console import Console
 from labeling.core.errors import ClalaError
 
 __all__ = [
+    "DEFAULT_API_KEY_ENV",
     "DEFAULT_DB",
+    "AllowRemoteOption",
+    "ApiKeyEnvOption",
     "ClalaError",
     "DataOption",
     "DbOption",
@@ -38,6 +41,12 @@ ImagenomeOption = Annotated[
     typer.Option("--imagenome", help="Chest ImaGenome root with splits/ and scene_graph/ (default: --data)"),
 ]
 DeviceOption = Annotated[str, typer.Option(help="auto (CUDA if available) | cpu | cuda | cuda:N")]
+# The LLM commands (label, generate, score-reports).
+DEFAULT_API_KEY_ENV = "OPENAI_API_KEY"
+ApiKeyEnvOption = Annotated[str, typer.Option("--api-key-env", help="environment variable holding the API key")]
+AllowRemoteOption = Annotated[
+    bool, typer.Option("--allow-remote", help="allow sending reports to a server that is not on this machine")
+]
 
 
 def user_errors(command: Callable) -> Callable:

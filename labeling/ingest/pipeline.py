@@ -1,7 +1,7 @@
 """Ingestion: report files -> validated reports with sections and sentences in the store.
 
-The whole input is read and validated before the database is opened, so bad input leaves the
-database untouched. Reports are then written in batches, each batch (reports with their
+The whole input is read and validated (`read_input`) before the database is opened, so bad input
+leaves the database untouched. Reports are then written in batches, each batch (reports with their
 sentences) in one transaction; an interrupted ingest is finished by running it again, because
 reports already stored with the same text are skipped. A report whose text changed is stored
 as a new version beside the old one, never over it.
@@ -31,6 +31,32 @@ DEFAULT_DATASETS = {"mimic": "mimic-cxr", "iu-xray": "iu_xray"}
 BLANK_POLICIES = ("auto", "error", "skip")
 
 
+@dataclass(frozen=True)
+class IngestOptions:
+    """How to read an input: its format, which columns or fields hold what, the dataset to store it
+    as, its encoding, what to do with blank reports, and the longest report accepted."""
+
+    format: str = "auto"
+    columns: Columns = field(default_factory=Columns)
+    dataset: str | None = None
+    encoding: str = "utf-8"
+    blank: str = "auto"
+    max_chars: int = DEFAULT_MAX_CHARS
+
+
+@dataclass
+class IngestInput:
+    """An input read and validated, ready to be stored."""
+
+    path: Path
+    format: str
+    dataset: str
+    read: int  # rows read
+    reports: list[SourceReport]  # the reports to store
+    skipped_blank: list[str]
+    duplicates: int
+
+
 @dataclass
 class IngestResult:
     source: str
@@ -45,20 +71,19 @@ class IngestResult:
     sentences: int = 0
 
 
-def read_reports(
-    path: Path, fmt: str = "auto", columns: Columns = Columns(), dataset: str | None = None, encoding: str = "utf-8"
-) -> tuple[str, str, list[SourceReport]]:
+def read_reports(path: Path, options: IngestOptions) -> tuple[str, str, list[SourceReport]]:
     """(format, dataset, reports) from an input file or folder."""
+    fmt, encoding = options.format, options.encoding
     if fmt not in FORMATS:
         raise InputError(f"--format: {fmt!r} is not one of {', '.join(FORMATS)}")
     if not path.exists():
         raise InputError(f"{path}: file not found")
     fmt = detect_format(path) if fmt == "auto" else fmt
-    dataset = dataset or DEFAULT_DATASETS.get(fmt) or path.stem
+    dataset = options.dataset or DEFAULT_DATASETS.get(fmt) or path.stem
     if fmt == "csv":
-        reports = read_csv(path, columns, dataset, encoding)
+        reports = read_csv(path, options.columns, dataset, encoding)
     elif fmt == "jsonl":
-        reports = read_jsonl(path, columns, dataset, encoding)
+        reports = read_jsonl(path, options.columns, dataset, encoding)
     elif fmt == "mimic":
         reports = read_mimic(path, dataset, encoding)
     else:
@@ -154,51 +179,60 @@ def batch_tables(
     return reports_table, sentences_table, len(rows)
 
 
+def read_input(path: str | Path, options: IngestOptions | None = None) -> IngestInput:
+    """Read and validate a file or folder of reports (no database involved), or InputError."""
+    path = Path(path)
+    options = options or IngestOptions()
+    fmt, dataset, reports = read_reports(path, options)
+    kept, skipped, duplicates = validate_reports(reports, fmt, options.blank, options.max_chars)
+    return IngestInput(path, fmt, dataset, len(reports), kept, skipped, duplicates)
+
+
 def ingest(
-    db: str | Path,
-    path: str | Path,
-    fmt: str = "auto",
-    columns: Columns = Columns(),
-    dataset: str | None = None,
-    encoding: str = "utf-8",
-    blank: str = "auto",
-    max_chars: int = DEFAULT_MAX_CHARS,
+    store: Store,
+    source: IngestInput | str | Path,
+    options: IngestOptions | None = None,
+    *,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> IngestResult:
-    """Ingest one file or folder of reports into the database at `db`.
+    """Store an input (read and validated by `read_input`, or a path to read with `options`).
 
     `on_progress(done, total)` is called after each committed batch.
     """
-    path = Path(path)
-    fmt, dataset, reports = read_reports(path, fmt, columns, dataset, encoding)
-    kept, skipped, duplicates = validate_reports(reports, fmt, blank, max_chars)
+    if not isinstance(source, IngestInput):
+        source = read_input(source, options)
+    path, fmt, dataset, kept = source.path, source.format, source.dataset, source.reports
     result = IngestResult(
-        source=str(path), format=fmt, dataset=dataset, read=len(reports), duplicates=duplicates, skipped_blank=skipped
+        source=str(path),
+        format=fmt,
+        dataset=dataset,
+        read=source.read,
+        duplicates=source.duplicates,
+        skipped_blank=source.skipped_blank,
     )
-    with Store(db) as store:
-        stored = store.latest_versions(dataset, [r.report_id for r in kept])
-        todo: list[tuple[SourceReport, int]] = []  # (report, version)
-        for report in kept:
-            previous = stored.get(report.report_id)
-            if previous is None:
-                todo.append((report, 1))
-            elif previous[1] == text_sha256(report.text):
-                result.unchanged += 1
-            else:
-                todo.append((report, previous[0] + 1))
-        ingest_id = store.start_ingest(str(path.resolve()), fmt, dataset, len(reports))
-        now = datetime.now()
-        for start in range(0, len(todo), BATCH_SIZE):
-            chunk = todo[start : start + BATCH_SIZE]
-            with store.transaction():
-                first_key = store.next_report_key()
-                batch = [(report, first_key + i, version) for i, (report, version) in enumerate(chunk)]
-                reports_table, sentences_table, n_sentences = batch_tables(batch, ingest_id, now)
-                store.add_reports(reports_table, sentences_table)
-            result.sentences += n_sentences
-            for report, version in chunk:
-                (result.added if version == 1 else result.changed).append(report.report_id)
-            if on_progress:
-                on_progress(start + len(chunk), len(todo))
-        store.finish_ingest(ingest_id, len(result.added), len(result.changed), result.unchanged, len(skipped))
+    stored = store.latest_versions(dataset, [r.report_id for r in kept])
+    todo: list[tuple[SourceReport, int]] = []  # (report, version)
+    for report in kept:
+        previous = stored.get(report.report_id)
+        if previous is None:
+            todo.append((report, 1))
+        elif previous[1] == text_sha256(report.text):
+            result.unchanged += 1
+        else:
+            todo.append((report, previous[0] + 1))
+    ingest_id = store.start_ingest(str(path.resolve()), fmt, dataset, source.read)
+    now = datetime.now()
+    for start in range(0, len(todo), BATCH_SIZE):
+        chunk = todo[start : start + BATCH_SIZE]
+        with store.transaction():
+            first_key = store.next_report_key()
+            batch = [(report, first_key + i, version) for i, (report, version) in enumerate(chunk)]
+            reports_table, sentences_table, n_sentences = batch_tables(batch, ingest_id, now)
+            store.add_reports(reports_table, sentences_table)
+        result.sentences += n_sentences
+        for report, version in chunk:
+            (result.added if version == 1 else result.changed).append(report.report_id)
+        if on_progress:
+            on_progress(start + len(chunk), len(todo))
+    store.finish_ingest(ingest_id, len(result.added), len(result.changed), result.unchanged, len(source.skipped_blank))
     return result

@@ -86,7 +86,7 @@ def _csv_rows(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dic
     text = read_text_file(path, encoding)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = reader.fieldnames or []
+    header = list(reader.fieldnames or [])
     rows = []
     try:
         for row in reader:
@@ -226,7 +226,12 @@ def read_iu_xray(path: Path, dataset: str, encoding: str = "utf-8") -> list[Sour
     """The IU X-ray `indiana_reports.csv`. The stored text joins the report's parts under
     MIMIC-style headers; `indiana_projections.csv` beside it, when present, gives the images."""
     header, rows = _csv_rows(path, encoding)
-    _require_columns(path, header, {"(IU X-ray)": c for c in sorted(IU_XRAY_COLUMNS)})
+    missing = sorted(IU_XRAY_COLUMNS - set(header))
+    if missing:
+        raise InputError(
+            f"{path}: missing IU X-ray column(s) {', '.join(missing)} (columns: {', '.join(header)}); "
+            f"an indiana_reports.csv has {', '.join(sorted(IU_XRAY_COLUMNS))}"
+        )
     images: dict[str, list[str]] = {}
     projections = path.with_name("indiana_projections.csv")
     if projections.is_file():

@@ -1,0 +1,65 @@
+"""Review: comparing runs, review queues of their disagreements, Label Studio tasks, heatmaps.
+
+The names below are imported on first use, so that importing the package stays cheap."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from labeling.review.compare import (
+        CompareOptions,
+        Comparison,
+        MetricRow,
+        bin_counts,
+        cell_bins,
+        check_options,
+        compare_runs,
+        compare_to_reference,
+        comparison_vocabulary,
+        metrics_from_counts,
+    )
+    from labeling.review.disagreements import QueueOptions, disagreement_queue, write_disagreements
+    from labeling.review.labelstudio import LabelStudioExport, export_labelstudio
+
+_WHERE = {
+    "CompareOptions": "labeling.review.compare",
+    "Comparison": "labeling.review.compare",
+    "MetricRow": "labeling.review.compare",
+    "bin_counts": "labeling.review.compare",
+    "cell_bins": "labeling.review.compare",
+    "check_options": "labeling.review.compare",
+    "compare_runs": "labeling.review.compare",
+    "compare_to_reference": "labeling.review.compare",
+    "comparison_vocabulary": "labeling.review.compare",
+    "metrics_from_counts": "labeling.review.compare",
+    "QueueOptions": "labeling.review.disagreements",
+    "disagreement_queue": "labeling.review.disagreements",
+    "write_disagreements": "labeling.review.disagreements",
+    "LabelStudioExport": "labeling.review.labelstudio",
+    "export_labelstudio": "labeling.review.labelstudio",
+}
+__all__ = [
+    "CompareOptions",
+    "Comparison",
+    "LabelStudioExport",
+    "MetricRow",
+    "QueueOptions",
+    "bin_counts",
+    "cell_bins",
+    "check_options",
+    "compare_runs",
+    "compare_to_reference",
+    "comparison_vocabulary",
+    "disagreement_queue",
+    "export_labelstudio",
+    "metrics_from_counts",
+    "write_disagreements",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_WHERE[name]), name)

@@ -1,17 +1,18 @@
-"""CLI views of comparisons: `clala compare` (tables, CSV, heatmap PNG) and `clala disagreements`.
+"""CLI views of review: `clala compare` (tables, CSV, heatmap PNG), `clala disagreements` and
+`clala export-labelstudio`.
 
-Files are written under a temporary name beside the target and renamed when complete.
+Each view takes the open store; the commands open it once (read-only). Files are written under a
+temporary name beside the target and renamed when complete.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -26,9 +27,16 @@ from labeling.core.cli_options import (
 )
 from labeling.core.errors import InputError
 from labeling.core.files import atomic_path
+from labeling.core.formatting import format_number, is_undefined
 from labeling.core.terminal import output_console
-from labeling.review.compare import Comparison, MetricRow, compare_runs, compare_to_reference
-from labeling.store.store import Store
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from labeling.review.compare import CompareOptions, Comparison, MetricRow
+    from labeling.review.disagreements import QueueOptions
+    from labeling.review.labelstudio import LabelStudioExport
+    from labeling.store.store import Store
 
 CSV_COLUMNS = (
     "scope",
@@ -52,20 +60,9 @@ CSV_COLUMNS = (
 )
 
 
-def _fmt(value: float, percent: bool = False) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "—"
-    return f"{100 * value:.1f}%" if percent else f"{value:.3f}"
-
-
 def file_stem(text: str) -> str:
     """A run name made safe for a file name (run names may hold ':', '@', '+')."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", text)
-
-
-def _write_atomically(path: Path, write) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as stream:
-        write(stream)
 
 
 def comparison_rows(comparison: Comparison) -> list[MetricRow]:
@@ -86,23 +83,22 @@ def write_comparison_csv(comparison: Comparison, out_dir: str | Path) -> tuple[P
         "uncertain": comparison.uncertain,
     }
 
-    def write_csv(stream) -> None:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as stream:
         writer = csv.DictWriter(stream, CSV_COLUMNS)
         writer.writeheader()
         for row in comparison_rows(comparison):
             values = {**row.__dict__, **fixed}
-            writer.writerow(
-                {
-                    k: ""
-                    if isinstance(values[k], float) and math.isnan(values[k])
-                    else (round(values[k], 6) if isinstance(values[k], float) else values[k])
-                    for k in CSV_COLUMNS
-                }
-            )
-
-    _write_atomically(csv_path, write_csv)
-    _write_atomically(json_path, lambda s: json.dump(comparison.settings(), s, indent=2))
+            writer.writerow({k: _csv_value(values[k]) for k in CSV_COLUMNS})
+    with atomic_path(json_path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as stream:
+        json.dump(comparison.settings(), stream, indent=2)
     return csv_path, json_path
+
+
+def _csv_value(value: object) -> object:
+    """An undefined metric is an empty cell; the others have 6 decimals at most."""
+    if is_undefined(value):
+        return ""
+    return round(value, 6) if isinstance(value, float) else value
 
 
 def _header(comparison: Comparison) -> list[str]:
@@ -151,11 +147,11 @@ def comparison_table(comparison: Comparison, rows: Sequence[MetricRow], first_co
             f"{row.tp:,}",
             f"{row.fp:,}",
             f"{row.fn:,}",
-            _fmt(row.agreement, percent=True),
-            _fmt(row.kappa),
-            _fmt(row.precision),
-            _fmt(row.recall),
-            _fmt(row.f1),
+            format_number(row.agreement, percent=True),
+            format_number(row.kappa),
+            format_number(row.precision),
+            format_number(row.recall),
+            format_number(row.f1),
         ]
         if comparison.uncertain == "exclude":
             cells.append(f"{row.excluded:,}")
@@ -170,37 +166,38 @@ def comparison_table(comparison: Comparison, rows: Sequence[MetricRow], first_co
     return table
 
 
-def _comparisons(store: Store, runs: Sequence[str], reference: str | None, **options) -> list[Comparison]:
+def _comparisons(store: Store, runs: Sequence[str], reference: str | None, options: CompareOptions) -> list[Comparison]:
     """Two runs (the second is the reference unless --reference names the first), or several runs
     each scored against --reference."""
+    from labeling.review.compare import compare_runs, compare_to_reference
+
     if reference is None:
         if len(runs) != 2:
             raise InputError(
                 f"{len(runs)} runs given: compare two runs, or name the reference of several with --reference"
             )
-        return [compare_runs(store, runs[0], runs[1], **options)]
+        return [compare_runs(store, runs[0], runs[1], options)]
     if len(runs) == 2 and reference in runs:
-        return [compare_runs(store, runs[0], runs[1], reference=reference, **options)]
+        return [compare_runs(store, runs[0], runs[1], options, reference=reference)]
     scored = [run for run in runs if run != reference]
-    return compare_to_reference(store, scored, reference, **options)
+    return compare_to_reference(store, scored, reference, options)
 
 
 def show_comparison(
-    db: str | Path,
+    store: Store,
     runs: Sequence[str],
+    options: CompareOptions | None = None,
+    *,
     reference: str | None = None,
-    level: str = "region",
-    findings: Sequence[str] | None = None,
-    regions: Sequence[str] | None = None,
-    uncertain: str = "exclude",
     metric: str = "f1",
     out: str | Path | None = None,
-    vocabulary: str | None = None,
     console: Console | None = None,
 ) -> dict:
     """Compare runs, print the tables, and with `out` write the CSVs and the heatmap PNG."""
-    from labeling.review.compare import METRICS
+    from labeling.review.compare import METRICS, CompareOptions
     from labeling.review.plots import comparison_heatmap, runs_heatmap
+
+    options = options or CompareOptions()
 
     console = console or output_console()
     if metric not in METRICS:
@@ -210,17 +207,7 @@ def show_comparison(
         if out_dir.exists() or not out_dir.parent.is_dir():
             raise InputError(f"--out {out_dir}: not a folder (its parent must exist)")
         out_dir.mkdir()
-    with Store(db, read_only=True) as store:
-        comparisons = _comparisons(
-            store,
-            list(runs),
-            reference,
-            level=level,
-            findings=findings,
-            regions=regions,
-            uncertain=uncertain,
-            vocabulary=vocabulary,
-        )
+    comparisons = _comparisons(store, list(runs), reference, options)
     files: list[Path] = []
     grid = None
     for comparison in comparisons:
@@ -271,29 +258,32 @@ def _runs_table(comparisons: Sequence[Comparison], metric: str) -> Table:
     values = [c.finding_values(metric) for c in comparisons]
     percent = metric == "agreement"
     for i, finding in enumerate(first.findings):
-        table.add_row(finding, *[_fmt(float(v[i]), percent) for v in values])
+        table.add_row(finding, *[format_number(float(v[i]), percent=percent) for v in values])
     table.add_section()
-    table.add_row("micro", *[_fmt(getattr(c.micro, metric), percent) for c in comparisons], style="bold")
-    table.add_row("macro", *[_fmt(getattr(c.macro, metric), percent) for c in comparisons], style="bold")
+    table.add_row(
+        "micro", *[format_number(getattr(c.micro, metric), percent=percent) for c in comparisons], style="bold"
+    )
+    table.add_row(
+        "macro", *[format_number(getattr(c.macro, metric), percent=percent) for c in comparisons], style="bold"
+    )
     return table
 
 
 def show_disagreements(
-    db: str | Path,
+    store: Store,
     run_a: str,
     run_b: str,
     out: str | Path,
-    level: str = "region",
-    findings: Sequence[str] | None = None,
-    limit: int | None = None,
-    vocabulary: str | None = None,
+    options: QueueOptions | None = None,
     console: Console | None = None,
-):
+) -> tuple[pa.Table, int]:
     """Write the review queue and print how many cells and reports it holds, with its head."""
-    from labeling.review.disagreements import write_disagreements
+    from labeling.review.disagreements import QueueOptions, write_disagreements
 
     console = console or output_console()
-    table, total = write_disagreements(db, run_a, run_b, out, level, findings, limit, vocabulary)
+    options = options or QueueOptions()
+    level = options.level
+    table, total = write_disagreements(store, run_a, run_b, out, options)
     reports = len(set(table["report_key"].to_pylist()))
     shown = f"{table.num_rows:,} of {total:,}" if table.num_rows < total else f"{total:,}"
     console.print(
@@ -326,6 +316,34 @@ def show_disagreements(
     return table, total
 
 
+def run_export_labelstudio(
+    store: Store,
+    run: str,
+    out_dir: str | Path,
+    *,
+    limit: int | None = None,
+    vocabulary: str | None = None,
+    enable: list[str] | None = None,
+    console: Console | None = None,
+) -> LabelStudioExport:
+    """`clala export-labelstudio`: write the tasks and the labeling config, and say where they went."""
+    from labeling.review.labelstudio import export_labelstudio
+
+    console = console or output_console()
+    written = export_labelstudio(store, run, out_dir, vocabulary=vocabulary, enable=enable, limit=limit)
+    console.print(
+        f"wrote {written.tasks:,} tasks with {written.labels:,} predicted labels "
+        f"({written.spans:,} on evidence spans, {written.appendix:,} without evidence) "
+        f"to {written.tasks_path}"
+    )
+    console.print(f"labeling config: {written.config_path}")
+    console.print(
+        "In Label Studio: create a project with this config, import the tasks, review, then "
+        "export as JSON and run `clala import labelstudio FILE --name NAME`."
+    )
+    return written
+
+
 @user_errors
 def compare_command(
     runs: Annotated[
@@ -350,11 +368,18 @@ def compare_command(
     vocabulary: VocabularyOption = None,
 ) -> None:
     """Agreement, Cohen's kappa, precision, recall and F1 of runs against a reference, per finding and region."""
-    from labeling.review.commands import show_comparison
+    from labeling.review.compare import CompareOptions
+    from labeling.store.store import Store
 
-    show_comparison(
-        db, runs, reference, level, findings, regions, uncertain, metric, out, str(vocabulary) if vocabulary else None
+    options = CompareOptions(
+        level=level,
+        findings=findings,
+        regions=regions,
+        uncertain=uncertain,
+        vocabulary=str(vocabulary) if vocabulary else None,
     )
+    with Store(db, read_only=True) as store:
+        show_comparison(store, runs, options, reference=reference, metric=metric, out=out)
 
 
 @user_errors
@@ -369,9 +394,14 @@ def disagreements_command(
     vocabulary: VocabularyOption = None,
 ) -> None:
     """A review queue of the cells two runs disagree on, the decisions that matter most first."""
-    from labeling.review.commands import show_disagreements
+    from labeling.review.disagreements import QueueOptions
+    from labeling.store.store import Store
 
-    show_disagreements(db, run_a, run_b, out, level, findings, limit, str(vocabulary) if vocabulary else None)
+    options = QueueOptions(
+        level=level, findings=findings, limit=limit, vocabulary=str(vocabulary) if vocabulary else None
+    )
+    with Store(db, read_only=True) as store:
+        show_disagreements(store, run_a, run_b, out, options)
 
 
 @user_errors
@@ -384,6 +414,9 @@ def export_labelstudio_command(
     enable: EnableOption = None,
 ) -> None:
     """Write a run's labels as Label Studio pre-annotated tasks, with the labeling config."""
-    from labeling.review.labelstudio_commands import run_export_labelstudio
+    from labeling.store.store import Store
 
-    run_export_labelstudio(db, run, out, limit, str(vocabulary) if vocabulary else None, enable or [])
+    with Store(db, read_only=True) as store:
+        run_export_labelstudio(
+            store, run, out, limit=limit, vocabulary=str(vocabulary) if vocabulary else None, enable=enable or []
+        )

@@ -8,7 +8,7 @@ Semantics, fixed here and recorded with every result:
   way a report that says nothing about a finding is read; so agreement and kappa include the
   many negative/negative cells, while precision, recall and F1 do not depend on them.
 - Image level collapses each run's regions (and its image-level rows) first: any present ->
-  present, else any uncertain -> uncertain, else absent (DESIGN.md).
+  present, else any uncertain -> uncertain, else absent (`schemas.labels.CODE_PRECEDENCE`).
 - The uncertain policy says what an uncertain label becomes: `positive`, `negative`,
   `exclude` (a cell uncertain on either side leaves that finding's statistics, and is counted as
   excluded), or `own-class` (three classes for agreement and kappa; precision, recall and F1 are
@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
 
 from labeling.core.errors import InputError
 from labeling.store.store import LabelMatrix, Store
@@ -265,6 +264,19 @@ def _check_metric(metric: str) -> None:
         raise InputError(f"--metric: {metric!r} is not one of {', '.join(METRICS)}")
 
 
+@dataclass(frozen=True)
+class CompareOptions:
+    """How runs are compared: at `level` (region or image), over `findings` (default: those present
+    or uncertain in any run) and `regions` (region level; default: all), reading uncertain labels
+    by the `uncertain` policy, in `vocabulary`'s cells (default: the shipped one, every category)."""
+
+    level: str = "region"
+    findings: Sequence[str] | None = None
+    regions: Sequence[str] | None = None
+    uncertain: str = "exclude"
+    vocabulary: Vocabulary | str | None = None
+
+
 # --- reading runs ------------------------------------------------------------------------------
 def check_options(level: str, uncertain: str) -> None:
     if level not in LEVELS:
@@ -310,30 +322,7 @@ def common_reports(store: Store, runs: Sequence[str]) -> tuple[np.ndarray, dict[
 def _label_audit(store: Store, run: str, report_keys: np.ndarray, vocab: Vocabulary) -> dict[str, int]:
     """Counts of a run's labels (on the compared reports) that no cell can hold, so that they are
     reported rather than silently ignored; also whether the run has regional labels at all."""
-    run_id = store.run(run).run_id
-    store.con.register("_compared", pa.table({"report_key": pa.array(report_keys, pa.int64())}))
-    try:
-        row = store.con.execute(
-            """SELECT count(*) FILTER (WHERE region IS NOT NULL),
-                      count(*) FILTER (WHERE region IS NULL AND list_contains(?, finding)),
-                      count(*) FILTER (WHERE NOT list_contains(?, finding)),
-                      count(*) FILTER (WHERE region IS NOT NULL AND NOT list_contains(?, region))
-               FROM labels WHERE run_id = ? AND report_key IN (SELECT report_key FROM _compared)""",
-            [list(vocab.finding_names), list(vocab.finding_names), list(vocab.region_names), run_id],
-        ).fetchall()[0]
-        total_regional = store.con.execute(
-            "SELECT count(*) FILTER (WHERE region IS NOT NULL), count(*) FROM labels WHERE run_id = ?", [run_id]
-        ).fetchall()[0]
-    finally:
-        store.con.unregister("_compared")
-    return {
-        "regional": row[0],
-        "image_level": row[1],
-        "unknown_finding": row[2],
-        "unknown_region": row[3],
-        "run_regional": total_regional[0],
-        "run_labels": total_regional[1],
-    }
+    return store.label_audit(store.run(run).run_id, report_keys.tolist(), vocab.finding_names, vocab.region_names)
 
 
 def run_matrices(
@@ -369,77 +358,75 @@ def run_matrices(
                 "compared at region level (use --level image)"
             )
         read = store.label_matrix if level == "region" else store.image_matrix
-        matrices[run] = read(run, regions, vocab.finding_names, report_keys=report_keys)
+        matrices[run] = read(run, regions, vocab.finding_names, report_keys=report_keys.tolist())
     return matrices, notes
 
 
 def occurring_findings(matrices: Sequence[LabelMatrix]) -> np.ndarray:
     """Boolean per vocabulary finding: present or uncertain somewhere in any of the matrices."""
-    occurs = None
+    occurs = np.zeros(matrices[0].codes.shape[-1], dtype=bool)
     for matrix in matrices:
         codes = matrix.codes.reshape(-1, matrix.codes.shape[-1])
-        here = ((codes == PRESENT) | (codes == UNCERTAIN)).any(axis=0)
-        occurs = here if occurs is None else occurs | here
+        occurs |= ((codes == PRESENT) | (codes == UNCERTAIN)).any(axis=0)
     return occurs
 
 
 # --- comparing ---------------------------------------------------------------------------------
-def _score(
-    run: str,
-    reference: str,
-    matrices: dict[str, LabelMatrix],
-    finding_index: np.ndarray,
-    level: str,
-    uncertain: str,
-    vocab: Vocabulary,
-    regions: Sequence[str],
-    reports: int,
-    covered: dict[str, int],
-    left_out: tuple[str, ...],
-    notes: list[str],
-) -> Comparison:
-    codes_run = matrices[run].codes[..., finding_index]
-    codes_ref = matrices[reference].codes[..., finding_index]
-    counts = bin_counts(cell_bins(codes_run, codes_ref, uncertain))
+@dataclass
+class _Compared:
+    """What every scored run shares: the reference, the matrices, the compared findings and cells."""
+
+    reference: str
+    matrices: dict[str, LabelMatrix]
+    finding_index: np.ndarray
+    options: CompareOptions
+    vocab: Vocabulary
+    regions: Sequence[str]
+    reports: int
+    covered: dict[str, int]
+    left_out: tuple[str, ...]
+    notes: list[str]
+
+
+def _score(run: str, compared: _Compared) -> Comparison:
+    c = compared
+    codes_run = c.matrices[run].codes[..., c.finding_index]
+    codes_ref = c.matrices[c.reference].codes[..., c.finding_index]
+    counts = bin_counts(cell_bins(codes_run, codes_ref, c.options.uncertain))
     return Comparison(
         run=run,
-        reference=reference,
-        level=level,
-        uncertain=uncertain,
-        vocabulary=vocab.version,
-        reports=reports,
-        reports_run=covered[run],
-        reports_reference=covered[reference],
-        findings=tuple(vocab.finding_names[i] for i in finding_index),
-        regions=tuple(regions) if level == "region" else (),
+        reference=c.reference,
+        level=c.options.level,
+        uncertain=c.options.uncertain,
+        vocabulary=c.vocab.version,
+        reports=c.reports,
+        reports_run=c.covered[run],
+        reports_reference=c.covered[c.reference],
+        findings=tuple(c.vocab.finding_names[i] for i in c.finding_index),
+        regions=tuple(c.regions) if c.options.level == "region" else (),
         cell_counts=counts,
-        findings_left_out=left_out,
-        notes=list(notes),
+        findings_left_out=c.left_out,
+        notes=list(c.notes),
     )
 
 
 def compare_to_reference(
-    store: Store,
-    runs: Sequence[str],
-    reference: str,
-    level: str = "region",
-    findings: Sequence[str] | None = None,
-    regions: Sequence[str] | None = None,
-    uncertain: str = "exclude",
-    vocabulary: Vocabulary | str | None = None,
+    store: Store, runs: Sequence[str], reference: str, options: CompareOptions | None = None
 ) -> list[Comparison]:
     """Score each of `runs` against `reference`, all over the reports every one of them finished
     (so the comparisons are side by side) and over the same findings."""
-    check_options(level, uncertain)
+    options = options or CompareOptions()
+    level = options.level
+    check_options(level, options.uncertain)
     names = [store.run(r).name for r in runs]
     reference = store.run(reference).name
     if reference in names:
         raise InputError(f"run {reference!r} is the reference; it cannot also be scored against itself")
     if not names:
         raise InputError("name at least one run to score against the reference")
-    vocab = comparison_vocabulary(vocabulary)
-    chosen_findings = select_names("findings", findings, vocab.finding_names, vocab)
-    chosen_regions = select_names("regions", regions, vocab.region_names, vocab)
+    vocab = comparison_vocabulary(options.vocabulary)
+    chosen_findings = select_names("findings", options.findings, vocab.finding_names, vocab)
+    chosen_regions = select_names("regions", options.regions, vocab.region_names, vocab)
     if chosen_regions and level == "image":
         raise InputError("--regions applies to --level region; image level collapses every region")
     regions = chosen_regions or vocab.region_names
@@ -452,35 +439,14 @@ def compare_to_reference(
         finding_index = np.flatnonzero(occurring_findings(list(matrices.values())))
     chosen = set(finding_index.tolist())
     left_out = tuple(f for i, f in enumerate(vocab.finding_names) if i not in chosen)
-    return [
-        _score(
-            run,
-            reference,
-            matrices,
-            finding_index,
-            level,
-            uncertain,
-            vocab,
-            regions,
-            len(report_keys),
-            covered,
-            left_out,
-            notes,
-        )
-        for run in names
-    ]
+    compared = _Compared(
+        reference, matrices, finding_index, options, vocab, regions, len(report_keys), covered, left_out, notes
+    )
+    return [_score(run, compared) for run in names]
 
 
 def compare_runs(
-    store: Store,
-    run_a: str,
-    run_b: str,
-    reference: str | None = None,
-    level: str = "region",
-    findings: Sequence[str] | None = None,
-    regions: Sequence[str] | None = None,
-    uncertain: str = "exclude",
-    vocabulary: Vocabulary | str | None = None,
+    store: Store, run_a: str, run_b: str, options: CompareOptions | None = None, *, reference: str | None = None
 ) -> Comparison:
     """Compare two runs over the reports both finished. The reference is `run_b` unless
     `reference` names `run_a`; the other run is scored against it (its labels are the
@@ -496,4 +462,4 @@ def compare_runs(
             f"use `clala compare {a} {b} --reference {ref}`"
         )
     scored = a if ref == b else b
-    return compare_to_reference(store, [scored], ref, level, findings, regions, uncertain, vocabulary)[0]
+    return compare_to_reference(store, [scored], ref, options)[0]

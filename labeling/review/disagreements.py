@@ -21,6 +21,7 @@ a rare finding's F1 more than a common one's, by this factor.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,22 +84,7 @@ def _classes(codes: np.ndarray) -> np.ndarray:
 def _evidence(store: Store, run: str, cells: pa.Table, level: str) -> pa.Table:
     """Evidence text and span of `run` for each cell (by row number `cell`). At image level, the
     evidence of a label whose status is the cell's collapsed status (the earliest span)."""
-    run_id = store.run(run).run_id
-    store.con.register("_cells", cells)
-    try:
-        if level == "region":
-            sql = """SELECT c.cell, l.evidence_text, l.evidence_start, l.evidence_end FROM _cells c
-                     JOIN labels l ON l.run_id = ? AND l.report_key = c.report_key AND l.finding = c.finding
-                      AND l.region = c.region"""
-        else:
-            sql = """SELECT c.cell, l.evidence_text, l.evidence_start, l.evidence_end FROM _cells c
-                     JOIN labels l ON l.run_id = ? AND l.report_key = c.report_key AND l.finding = c.finding
-                      AND l.status = c.status
-                     QUALIFY row_number() OVER (PARTITION BY c.cell
-                         ORDER BY l.evidence_start IS NULL, l.evidence_start, l.region NULLS LAST) = 1"""
-        return store.arrow(sql, [run_id])
-    finally:
-        store.con.unregister("_cells")
+    return store.cell_evidence(store.run(run).run_id, cells, level)
 
 
 def _spread(n: int, found: pa.Table, column: str) -> np.ndarray:
@@ -107,17 +93,24 @@ def _spread(n: int, found: pa.Table, column: str) -> np.ndarray:
     return values
 
 
+@dataclass(frozen=True)
+class QueueOptions:
+    """Which cells a review queue holds: at `level`, of `findings` (default: all of the
+    vocabulary), the first `limit` of them (default: all), in `vocabulary`'s cells."""
+
+    level: str = "region"
+    findings: Sequence[str] | None = None
+    limit: int | None = None
+    vocabulary: Vocabulary | str | None = None
+
+
 def disagreement_queue(
-    store: Store,
-    run_a: str,
-    run_b: str,
-    level: str = "region",
-    findings: Sequence[str] | None = None,
-    limit: int | None = None,
-    vocabulary: Vocabulary | str | None = None,
+    store: Store, run_a: str, run_b: str, options: QueueOptions | None = None
 ) -> tuple[pa.Table, int]:
     """The review queue of `run_a` vs `run_b` (ordered, see the module docstring) and the number
     of disagreeing cells before `limit`."""
+    options = options or QueueOptions()
+    level, findings, limit, vocabulary = options.level, options.findings, options.limit, options.vocabulary
     check_options(level, "own-class")
     if limit is not None and limit < 1:
         raise InputError(f"--limit: {limit} must be at least 1")
@@ -169,9 +162,9 @@ def disagreement_queue(
             col: _spread(total, found, src)
             for col, src in (("evidence", "evidence_text"), ("start", "evidence_start"), ("end", "evidence_end"))
         }
-    missing = sum(
-        np.fromiter((v is None for v in evidence[side]["start"]), bool, total).astype(np.intp) for side in ("a", "b")
-    )
+    missing = np.zeros(total, dtype=np.intp)  # spans missing per cell: 0, 1 or 2
+    for side in ("a", "b"):
+        missing += np.fromiter((v is None for v in evidence[side]["start"]), bool, total)
     priority = KIND_WEIGHT[kind] * rarity[finding_col] * EVIDENCE_FACTOR[missing]
 
     # Report priority: sum of its cells' priorities; reports in descending report priority.
@@ -182,13 +175,7 @@ def disagreement_queue(
         order = order[:limit]
 
     identity = (
-        {
-            k: (d, r)
-            for k, d, r in store.con.execute(
-                "SELECT report_key, dataset, report_id FROM reports WHERE report_key IN (SELECT unnest(?))",
-                [sorted(set(keys[order].tolist()))],
-            ).fetchall()
-        }
+        {r["report_key"]: (r["dataset"], r["report_id"]) for r in store.report_rows(sorted(set(keys[order].tolist())))}
         if len(order)
         else {}
     )
@@ -225,19 +212,11 @@ def queue_format(out: Path) -> str:
 
 
 def write_disagreements(
-    db: str | Path,
-    run_a: str,
-    run_b: str,
-    out: str | Path,
-    level: str = "region",
-    findings: Sequence[str] | None = None,
-    limit: int | None = None,
-    vocabulary: str | None = None,
+    store: Store, run_a: str, run_b: str, out: str | Path, options: QueueOptions | None = None
 ) -> tuple[pa.Table, int]:
-    """Build the queue from the database and write it to `out` (.csv or .jsonl) atomically."""
+    """Build the queue and write it to `out` (.csv or .jsonl) atomically."""
     out = Path(out)
     fmt = queue_format(out)
-    with Store(db, read_only=True) as store:
-        table, total = disagreement_queue(store, run_a, run_b, level, findings, limit, vocabulary)
+    table, total = disagreement_queue(store, run_a, run_b, options)
     write_table(table, out, fmt)
     return table, total

@@ -1,10 +1,13 @@
-"""CLI views of label runs: labeling with a progress bar, dry runs, runs, failures."""
+"""CLI views of label runs: labeling with a progress bar, dry runs, runs, failures.
+
+Each view takes the open store; the commands open it once. The engines are imported when a
+command runs, so that `import cli` loads none of them."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,136 +22,137 @@ from labeling.core.cli_options import (
     VocabularyOption,
     user_errors,
 )
+from labeling.core.formatting import format_counts
 from labeling.core.terminal import output_console
-from labeling.sources.llm.run import DryRun, LabelOptions, RunSummary, dry_run, label_reports
-from labeling.sources.rules.run import RulesSummary, label_with_rules
-from labeling.store.store import Store
+
+if TYPE_CHECKING:
+    from labeling.sources.llm.options import LabelOptions, LlmRequest
+    from labeling.sources.llm.run import DryRun
+    from labeling.sources.rules.run import RulesRequest
+    from labeling.store.run_records import RunResult
+    from labeling.store.store import Store
 
 
-def _stats_line(summary: RunSummary) -> str:
-    rate = summary.completion_tokens / summary.seconds if summary.seconds else 0.0
+def _stats_line(result: RunResult) -> str:
+    counts = result.counts
+    rate = counts["completion_tokens"] / result.seconds if result.seconds else 0.0
     return (
-        f"calls {summary.model_calls:,}  cache hits {summary.cache_hits:,}  failures {summary.unit_failures:,}  "
+        f"calls {counts['model_calls']:,}  cache hits {counts['cache_hits']:,}  failures {counts['unit_failures']:,}  "
         f"{rate:,.1f} tok/s"
     )
 
 
-def _resumes_rules_run(db: str | Path, resume: str | None) -> bool:
-    if not resume:
-        return False
-    with Store(db, read_only=True) as store:
-        return store.run(resume).kind.value == "rules"
-
-
-def run_label(
-    db: str | Path,
-    name: str | None,
-    options: LabelOptions,
-    resume: str | None = None,
-    allow_remote: bool = False,
-    console: Console | None = None,
-) -> RunSummary | RulesSummary:
-    if options.backend == "rules" or _resumes_rules_run(db, resume):
-        return run_rules_label(db, name, options, resume, console)
-    console = console or output_console()
-    err = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]label[/bold]"),
+def _progress(title: str) -> Progress:
+    return Progress(
+        TextColumn(f"[bold]{title}[/bold]"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("reports"),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
-        console=err,
+        console=Console(stderr=True),
         transient=True,
-    ) as progress:
+    )
+
+
+def run_label(store: Store, request: LlmRequest, console: Console | None = None) -> RunResult:
+    """`clala label`: an LLM run with a progress bar (or a rules run, for --backend rules or a
+    rules run to resume), then what it did."""
+    from labeling.sources.llm.run import label_with_llm
+    from labeling.store.run_records import RunHooks
+
+    resumes_rules = bool(request.resume) and store.run(request.resume or "").kind.value == "rules"
+    if request.options.backend == "rules" or resumes_rules:
+        return run_rules_label(store, rules_request(request), console)
+    console = console or output_console()
+    with _progress("label") as progress:
         task = progress.add_task("starting the backend ...", total=None)
+        hooks = RunHooks(
+            started=lambda result: progress.update(task, total=result.reports, description=f"run {result.name}"),
+            advanced=lambda result, n: progress.update(task, advance=n, description=_stats_line(result)),
+        )
+        result = label_with_llm(store, request, hooks=hooks)
+    show_llm_result(result, store.path, console)
+    return result
 
-        def started(summary: RunSummary) -> None:
-            progress.update(task, total=summary.reports, description=f"run {summary.name}")
 
-        def advanced(summary: RunSummary, n: int) -> None:
-            progress.update(task, advance=n, description=_stats_line(summary))
-
-        summary = label_reports(db, name, options, resume, allow_remote, on_progress=advanced, on_start=started)
-    colour = "green" if summary.status.value == "complete" else "yellow"
+def show_llm_result(result: RunResult, db: str | Path, console: Console) -> None:
+    counts = result.counts
+    colour = "green" if result.status.value == "complete" else "yellow"
     console.print(
-        f"run [bold]{summary.name}[/bold]: [{colour}]{summary.status.value}[/{colour}] in {summary.seconds:.1f} s"
+        f"run [bold]{result.name}[/bold]: [{colour}]{result.status.value}[/{colour}] in {result.seconds:.1f} s"
     )
     console.print(
-        f"reports done {summary.reports_done:,}, failed {summary.reports_failed:,}, pending "
-        f"{summary.reports_pending:,}; labels {summary.labels:,}; {_stats_line(summary)}; tokens "
-        f"{summary.prompt_tokens:,} prompt + {summary.completion_tokens:,} completion"
+        f"reports done {result.reports_done:,}, failed {result.reports_failed:,}, pending "
+        f"{result.reports_pending:,}; labels {result.labels:,}; {_stats_line(result)}; tokens "
+        f"{counts['prompt_tokens']:,} prompt + {counts['completion_tokens']:,} completion"
     )
-    if summary.rejected:
-        console.print("rejected labels: " + ", ".join(f"{k} {v:,}" for k, v in summary.rejected.items()))
-    if summary.stopped_because:
-        console.print(f"[yellow]stopped:[/yellow] {summary.stopped_because}")
-    if summary.reports_pending:
-        console.print(f"finish it with: clala label --resume {summary.name} --db {db}")
-    if summary.reports_failed:
-        console.print(f"see why: clala failures {summary.name} --db {db}")
-    return summary
+    if result.rejected:
+        console.print("rejected labels: " + ", ".join(f"{k} {v:,}" for k, v in result.rejected.items()))
+    if result.stopped_because:
+        console.print(f"[yellow]stopped:[/yellow] {result.stopped_because}")
+    if result.reports_pending:
+        console.print(f"finish it with: clala label --resume {result.name} --db {db}")
+    if result.reports_failed:
+        console.print(f"see why: clala failures {result.name} --db {db}")
 
 
-def run_rules_label(
-    db: str | Path, name: str | None, options: LabelOptions, resume: str | None = None, console: Console | None = None
-) -> RulesSummary:
+def rules_request(request: LlmRequest) -> RulesRequest:
     """`clala label --backend rules`: the same report selection as LLM runs, labeled by rules."""
-    from labeling.sources.llm.run import select_reports
+    from labeling.sources.rules.run import RulesRequest
+
+    options = request.options
+    return RulesRequest(
+        name=request.name,
+        resume=request.resume,
+        reports=options.selection(),
+        vocabulary=options.vocabulary,
+        enable=options.enable,
+    )
+
+
+def run_rules_label(store: Store, request: RulesRequest, console: Console | None = None) -> RunResult:
+    """A rules run with a progress bar, then what it did."""
+    from labeling.sources.rules.run import label_with_rules
+    from labeling.store.run_records import RunHooks
 
     console = console or output_console()
-    err = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]rules[/bold]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("reports"),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as progress:
+    with _progress("rules") as progress:
         task = progress.add_task("building the pipeline ...", total=None)
-
-        def started(summary: RulesSummary) -> None:
-            progress.update(
-                task, total=summary.reports, completed=summary.reports_done, description=f"run {summary.name}"
-            )
-
-        def advanced(summary: RulesSummary, n: int) -> None:
-            progress.update(task, advance=n, description=f"{summary.distinct_sentences:,} distinct sentences")
-
-        summary = label_with_rules(
-            db,
-            name,
-            lambda store: select_reports(store, options),
-            options.vocabulary,
-            options.enable,
-            resume,
-            on_start=started,
-            on_progress=advanced,
+        hooks = RunHooks(
+            started=lambda result: progress.update(
+                task, total=result.reports, completed=result.reports_done, description=f"run {result.name}"
+            ),
+            advanced=lambda result, n: progress.update(
+                task, advance=n, description=f"{result.counts['distinct_sentences']:,} distinct sentences"
+            ),
         )
-    rate = summary.reports_done / summary.seconds if summary.seconds else 0.0
+        result = label_with_rules(store, request, hooks=hooks)
+    show_rules_result(result, console)
+    return result
+
+
+def show_rules_result(result: RunResult, console: Console) -> None:
+    rate = result.reports_done / result.seconds if result.seconds else 0.0
     console.print(
-        f"run [bold]{summary.name}[/bold]: [green]{summary.status.value}[/green] in {summary.seconds:.1f} s "
+        f"run [bold]{result.name}[/bold]: [green]{result.status.value}[/green] in {result.seconds:.1f} s "
         f"({rate:,.0f} reports/s)"
     )
-    statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(summary.statuses.items())) or "none"
     console.print(
-        f"reports {summary.reports_done:,}; sentences read {summary.sentences:,} "
-        f"({summary.distinct_sentences:,} distinct); labels {summary.labels:,} ({statuses})"
+        f"reports {result.reports_done:,}; sentences read {result.counts['sentences']:,} "
+        f"({result.counts['distinct_sentences']:,} distinct); labels {result.labels:,} "
+        f"({format_counts(result.statuses)})"
     )
-    if summary.skipped_context:
-        console.print(
-            "not labeled (ConText): " + ", ".join(f"{k} {v:,}" for k, v in sorted(summary.skipped_context.items()))
-        )
-    return summary
+    skipped = result.details.get("skipped_context")
+    if skipped:
+        console.print("not labeled (ConText): " + format_counts(skipped))
 
 
-def show_dry_run(db: str | Path, options: LabelOptions, console: Console | None = None) -> DryRun:
+def show_dry_run(store: Store, options: LabelOptions, console: Console | None = None) -> DryRun:
+    from labeling.sources.llm.run import dry_run
+
     console = console or output_console()
-    plan = dry_run(db, options)
+    plan = dry_run(store, options)
     table = Table("", "count", title="Dry run (no model called)", title_justify="left")
     share = plan.calls_needed / plan.sentences if plan.sentences else 0.0
     for label, value in [
@@ -166,11 +170,10 @@ def show_dry_run(db: str | Path, options: LabelOptions, console: Console | None 
     return plan
 
 
-def show_runs(db: str | Path, console: Console | None = None) -> list[dict]:
+def show_runs(store: Store, console: Console | None = None) -> list[dict]:
     console = console or output_console()
-    with Store(db, read_only=True) as store:
-        rows = store.run_counts()
-        models = {r.run_id: (r.backend or "", r.model or "") for r in store.runs()}
+    rows = store.run_counts()
+    models = {r.run_id: (r.backend or "", r.model or "") for r in store.runs()}
     table = Table(
         "id",
         "name",
@@ -201,32 +204,28 @@ def show_runs(db: str | Path, console: Console | None = None) -> list[dict]:
     return rows
 
 
-def show_run(db: str | Path, run: str, console: Console | None = None) -> dict:
+def show_run(store: Store, run: str, console: Console | None = None) -> dict:
     console = console or output_console()
-    with Store(db, read_only=True) as store:
-        info = store.run(run)
-        work = store.work_counts(info.run_id)
-        rejected = store.rejection_counts(info.run_id)
-        labels = store.con.execute(
-            "SELECT status, count(*) FROM labels WHERE run_id = ? GROUP BY ALL", [info.run_id]
-        ).fetchall()
+    info = store.run(run)
+    work = store.work_counts(info.run_id)
+    rejected = store.rejection_counts(info.run_id)
+    labels = store.label_status_counts(info.run_id)
     shown = info.model_dump(mode="json")
     shown["params"] = json.dumps(shown["params"])
     shown["decoding"] = json.dumps(shown["decoding"])
     table = Table("field", "value", title=f"Run {info.name}", title_justify="left")
     for key, value in shown.items():
         table.add_row(key, "" if value is None else str(value))
-    table.add_row("work", ", ".join(f"{k} {v:,}" for k, v in sorted(work.items())) or "-")
-    table.add_row("labels", ", ".join(f"{k} {v:,}" for k, v in sorted(labels)) or "-")
+    table.add_row("work", format_counts(work, "-"))
+    table.add_row("labels", format_counts(labels, "-"))
     table.add_row("rejected labels", ", ".join(f"{k} {v:,}" for k, v in rejected.items()) or "-")
     console.print(table)
     return {"run": info, "work": work, "rejected": rejected}
 
 
-def show_failures(db: str | Path, run: str, limit: int = 50, console: Console | None = None) -> list[dict]:
+def show_failures(store: Store, run: str, limit: int = 50, console: Console | None = None) -> list[dict]:
     console = console or output_console()
-    with Store(db, read_only=True) as store:
-        rows = store.failures(run)
+    rows = store.failures(run)
     table = Table("report", "error", "raw output", title=f"Failures of {run} ({len(rows):,})", title_justify="left")
     for row in rows[:limit]:
         raw = row["raw_output"] or ""
@@ -287,8 +286,8 @@ def label_command(
     ] = False,
 ) -> None:
     """Label reports with an LLM (or --backend rules): validated, grounded per-region labels stored as a run."""
-    from labeling.sources.commands import run_label, show_dry_run
-    from labeling.sources.llm.run import LabelOptions
+    from labeling.sources.llm.options import LabelOptions, LlmRequest
+    from labeling.store.store import Store
 
     try:
         options = LabelOptions(
@@ -318,27 +317,32 @@ def label_command(
     except ValueError as exc:
         raise ClalaError(f"invalid option: {' '.join(str(exc).split())}") from None
     if dry_run:
-        show_dry_run(db, options)
-    else:
-        summary = run_label(db, name, options, resume, allow_remote)
-        if summary.status.value != "complete":
-            raise typer.Exit(3)
+        with Store(db, read_only=True) as store:
+            show_dry_run(store, options)
+        return
+    request = LlmRequest(name=name, options=options, resume=resume, allow_remote=allow_remote)
+    with Store(db) as store:
+        result = run_label(store, request)
+    if result.status.value != "complete":
+        raise typer.Exit(3)
 
 
 @user_errors
 def runs_list_command(db: DbOption = DEFAULT_DB) -> None:
     """All runs with their status and counts."""
-    from labeling.sources.commands import show_runs
+    from labeling.store.store import Store
 
-    show_runs(db)
+    with Store(db, read_only=True) as store:
+        show_runs(store)
 
 
 @user_errors
 def runs_show_command(run: Annotated[str, typer.Argument(help="run name or id")], db: DbOption = DEFAULT_DB) -> None:
     """A run's provenance: model, prompt sha256, vocabulary, decoding, work, labels, rejections."""
-    from labeling.sources.commands import show_run
+    from labeling.store.store import Store
 
-    show_run(db, run)
+    with Store(db, read_only=True) as store:
+        show_run(store, run)
 
 
 @user_errors
@@ -348,6 +352,7 @@ def failures_command(
     limit: Annotated[int, typer.Option()] = 50,
 ) -> None:
     """Units that failed validation after re-asking, with the raw model output."""
-    from labeling.sources.commands import show_failures
+    from labeling.store.store import Store
 
-    show_failures(db, run, limit)
+    with Store(db, read_only=True) as store:
+        show_failures(store, run, limit)

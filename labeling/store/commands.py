@@ -1,10 +1,12 @@
-"""Human-readable views of the store for the CLI: statistics, report lists, one report."""
+"""Human-readable views of the store for the CLI: statistics, report lists, one report, exports.
+
+Each view takes the open store; the commands open it once (read-only)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,10 +16,9 @@ from rich.text import Text
 from labeling.core.cli_options import DEFAULT_DB, DbOption, user_errors
 from labeling.core.errors import InputError
 from labeling.core.terminal import output_console
-from labeling.store.store import Store
 
 if TYPE_CHECKING:
-    from labeling.ingest.pipeline import IngestResult
+    from labeling.store.store import Store
 
 SECTION_STYLES = {"findings": "green", "impression": "cyan"}
 
@@ -33,14 +34,13 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
     return table
 
 
-def show_stats(db: str | Path, console: Console | None = None) -> dict:
+def show_stats(store: Store, console: Console | None = None) -> dict:
     """Print counts per table, per dataset and per run; return them too."""
     console = console or output_console()
-    with Store(db, read_only=True) as store:
-        tables = store.table_counts()
-        datasets = store.dataset_counts()
-        runs = store.run_counts()
-    console.print(f"[bold]{db}[/bold]")
+    tables = store.table_counts()
+    datasets = store.dataset_counts()
+    runs = store.run_counts()
+    console.print(f"[bold]{store.path}[/bold]")
     console.print(_table("Tables", ["table", "rows"], [[k, v] for k, v in tables.items()]))
     if datasets:
         console.print(
@@ -78,7 +78,7 @@ def show_stats(db: str | Path, console: Console | None = None) -> dict:
 
 
 def show_report_list(
-    db: str | Path,
+    store: Store,
     dataset: str | None = None,
     limit: int = 20,
     offset: int = 0,
@@ -86,8 +86,7 @@ def show_report_list(
     console: Console | None = None,
 ) -> list[dict]:
     console = console or output_console()
-    with Store(db, read_only=True) as store:
-        rows = store.list_reports(dataset, limit, offset, all_versions)
+    rows = store.list_reports(dataset, limit, offset, all_versions)
     console.print(
         _table(
             "Reports",
@@ -101,8 +100,27 @@ def show_report_list(
     return rows
 
 
+def find_report(
+    store: Store, report_id: str, dataset: str | None = None, version: int | None = None
+) -> tuple[dict[str, Any], int]:
+    """(the report, how many versions it has), or InputError naming what is ambiguous or missing."""
+    versions = store.find_reports(report_id, dataset)
+    if not versions:
+        where = f" in dataset {dataset!r}" if dataset else ""
+        raise InputError(f"{store.path}: no report with id {report_id!r}{where}")
+    datasets = sorted({v["dataset"] for v in versions})
+    if len(datasets) > 1:
+        raise InputError(f"report id {report_id!r} exists in datasets {', '.join(datasets)}; choose one with --dataset")
+    if version is None:
+        return versions[-1], len(versions)
+    chosen = [v for v in versions if v["version"] == version]
+    if not chosen:
+        raise InputError(f"report {report_id!r} has versions {[v['version'] for v in versions]}, not {version}")
+    return chosen[0], len(versions)
+
+
 def show_report(
-    db: str | Path,
+    store: Store,
     report_id: str,
     dataset: str | None = None,
     version: int | None = None,
@@ -110,32 +128,12 @@ def show_report(
 ) -> dict:
     """Print one report with its sections and sentence boundaries, and its labels per run."""
     console = console or output_console()
-    with Store(db, read_only=True) as store:
-        versions = store.find_reports(report_id, dataset)
-        if not versions:
-            where = f" in dataset {dataset!r}" if dataset else ""
-            raise InputError(f"{db}: no report with id {report_id!r}{where}")
-        datasets = sorted({v["dataset"] for v in versions})
-        if len(datasets) > 1:
-            raise InputError(
-                f"report id {report_id!r} exists in datasets {', '.join(datasets)}; choose one with --dataset"
-            )
-        if version is not None:
-            chosen = [v for v in versions if v["version"] == version]
-            if not chosen:
-                raise InputError(f"report {report_id!r} has versions {[v['version'] for v in versions]}, not {version}")
-            report = chosen[0]
-        else:
-            report = versions[-1]
-        sentences = store.sentences(report["report_key"])
-        labels = store.con.execute(
-            """SELECT ru.name, l.region, l.finding, l.status, l.evidence_text FROM labels l
-               JOIN runs ru USING (run_id) WHERE l.report_key = ? ORDER BY ru.name, l.finding, l.region""",
-            [report["report_key"]],
-        ).fetchall()
+    report, versions = find_report(store, report_id, dataset, version)
+    sentences = store.sentences(report["report_key"])
+    labels = store.report_labels(report["report_key"])
     console.print(
         f"[bold]{report['dataset']} / {report['report_id']}[/bold]  version {report['version']} of "
-        f"{len(versions)}  patient {report['patient_id'] or '-'}  study {report['study_id'] or '-'}"
+        f"{versions}  patient {report['patient_id'] or '-'}  study {report['study_id'] or '-'}"
     )
     if report["image_paths"]:
         console.print(f"images: {', '.join(report['image_paths'])}")
@@ -172,43 +170,6 @@ def show_report(
     return {"report": report, "sentences": sentences, "labels": labels}
 
 
-def run_ingest(db: str | Path, path: str | Path, console: Console | None = None, **options) -> IngestResult:
-    """Ingest with a progress bar, then print what was added, changed, skipped."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from labeling.ingest.pipeline import ingest
-
-    console = console or Console(stderr=True)
-    with Progress(
-        TextColumn("ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True
-    ) as progress:
-        task = progress.add_task("ingest", total=None)
-        result = ingest(
-            db, path, on_progress=lambda done, total: progress.update(task, completed=done, total=total), **options
-        )
-    out = output_console()
-    out.print(f"{result.source} ({result.format}) -> dataset {result.dataset!r} in {db}")
-    out.print(
-        f"read {result.read:,}; added {len(result.added):,}; changed {len(result.changed):,} "
-        f"(stored as new versions); unchanged {result.unchanged:,}; sentences {result.sentences:,}"
-    )
-    if result.duplicates:
-        out.print(f"{result.duplicates:,} rows repeated an earlier row exactly and were ignored")
-    if result.changed:
-        out.print(f"[yellow]changed reports:[/yellow] {_preview(result.changed)}")
-    if result.skipped_blank:
-        out.print(
-            f"[yellow]skipped {len(result.skipped_blank):,} reports with no text:[/yellow] "
-            f"{_preview(result.skipped_blank)}"
-        )
-    return result
-
-
-def _preview(ids: list[str], n: int = 10) -> str:
-    more = f" ... and {len(ids) - n:,} more" if len(ids) > n else ""
-    return ", ".join(ids[:n]) + more
-
-
 @user_errors
 def reports_list_command(
     db: DbOption = DEFAULT_DB,
@@ -220,9 +181,10 @@ def reports_list_command(
     ] = False,
 ) -> None:
     """List reports (latest versions)."""
-    from labeling.store.commands import show_report_list
+    from labeling.store.store import Store
 
-    show_report_list(db, dataset, limit, offset, all_versions)
+    with Store(db, read_only=True) as store:
+        show_report_list(store, dataset, limit, offset, all_versions)
 
 
 @user_errors
@@ -233,17 +195,19 @@ def reports_show_command(
     version: Annotated[int | None, typer.Option(help="a stored version (default: the latest)")] = None,
 ) -> None:
     """Show one report: text with sentence boundaries, sections, and its labels per run."""
-    from labeling.store.commands import show_report
+    from labeling.store.store import Store
 
-    show_report(db, report_id, dataset, version)
+    with Store(db, read_only=True) as store:
+        show_report(store, report_id, dataset, version)
 
 
 @user_errors
 def stats_command(db: DbOption = DEFAULT_DB) -> None:
     """Counts per table, per dataset and per run."""
-    from labeling.store.commands import show_stats
+    from labeling.store.store import Store
 
-    show_stats(db)
+    with Store(db, read_only=True) as store:
+        show_stats(store)
 
 
 @user_errors
@@ -254,9 +218,11 @@ def export_labels_command(
     fmt: Annotated[str | None, typer.Option("--format", help="parquet | csv | jsonl (default: from --out)")] = None,
 ) -> None:
     """Export a run's labels, one row per (report, region, finding) cell."""
-    from labeling.store.export import export_labels as export
+    from labeling.store.export import export_labels
+    from labeling.store.store import Store
 
-    rows = export(db, run, out, fmt)
+    with Store(db, read_only=True) as store:
+        rows = export_labels(store, run, out, fmt)
     output_console().print(f"wrote {rows:,} labels to {out}")
 
 
@@ -270,7 +236,9 @@ def export_reports_command(
     fmt: Annotated[str | None, typer.Option("--format", help="parquet | csv | jsonl (default: from --out)")] = None,
 ) -> None:
     """Export reports (text, sections, metadata)."""
-    from labeling.store.export import export_reports as export
+    from labeling.store.export import export_reports
+    from labeling.store.store import Store
 
-    rows = export(db, out, fmt, dataset, run, all_versions)
+    with Store(db, read_only=True) as store:
+        rows = export_reports(store, out, fmt, dataset=dataset, run=run, all_versions=all_versions)
     output_console().print(f"wrote {rows:,} reports to {out}")

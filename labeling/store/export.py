@@ -43,44 +43,44 @@ def write_table(table: pa.Table, out: Path, fmt: str) -> None:
             lists = [c for c in table.column_names if pa.types.is_list(table[c].type)]
             for column in lists:  # CSV has no lists: join them with ';' as the readers expect
                 flat = flat.append_column(column, pa.array([";".join(v or []) for v in table[column].to_pylist()]))
-            pacsv.write_csv(flat, tmp)
+            pacsv.write_csv(flat, tmp)  # pyright: ignore[reportPrivateImportUsage]  # public API; the stubs miss it
         else:
             with open(tmp, "w", encoding="utf-8") as stream:
                 for row in table.to_pylist():
                     stream.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
 
 
-def export_labels(db: str | Path, run: str, out: str | Path, fmt: str | None = None) -> int:
+def export_labels(store: Store, run: str, out: str | Path, fmt: str | None = None) -> int:
+    """Write a run's labels to `out`; returns the rows written."""
     out = Path(out)
     fmt = export_format(out, fmt)
-    with Store(db, read_only=True) as store:
-        table = store.labels(run)
+    table = store.labels(run)
     write_table(table, out, fmt)
     return table.num_rows
 
 
 def export_reports(
-    db: str | Path,
+    store: Store,
     out: str | Path,
     fmt: str | None = None,
+    *,
     dataset: str | None = None,
     run: str | None = None,
     all_versions: bool = False,
 ) -> int:
     """Reports (latest versions unless `all_versions`), optionally only one dataset's or those
-    a run labeled."""
+    a run labeled; returns the rows written."""
     out = Path(out)
     fmt = export_format(out, fmt)
-    with Store(db, read_only=True) as store:
-        run_id = store.run(run).run_id if run else None
-        table = store.arrow(
-            f"""SELECT dataset, report_id, version, patient_id, study_id, image_paths, text, sections,
-                       text_sha256, metadata, ingested_at
-                FROM {"reports" if all_versions else "current_reports"} r
-                WHERE (? IS NULL OR dataset = ?)
-                  AND (? IS NULL OR report_key IN (SELECT report_key FROM labels WHERE run_id = ?))
-                ORDER BY dataset, report_key""",
-            [dataset, dataset, run_id, run_id],
-        )
+    run_id = store.run(run).run_id if run else None
+    table = store._arrow(
+        f"""SELECT dataset, report_id, version, patient_id, study_id, image_paths, text, sections,
+                   text_sha256, metadata, ingested_at
+            FROM {"reports" if all_versions else "current_reports"} r
+            WHERE (? IS NULL OR dataset = ?)
+              AND (? IS NULL OR report_key IN (SELECT report_key FROM labels WHERE run_id = ?))
+            ORDER BY dataset, report_key""",
+        [dataset, dataset, run_id, run_id],
+    )
     write_table(table, out, fmt)
     return table.num_rows

@@ -67,20 +67,6 @@ class RunResult:
 
 
 @dataclass
-class ImportResult:
-    """Being replaced by RunResult (the house issue): do not use in new code."""
-
-    run: str
-    kind: str
-    source: str
-    reports: int = 0
-    labels: int = 0
-    statuses: dict[str, int] = field(default_factory=dict)
-    skipped: SkipLog = field(default_factory=SkipLog)
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class RunHooks:
     """What a command shows while a run works: `started(result)` once the run and its size are
     known, `advanced(result, n)` after each committed batch of `n` reports."""
@@ -141,7 +127,7 @@ def record_run(
     with store.transaction():
         run_id = store.create_run(spec)
         store.add_done_work(run_id, report_keys)
-        table = labels if isinstance(labels, pa.Table) else pa.table(dict(labels))
+        table = pa.table(dict(labels)) if isinstance(labels, Mapping) else labels
         if table.num_rows:
             store.write_labels(run_id, table)
         store.set_run_status(run_id, RunStatus.complete)
@@ -150,5 +136,6 @@ def record_run(
 
 def status_counts(labels: Mapping[str, Sequence[Any]] | pa.Table) -> Counter[str]:
     """Labels per status, of an Arrow table or a column mapping."""
-    statuses = labels["status"]
-    return Counter(statuses.to_pylist() if isinstance(statuses, pa.ChunkedArray | pa.Array) else statuses)
+    if isinstance(labels, Mapping):
+        return Counter(labels["status"])
+    return Counter(labels.column("status").to_pylist())

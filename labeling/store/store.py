@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from labeling.core.errors import StoreError
+from labeling.core.formatting import finite
 from labeling.store.migrations import LATEST_VERSION, MIGRATIONS
 from schemas.labels import CODE_PRECEDENCE, STATUS_CODE, UNMENTIONED
 from schemas.runs import RunInfo, RunSpec, RunStatus
@@ -46,20 +47,7 @@ REQUIRED_LABEL_COLUMNS = ("report_key", "finding", "status")
 def _json(value: Any) -> str:
     """JSON text for a JSON column: NaN and infinities (undefined metrics) become null, which
     strict JSON readers accept; numpy scalars become numbers."""
-    import math
-
-    def clean(item: Any) -> Any:
-        if isinstance(item, Mapping):
-            return {str(k): clean(v) for k, v in item.items()}
-        if isinstance(item, (list, tuple)):
-            return [clean(v) for v in item]
-        if isinstance(item, np.generic):
-            item = item.item()
-        if isinstance(item, float) and not math.isfinite(item):
-            return None
-        return item
-
-    return json.dumps(clean(value), default=str)
+    return json.dumps(finite(value), default=str)
 
 
 def _open_error(path: Path, exc: duckdb.Error) -> StoreError:
@@ -322,11 +310,6 @@ class Store:
             ],
         ).fetchall()[0][0]
 
-    def finish_run(self, run_id: int, status: RunStatus, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
-        with self.transaction():
-            self.set_run_status(run_id, status)
-            self.add_run_tokens(run_id, prompt_tokens, completion_tokens)
-
     def run(self, ref: str | int) -> RunInfo:
         """A run by name or id."""
         rows = self._dicts("SELECT * FROM runs WHERE name = ? OR CAST(run_id AS VARCHAR) = ?", [str(ref), str(ref)])
@@ -523,7 +506,7 @@ class Store:
         (present > uncertain > absent). A cell the run already holds, an unknown report or an
         invalid status rejects the whole batch.
         """
-        table = labels if isinstance(labels, pa.Table) else pa.table(dict(labels))
+        table = pa.table(dict(labels)) if isinstance(labels, Mapping) else labels
         missing = [c for c in REQUIRED_LABEL_COLUMNS if c not in table.column_names]
         if missing:
             raise StoreError(f"labels batch lacks column(s) {missing}")
@@ -534,11 +517,13 @@ class Store:
         for name, dtype in LABEL_COLUMNS.items():
             columns[name] = table[name].cast(dtype) if name in table.column_names else pa.nulls(table.num_rows, dtype)
         batch = pa.table(columns)
-        bad_status = pc.invert(pc.fill_null(pc.is_in(batch["status"], pa.array(list(STATUS_CODE))), False))
-        if pc.any(bad_status).as_py():
-            value = pc.filter(batch["status"], bad_status)[0].as_py()
+        known = pc.is_in(batch["status"], pa.array(list(STATUS_CODE)))  # pyright: ignore[reportAttributeAccessIssue]  # pyarrow.compute's functions are generated at import
+        bad_status = pc.invert(pc.fill_null(known, False))  # pyright: ignore[reportAttributeAccessIssue]  # pyarrow.compute's functions are generated at import
+        if pc.any(bad_status).as_py():  # pyright: ignore[reportAttributeAccessIssue]  # pyarrow.compute's functions are generated at import
+            value = pc.filter(batch["status"], bad_status)[0].as_py()  # pyright: ignore[reportAttributeAccessIssue]  # pyarrow.compute's functions are generated at import
             raise StoreError(f"labels batch: status {value!r} is not one of {list(STATUS_CODE)}")
-        if pc.any(pc.is_null(batch["finding"])).as_py() or pc.any(pc.is_null(batch["report_key"])).as_py():
+        empty = pc.or_(pc.is_null(batch["finding"]), pc.is_null(batch["report_key"]))  # pyright: ignore[reportAttributeAccessIssue]  # pyarrow.compute's functions are generated at import
+        if pc.any(empty).as_py():  # pyright: ignore[reportAttributeAccessIssue]  # pyarrow.compute's functions are generated at import
             raise StoreError("labels batch: report_key and finding must not be empty")
 
         self.con.register("_labels", batch)
@@ -580,7 +565,7 @@ class Store:
     def labels(self, run: str | int) -> pa.Table:
         """A run's labels with the report identity, as Arrow."""
         run_id = self.run(run).run_id
-        return self.arrow(
+        return self._arrow(
             """SELECT r.dataset, r.report_id, r.version, l.report_key, l.region, l.finding, l.status,
                       l.severity, l.temporal, l.evidence_start, l.evidence_end, l.evidence_text, l.confidence
                FROM labels l JOIN reports r USING (report_key)
@@ -601,7 +586,7 @@ class Store:
         self.con.register("_regions", names)
         self.con.register("_findings", finds)
         try:
-            return self.arrow(
+            return self._arrow(
                 """SELECT l.report_key, coalesce(g.region_index, -1) AS region_index, f.finding_index,
                           CASE l.status WHEN 'present' THEN 1 WHEN 'absent' THEN 0 ELSE -1 END AS code
                    FROM labels l JOIN _findings f USING (finding)
@@ -737,13 +722,250 @@ class Store:
         )
 
     # --- queries for labeling/ (ingest, sources, review) ---------------------------------------------
+    def current_report_keys(self, dataset: str | None = None) -> list[int]:
+        """Keys of the current report versions (of `dataset`, or all), in key order."""
+        rows = self.con.execute(
+            "SELECT report_key FROM current_reports WHERE (? IS NULL OR dataset = ?) ORDER BY report_key",
+            [dataset, dataset],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def current_report_ids(self, dataset: str | None = None, report_ids: Sequence[str] = ()) -> list[tuple[int, str]]:
+        """(report_key, report_id) of the current report versions, of `dataset` and of `report_ids`
+        when given, in key order."""
+        ids = list(report_ids)
+        return self.con.execute(
+            """SELECT report_key, report_id FROM current_reports
+               WHERE (? IS NULL OR dataset = ?) AND (len(?) = 0 OR list_contains(?, report_id))
+               ORDER BY report_key""",
+            [dataset, dataset, ids, ids],
+        ).fetchall()
+
+    def report_rows(self, report_keys: Sequence[int]) -> list[dict[str, Any]]:
+        """report_key, dataset, report_id, version and text of the given reports, in key order."""
+        return self._dicts(
+            """SELECT report_key, dataset, report_id, version, text FROM reports
+               WHERE report_key IN (SELECT unnest(?)) ORDER BY report_key""",
+            [list(report_keys)],
+        )
+
+    def report_patients(self, report_keys: Sequence[int]) -> dict[int, str | None]:
+        if not report_keys:
+            return {}
+        rows = self.con.execute(
+            "SELECT report_key, patient_id FROM reports WHERE report_key IN (SELECT unnest(?))", [list(report_keys)]
+        ).fetchall()
+        return dict(rows)
+
+    def report_sentences(self, report_keys: Sequence[int]) -> list[tuple[int, int, str | None, int, int, str]]:
+        """(report_key, sentence_index, section, start_char, end_char, text) of the given reports."""
+        return self.con.execute(
+            """SELECT report_key, sentence_index, section, start_char, end_char, text FROM sentences
+               WHERE report_key IN (SELECT unnest(?)) ORDER BY report_key, sentence_index""",
+            [list(report_keys)],
+        ).fetchall()
+
+    def reading_sentences(self, report_keys: Sequence[int], sections: Sequence[str]) -> pa.Table:
+        """report_key, start_char, text of the sentences of `sections` where a report has any,
+        else of all its sentences; in report and text order."""
+        self.con.register("_keys", pa.table({"report_key": pa.array(list(report_keys), pa.int64())}))
+        try:
+            return self._arrow(
+                """WITH s AS (SELECT s.report_key, s.start_char, s.text, s.section FROM sentences s
+                              JOIN _keys USING (report_key)),
+                        has AS (SELECT report_key, coalesce(bool_or(list_contains(?, section)), false) AS has_findings
+                                FROM s GROUP BY report_key)
+                   SELECT s.report_key, s.start_char, s.text FROM s JOIN has USING (report_key)
+                   WHERE NOT has.has_findings OR coalesce(list_contains(?, s.section), false)
+                   ORDER BY s.report_key, s.start_char""",
+                [list(sections), list(sections)],
+            )
+        finally:
+            self.con.unregister("_keys")
+
+    def report_labels(self, report_key: int) -> list[tuple[str, str | None, str, str, str | None]]:
+        """(run name, region, finding, status, evidence text) of every run's labels of a report."""
+        return self.con.execute(
+            """SELECT ru.name, l.region, l.finding, l.status, l.evidence_text FROM labels l
+               JOIN runs ru USING (run_id) WHERE l.report_key = ? ORDER BY ru.name, l.finding, l.region""",
+            [report_key],
+        ).fetchall()
+
+    def label_status_counts(self, run_id: int) -> dict[str, int]:
+        """A run's labels per status."""
+        rows = self.con.execute(
+            "SELECT status, count(*) FROM labels WHERE run_id = ? GROUP BY ALL ORDER BY 1", [run_id]
+        ).fetchall()
+        return dict(rows)
+
+    def label_audit(
+        self, run_id: int, report_keys: Sequence[int], findings: Sequence[str], regions: Sequence[str]
+    ) -> dict[str, int]:
+        """Counts of a run's labels on `report_keys`: regional, image-level of a known finding, of an
+        unknown finding, in an unknown region; and of all its labels: regional and in total."""
+        self.con.register("_compared", pa.table({"report_key": pa.array(list(report_keys), pa.int64())}))
+        try:
+            row = self.con.execute(
+                """SELECT count(*) FILTER (WHERE region IS NOT NULL),
+                          count(*) FILTER (WHERE region IS NULL AND list_contains(?, finding)),
+                          count(*) FILTER (WHERE NOT list_contains(?, finding)),
+                          count(*) FILTER (WHERE region IS NOT NULL AND NOT list_contains(?, region))
+                   FROM labels WHERE run_id = ? AND report_key IN (SELECT report_key FROM _compared)""",
+                [list(findings), list(findings), list(regions), run_id],
+            ).fetchall()[0]
+            total = self.con.execute(
+                "SELECT count(*) FILTER (WHERE region IS NOT NULL), count(*) FROM labels WHERE run_id = ?", [run_id]
+            ).fetchall()[0]
+        finally:
+            self.con.unregister("_compared")
+        return {
+            "regional": row[0],
+            "image_level": row[1],
+            "unknown_finding": row[2],
+            "unknown_region": row[3],
+            "run_regional": total[0],
+            "run_labels": total[1],
+        }
+
+    def cell_evidence(self, run_id: int, cells: pa.Table, level: str) -> pa.Table:
+        """cell, evidence_text, evidence_start, evidence_end of a run's label for each of `cells`
+        (cell, report_key, region, finding, status). At image level: the label of the cell's status
+        with the earliest span."""
+        self.con.register("_cells", cells)
+        try:
+            if level == "region":
+                sql = """SELECT c.cell, l.evidence_text, l.evidence_start, l.evidence_end FROM _cells c
+                         JOIN labels l ON l.run_id = ? AND l.report_key = c.report_key AND l.finding = c.finding
+                          AND l.region = c.region"""
+            else:
+                sql = """SELECT c.cell, l.evidence_text, l.evidence_start, l.evidence_end FROM _cells c
+                         JOIN labels l ON l.run_id = ? AND l.report_key = c.report_key AND l.finding = c.finding
+                          AND l.status = c.status
+                         QUALIFY row_number() OVER (PARTITION BY c.cell
+                             ORDER BY l.evidence_start IS NULL, l.evidence_start, l.region NULLS LAST) = 1"""
+            return self._arrow(sql, [run_id])
+        finally:
+            self.con.unregister("_cells")
+
+    def cache_responses(self, run_id: int) -> list[dict[str, Any]]:
+        """The answers a run added to the LLM cache."""
+        rows = self.con.execute("SELECT response FROM llm_cache WHERE run_id = ?", [run_id]).fetchall()
+        return [json.loads(r[0]) for r in rows]
 
     # --- queries for model/ training, evaluation, labels, experiments ---------------------------------
+    def run_findings(
+        self, run: str | int, order: Sequence[str] = (), *, region_level: bool = False, present: bool = False
+    ) -> tuple[str, ...]:
+        """The findings run `run` has a label for: in the order of `order` (a vocabulary's finding
+        names), findings not in `order` after them by name. `region_level`: only region-level
+        labels count; `present`: only present labels count."""
+        rows = self.con.execute(
+            """SELECT DISTINCT finding FROM labels WHERE run_id = ?
+                 AND (NOT ? OR region IS NOT NULL) AND (NOT ? OR status = 'present') ORDER BY finding""",
+            [self.run(run).run_id, region_level, present],
+        ).fetchall()
+        rank = {name: i for i, name in enumerate(order)}
+        return tuple(sorted((r[0] for r in rows), key=lambda f: rank.get(f, len(rank))))
+
+    def label_level_counts(self, run: str | int) -> tuple[int, int]:
+        """(region-level labels, image-level labels) of a run."""
+        regional, image_level = self.con.execute(
+            """SELECT count(*) FILTER (WHERE region IS NOT NULL), count(*) FILTER (WHERE region IS NULL)
+               FROM labels WHERE run_id = ?""",
+            [self.run(run).run_id],
+        ).fetchall()[0]
+        return int(regional), int(image_level)
+
+    def region_evidence(self, run: str | int, report_keys: Sequence[int]) -> list[tuple[int, str, str]]:
+        """(report_key, region, evidence text) of a run's region-level labels that quote evidence,
+        over `report_keys`, by report, region and evidence position."""
+        return self.con.execute(
+            """SELECT report_key, region, evidence_text FROM labels
+               WHERE run_id = ? AND evidence_text IS NOT NULL AND region IS NOT NULL
+                 AND report_key IN (SELECT unnest(?))
+               ORDER BY report_key, region, evidence_start""",
+            [self.run(run).run_id, list(report_keys)],
+        ).fetchall()
+
+    def current_report_count(self) -> int:
+        """Reports stored (current versions, every dataset)."""
+        return self.con.execute("SELECT count(*) FROM current_reports").fetchall()[0][0]
+
+    def first_report_ids(self, limit: int, *, exclude_prefix: str | None = None) -> list[str]:
+        """The ids of the first `limit` current reports by report key, leaving out the datasets
+        whose name starts with `exclude_prefix`."""
+        return [
+            r[0]
+            for r in self.con.execute(
+                """SELECT report_id FROM current_reports WHERE (? IS NULL OR NOT starts_with(dataset, ?))
+                   ORDER BY report_key LIMIT ?""",
+                [exclude_prefix, exclude_prefix, limit],
+            ).fetchall()
+        ]
+
+    def experiment_status(self, experiment_id: int) -> str | None:
+        """The status of an experiment (None: no such experiment)."""
+        row = self.con.execute("SELECT status FROM experiments WHERE experiment_id = ?", [experiment_id]).fetchall()
+        return row[0][0] if row else None
 
     # --- queries for model/reports and model/synth -----------------------------------------------------
+    @classmethod
+    def open_existing(cls, path: str | Path) -> Store:
+        """A writing connection to a database that must exist already: a command that adds to
+        what earlier commands stored fails as a read-only open would, instead of creating an
+        empty database."""
+        if not Path(path).exists():
+            raise StoreError(f"{path}: no database here yet (run `clala ingest` first, or pass --db)")
+        return cls(path)
+
+    def dataset_report_count(self, dataset: str) -> int:
+        """How many report rows (every version) dataset `dataset` has; 0 for an unknown dataset."""
+        return self.con.execute("SELECT count(*) FROM reports WHERE dataset = ?", [dataset]).fetchall()[0][0]
+
+    def dataset_reports(self, dataset: str) -> list[dict[str, Any]]:
+        """The current reports of `dataset` in report order: report_key, report_id, text, and
+        sections and metadata parsed from their JSON (empty when unset)."""
+        rows = self._dicts(
+            """SELECT report_key, report_id, text, sections, metadata FROM current_reports
+               WHERE dataset = ? ORDER BY report_key""",
+            [dataset],
+        )
+        for row in rows:
+            row["sections"] = json.loads(row["sections"] or "[]")
+            row["metadata"] = json.loads(row["metadata"] or "{}")
+        return rows
+
+    def report_identities(self, report_keys: Sequence[int]) -> dict[int, tuple[str | None, str | None]]:
+        """report_key -> (patient_id, study_id) of the given reports; unknown keys are absent."""
+        if not report_keys:
+            return {}
+        rows = self.con.execute(
+            "SELECT report_key, patient_id, study_id FROM reports WHERE report_key IN (SELECT unnest(?))",
+            [list(report_keys)],
+        ).fetchall()
+        return {key: (patient, study) for key, patient, study in rows}
+
+    def report_texts_and_sections(self, report_keys: Sequence[int]) -> dict[int, tuple[str, list[dict[str, Any]]]]:
+        """report_key -> (text, sections parsed from their JSON) of the given reports."""
+        if not report_keys:
+            return {}
+        rows = self.con.execute(
+            "SELECT report_key, text, sections FROM reports WHERE report_key IN (SELECT unnest(?))",
+            [list(report_keys)],
+        ).fetchall()
+        return {key: (text, json.loads(sections or "[]")) for key, text, sections in rows}
+
+    def has_region_labels(self, run: str | int) -> bool:
+        """Whether run `run` has any label placed in a region (not only image-level labels)."""
+        run_id = self.run(run).run_id
+        return bool(
+            self.con.execute(
+                "SELECT count(*) FROM labels WHERE run_id = ? AND region IS NOT NULL", [run_id]
+            ).fetchall()[0][0]
+        )
 
     # --- SQL helpers -------------------------------------------------------------------------------------
-    def arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
+    def _arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         """A query's result as an Arrow table (fully fetched, so the connection is free again)."""
         return self.con.sql(sql, params=list(params)).to_arrow_table()
 

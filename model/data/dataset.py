@@ -6,9 +6,10 @@ Reading (no torch needed): `load_cohort(images_root, imagenome_root, split)` rea
 with the 29 boxes in original pixels (clipped to the image; zero-area and missing boxes marked
 invalid and counted in `Cohort.box_problems`). A synthetic cohort is read the same way.
 
-Labels: `build_examples(db, cohort, run, ...)` matches images to reports by study id and turns the
-run's label matrix into targets + masks under an explicit uncertainty policy, in the main process
-(DuckDB connections must not cross into DataLoader workers). `RegionDataset` then only decodes
+Labels: `build_examples(store, cohort, run, TargetOptions(...))` matches images to reports by study
+id and turns the run's label matrix into targets + masks (`model.labels.targets`: the uncertainty
+policy, stated once), in the main process (DuckDB connections must not cross into DataLoader
+workers). `RegionDataset` then only decodes
 images and moves boxes with them.
 
 Horizontal flips are deliberately absent: a flipped chest swaps right and left, which would
@@ -21,25 +22,24 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from labeling.core.errors import InputError
-from schemas.labels import PRESENT, UNCERTAIN, UNMENTIONED
+from model.labels.targets import TargetOptions, training_targets
+from schemas.labels import UNMENTIONED
 from schemas.vocabulary import load_vocabulary
+
+if TYPE_CHECKING:
+    from labeling.store.store import Store
 
 REGION_NAMES: tuple[str, ...] = load_vocabulary().region_names
 SPLITS = ("train", "valid", "test")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".dcm")
-UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
-UNMENTIONED_POLICIES = ("negative", "ignore")
-UNLABELED_POLICIES = ("error", "skip", "all-negative")
-SENTENCE_SOURCES = ("evidence", "scene-graph", "none")
 
 
 # --- reading the layout -------------------------------------------------------------------------------
@@ -172,7 +172,7 @@ def scene_graph_phrases(graph: dict[str, Any]) -> list[str]:
     phrases = [[] for _ in REGION_NAMES]
     index = {name: i for i, name in enumerate(REGION_NAMES)}
     for entry in graph.get("attributes") or []:
-        i = index.get(entry.get("bbox_name")) if isinstance(entry, dict) else None
+        i = index.get(str(entry.get("bbox_name"))) if isinstance(entry, dict) else None
         if i is not None:
             for phrase in entry.get("phrases") or []:
                 text = " ".join(str(phrase).split())
@@ -279,93 +279,68 @@ class Examples:
     unlabeled: int = 0  # images whose study the run does not cover (skipped or all-negative)
 
 
-def build_examples(
-    db: str | Path,
-    cohort: Cohort,
-    run: str,
-    findings: Sequence[str] | None = None,
-    uncertain: str = "ignore",
-    unmentioned: str = "negative",
-    unlabeled: str = "error",
-    sentences: str = "evidence",
-    dataset: str | None = None,
-) -> Examples:
-    """Targets for `cohort` from `run`: uncertain -> positive | negative | ignore; unmentioned
-    cells -> negative | ignore; images whose report the run did not cover -> error | skip |
-    all-negative; reference sentences from the run's evidence, the scene graph, or none."""
-    from labeling.store.store import Store
-
-    for value, allowed, option in (
-        (uncertain, UNCERTAIN_POLICIES, "uncertain"),
-        (unmentioned, UNMENTIONED_POLICIES, "unmentioned"),
-        (unlabeled, UNLABELED_POLICIES, "unlabeled"),
-        (sentences, SENTENCE_SOURCES, "sentences"),
-    ):
-        if value not in allowed:
-            raise InputError(f"{option}: {value!r} is not one of {', '.join(allowed)}")
-    with Store(db, read_only=True) as store:
-        findings = tuple(findings) if findings else _run_findings(store, run)
-        found = store.report_keys([r.study_id for r in cohort.records], by="study_id", dataset=dataset)
-        covered = set(store.covered_reports(run).tolist())
-        keys = []
-        for record in cohort.records:
-            # Only the run's reports count: a generated report reuses its source's study id.
-            hits = [key for _, key in found.get(record.study_id, []) if key in covered]
-            if len(hits) > 1:
-                raise InputError(f"study {record.study_id} is stored in several datasets; pass dataset=")
-            keys.append(hits[0] if hits else -1)
-        keys = np.asarray(keys, dtype=np.int64)
-        missing = int((keys < 0).sum())
-        if missing and unlabeled == "error":
-            example = cohort.records[int(np.argmax(keys < 0))].study_id
-            raise InputError(
-                f"run {run!r} has no labels for {missing:,} of {len(keys):,} images (e.g. study "
-                f"{example}); choose unlabeled='skip' or 'all-negative'"
-            )
-        keep = np.ones(len(keys), bool) if unlabeled == "all-negative" else keys >= 0
-        records = [r for r, k in zip(cohort.records, keep) if k]
-        keys = keys[keep]
-        labelled = np.unique(keys[keys >= 0])
-        matrix = store.label_matrix(run, REGION_NAMES, findings, labelled)
-        evidence = _evidence_sentences(store, run, labelled) if sentences == "evidence" else {}
+def build_examples(store: Store, cohort: Cohort, run: str, options: TargetOptions | None = None) -> Examples:
+    """Targets for `cohort` from `run` under `options` (`model.labels.targets.TargetOptions`):
+    uncertain -> positive | negative | ignore; unmentioned cells -> negative | ignore; images whose
+    report the run did not cover -> error | skip | all-negative; reference sentences from the
+    run's evidence, the scene graph, or none."""
+    options = options or TargetOptions()
+    options.check()
+    findings = tuple(options.findings) if options.findings else run_lesions(store, run)
+    keys = _report_keys(store, cohort, run, options.dataset)
+    missing = int((keys < 0).sum())
+    if missing and options.unlabeled == "error":
+        example = cohort.records[int(np.argmax(keys < 0))].study_id
+        raise InputError(
+            f"run {run!r} has no labels for {missing:,} of {len(keys):,} images (e.g. study "
+            f"{example}); choose unlabeled='skip' or 'all-negative'"
+        )
+    keep = np.ones(len(keys), bool) if options.unlabeled == "all-negative" else keys >= 0
+    records = [r for r, k in zip(cohort.records, keep) if k]
+    keys = keys[keep]
+    labelled = np.unique(keys[keys >= 0])
+    matrix = store.label_matrix(run, REGION_NAMES, findings, labelled.tolist())
     row_of = {int(k): i for i, k in enumerate(matrix.report_keys)}
     codes = np.full((len(keys), len(REGION_NAMES), len(findings)), UNMENTIONED, np.int8)
     for i, key in enumerate(keys):
         if key >= 0:
             codes[i] = matrix.codes[row_of[int(key)]]
-    targets = (codes == PRESENT) | ((codes == UNCERTAIN) & (uncertain == "positive"))
-    masks = np.ones(codes.shape, bool)
-    if uncertain == "ignore":
-        masks &= codes != UNCERTAIN
-    if unmentioned == "ignore":
-        masks &= (codes != UNMENTIONED) | (keys < 0)[:, None, None]
-    if sentences == "scene-graph":
+    targets, masks = training_targets(codes, options.uncertain, options.unmentioned, unlabeled_rows=keys < 0)
+    if options.sentences == "scene-graph":
         texts = [list(r.phrases) for r in records]
-    elif sentences == "evidence":
+    elif options.sentences == "evidence":
+        evidence = _evidence_sentences(store, run, labelled)
         texts = [[evidence.get((int(k), name), "") for name in REGION_NAMES] for k in keys]
     else:
         texts = [[""] * len(REGION_NAMES) for _ in records]
-    return Examples(records, findings, keys, targets.astype(np.float32), masks, texts, unlabeled=missing)
+    return Examples(records, findings, keys, targets, masks, texts, unlabeled=missing)
 
 
-def _run_findings(store, run: str) -> tuple[str, ...]:
-    rows = store.con.execute(
-        "SELECT DISTINCT finding FROM labels WHERE run_id = ? ORDER BY finding", [store.run(run).run_id]
-    ).fetchall()
-    vocabulary_order = {name: i for i, name in enumerate(load_vocabulary().finding_names)}
-    return tuple(sorted((r[0] for r in rows), key=lambda f: vocabulary_order.get(f, len(vocabulary_order))))
+def _report_keys(store: Store, cohort: Cohort, run: str, dataset: str | None) -> np.ndarray:
+    """Per image, the key of its study's report that `run` covers (-1: none)."""
+    found = store.report_keys([r.study_id for r in cohort.records], by="study_id", dataset=dataset)
+    covered = set(store.covered_reports(run).tolist())
+    keys = []
+    for record in cohort.records:
+        # Only the run's reports count: a generated report reuses its source's study id.
+        hits = [key for _, key in found.get(record.study_id, []) if key in covered]
+        if len(hits) > 1:
+            raise InputError(f"study {record.study_id} is stored in several datasets; pass dataset=")
+        keys.append(hits[0] if hits else -1)
+    return np.asarray(keys, dtype=np.int64)
 
 
-def _evidence_sentences(store, run: str, report_keys: np.ndarray) -> dict[tuple[int, str], str]:
-    rows = store.con.execute(
-        """SELECT report_key, region, evidence_text FROM labels
-           WHERE run_id = ? AND evidence_text IS NOT NULL AND region IS NOT NULL
-             AND report_key IN (SELECT unnest(?))
-           ORDER BY report_key, region, evidence_start""",
-        [store.run(run).run_id, report_keys.tolist()],
-    ).fetchall()
+def run_lesions(store: Store, run: str) -> tuple[str, ...]:
+    """The lesions a model trains on by default: every finding the run labels, at region or image
+    level, in vocabulary order, unknown findings after them by name. (A label spec lays its matrix
+    out over the region-level findings only, and sensitivity scores the reference's present ones:
+    `Store.run_findings` says which.)"""
+    return store.run_findings(run, load_vocabulary().finding_names)
+
+
+def _evidence_sentences(store: Store, run: str, report_keys: np.ndarray) -> dict[tuple[int, str], str]:
     joined: dict[tuple[int, str], list[str]] = {}
-    for key, region, text in rows:
+    for key, region, text in store.region_evidence(run, report_keys.tolist()):
         text = " ".join(text.split())
         bucket = joined.setdefault((int(key), region), [])
         if text not in bucket:
@@ -380,16 +355,16 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if path.suffix.lower() == ".dcm":
         import pydicom
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+        from pydicom.pixels import processing  # where pydicom.pixels re-exports the LUTs from
 
         try:
             ds = pydicom.dcmread(path)
             pixels = ds.pixel_array
         except Exception as exc:  # pydicom raises many types for damaged files
             raise InputError(f"{path}: cannot read DICOM pixels: {exc}") from None
-        data = apply_modality_lut(pixels, ds).astype(np.float32)
+        data = processing.apply_modality_lut(pixels, ds).astype(np.float32)
         if "WindowCenter" in ds:
-            data = apply_voi_lut(data, ds).astype(np.float32)
+            data = processing.apply_voi_lut(data, ds).astype(np.float32)
         low, high = float(data.min()), float(data.max())
         data = (data - low) / (high - low) if high > low else np.zeros_like(data)
         if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1":
@@ -421,7 +396,7 @@ def letterbox(
     height, width = image.shape
     factor = size / max(width, height) * scale
     new_w, new_h = max(1, round(width * factor)), max(1, round(height * factor))
-    resized = np.asarray(Image.fromarray(image, mode="F").resize((new_w, new_h), Image.BILINEAR))
+    resized = np.asarray(Image.fromarray(image, mode="F").resize((new_w, new_h), Image.Resampling.BILINEAR))
     off_x = (size - new_w) / 2 + shift[0]
     off_y = (size - new_h) / 2 + shift[1]
     ox, oy = int(round(off_x)), int(round(off_y))
@@ -437,12 +412,16 @@ def letterbox(
     return canvas, np.clip(moved, 0, size)
 
 
-try:
+if TYPE_CHECKING:
     import torch
     from torch.utils.data import Dataset as _TorchDataset
-except ImportError:  # the readers above work without torch
-    torch = None
-    _TorchDataset = object
+else:
+    try:
+        import torch
+        from torch.utils.data import Dataset as _TorchDataset
+    except ImportError:  # the readers above work without torch
+        torch = None
+        _TorchDataset = object
 
 
 class RegionDataset(_TorchDataset):
@@ -471,6 +450,7 @@ class RegionDataset(_TorchDataset):
         self.mean, self.std = mean, std
         self.seed = seed
         self.epoch = 0
+        self.cohort: Cohort | None = None  # set by `from_store`
 
     def __len__(self) -> int:
         return len(self.examples.records)
@@ -508,25 +488,12 @@ class RegionDataset(_TorchDataset):
 
     @classmethod
     def from_store(
-        cls,
-        db: str | Path,
-        images_root: str | Path,
-        imagenome_root: str | Path,
-        run: str,
-        split: str | None = "train",
-        findings: Sequence[str] | None = None,
-        uncertain: str = "ignore",
-        unmentioned: str = "negative",
-        unlabeled: str = "error",
-        sentences: str = "evidence",
-        dataset: str | None = None,
-        **kwargs,
+        cls, store: Store, cohort: Cohort, run: str, targets: TargetOptions | None = None, **kwargs
     ) -> RegionDataset:
-        cohort = load_cohort(images_root, imagenome_root, split)
-        examples = build_examples(db, cohort, run, findings, uncertain, unmentioned, unlabeled, sentences, dataset)
-        dataset_ = cls(examples, **kwargs)
-        dataset_.cohort = cohort
-        return dataset_
+        """The dataset of `cohort` with targets from `run` (`kwargs`: image_size, augment, ...)."""
+        dataset = cls(build_examples(store, cohort, run, targets), **kwargs)
+        dataset.cohort = cohort
+        return dataset
 
 
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:

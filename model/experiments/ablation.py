@@ -11,10 +11,14 @@ training time.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from model.train.config import TrainConfig
 
 VARIANTS: dict[str, dict[str, bool]] = {
     "full": {},
@@ -38,7 +42,7 @@ class AblationRow:
 
 
 def ablate(
-    config,
+    config: TrainConfig,
     variants: list[str] | None = None,
     reference: str | None = None,
     split: str = "test",
@@ -46,7 +50,9 @@ def ablate(
 ) -> list[AblationRow]:
     """Train and evaluate each variant of `config` (a TrainConfig); returns one row per variant."""
     from labeling.core.errors import InputError
-    from model.evaluate.evaluate import evaluate
+    from labeling.store.store import Store
+    from model.evaluate.evaluate import EvaluateRequest, evaluate
+    from model.evaluate.inference import InferenceOptions
     from model.train.loop import train
 
     names = variants or list(VARIANTS)
@@ -63,19 +69,20 @@ def ablate(
             checkpoint_dir=str(Path(config.checkpoint_dir) / name),
             name=f"{config.name or config.run}-ablation-{name}",
         )
-        notify = (lambda event, variant_name=name: on_progress(variant_name, event)) if on_progress else None
+        notify = functools.partial(on_progress, name) if on_progress else None
         result = train(variant, notify)
-        scores = evaluate(
+        options = InferenceOptions(
             result.best_checkpoint,
-            config.db,
             config.data,
-            reference or config.run,
-            split=split,
-            imagenome=config.imagenome,
+            config.imagenome,
+            split,
             batch_size=config.batch_size,
             device=config.device,
             workers=config.workers,
         )
+        # The trainer has closed its connections: the evaluation's one may write.
+        with Store(config.db) as store:
+            scores = evaluate(store, EvaluateRequest(options, reference or config.run))
         rows.append(
             AblationRow(
                 name,

@@ -140,24 +140,20 @@ def _synthesise(cohort: Path, settings: QuickstartSettings, console: Console) ->
 
 def _label_rules(db: Path, console: Console) -> None:
     from labeling.sources.commands import run_rules_label
-    from labeling.sources.llm.run import LabelOptions
+    from labeling.sources.rules import RulesRequest
 
     status = _run_status(db, RULES_RUN)
     if status == "complete":
         console.print(f"already labeled: run {RULES_RUN}")
     else:
-        run_rules_label(
-            db,
-            None if status else RULES_RUN,
-            LabelOptions(backend="rules"),
-            resume=RULES_RUN if status else None,
-            console=console,
-        )
+        request = RulesRequest(name=None if status else RULES_RUN, resume=RULES_RUN if status else None)
+        with Store(db) as store:
+            run_rules_label(store, request, console)
 
 
 def _label_llm(db: Path, settings: QuickstartSettings, console: Console) -> bool:
     from labeling.sources.commands import run_label
-    from labeling.sources.llm.run import LabelOptions
+    from labeling.sources.llm import LabelOptions, LlmRequest
 
     try:
         import llama_cpp.server  # noqa: F401
@@ -168,35 +164,31 @@ def _label_llm(db: Path, settings: QuickstartSettings, console: Console) -> bool
     if status == "complete":
         console.print(f"already labeled: run {LLM_RUN}")
         return True
-    if status is not None:
-        run_label(db, None, LabelOptions(), resume=LLM_RUN, console=console)
-    else:
-        with Store(db, read_only=True) as store:
-            ids = [
-                r[0]
-                for r in store.con.execute(
-                    "SELECT report_id FROM current_reports WHERE dataset NOT LIKE 'generated:%' ORDER BY report_key "
-                    "LIMIT ?",
-                    [settings.llm_reports],
-                ).fetchall()
-            ]
-        run_label(db, LLM_RUN, LabelOptions(report_ids=ids), console=console)
+    with Store(db) as store:
+        if status is not None:
+            run_label(store, LlmRequest(resume=LLM_RUN), console)
+        else:
+            ids = store.first_report_ids(settings.llm_reports, exclude_prefix="generated:")
+            run_label(store, LlmRequest(name=LLM_RUN, options=LabelOptions(report_ids=ids)), console)
     return _run_status(db, LLM_RUN) == "complete"
 
 
 def _import_gold(db: Path, cohort: Path, console: Console) -> None:
+    from labeling.sources.imports import ImportRequest
     from labeling.sources.imports.commands import run_import
 
     if _run_status(db, REFERENCE) == "complete":
         console.print(f"already imported: runs {GOLD}-report, {GOLD}-image")
         return
-    run_import(db, "synth-gold", cohort, GOLD, console=console)
+    with Store(db) as store:
+        run_import(store, ImportRequest("synth-gold", cohort, GOLD), console)
 
 
 def _train(run: str, cohort: Path, db: Path, folder: Path, settings: QuickstartSettings, console: Console) -> Path:
     """The run's model: trained, continued from last.pt, or taken as it is when finished."""
+    from model.train.checkpoint import load_checkpoint
     from model.train.commands import run_train
-    from model.train.loop import TrainConfig, load_checkpoint
+    from model.train.config import TrainConfig
 
     best, last = folder / "best.pt", folder / "last.pt"
     config = TrainConfig(
@@ -230,11 +222,15 @@ def run_quickstart(
     console: Console | None = None,
 ) -> QuickstartResult:
     """Run (or continue) the quickstart in `workdir`; see the module doc."""
+    from labeling.ingest import IngestOptions
+    from labeling.ingest.commands import run_ingest
     from labeling.review.commands import show_comparison
-    from labeling.store.commands import run_ingest, show_stats
-    from model.evaluate.evaluate import evaluate
-    from model.reports.commands import run_generate
-    from model.reports.scoring_commands import run_score_reports
+    from labeling.store.commands import show_stats
+    from model.evaluate.evaluate import EvaluateRequest, evaluate
+    from model.evaluate.inference import InferenceOptions
+    from model.reports.commands import run_generate, run_score_reports
+    from model.reports.generation import GenerateRequest
+    from model.reports.scoring import ScoreRequest
     from model.reports.writer import LLMOptions, generated_dataset
 
     started = time.perf_counter()
@@ -255,7 +251,7 @@ def run_quickstart(
     _synthesise(cohort, settings, console)
     places.append(("cohort", f"{settings.studies} studies: images, boxes, reports, gold", str(cohort)))
     console.rule("2. ingest its reports")
-    run_ingest(db, cohort / "files", fmt="mimic", console=console)
+    run_ingest(db, cohort / "files", IngestOptions(format="mimic"), console)
     places.append(("database", "reports, runs, labels, experiments", str(db)))
     console.rule("3. label them with the rules")
     _label_rules(db, console)
@@ -274,7 +270,8 @@ def run_quickstart(
     )
 
     console.rule("6. compare the rules with the gold")
-    compared = show_comparison(db, [RULES_RUN, REFERENCE], out=results / "compare", console=console)
+    with Store(db, read_only=True) as store:
+        compared = show_comparison(store, [RULES_RUN, REFERENCE], out=results / "compare", console=console)
     places.append(
         (
             "rules vs gold-report",
@@ -283,7 +280,8 @@ def run_quickstart(
         )
     )
     if labeled_by_llm:
-        show_comparison(db, [LLM_RUN, REFERENCE], console=console)
+        with Store(db, read_only=True) as store:
+            show_comparison(store, [LLM_RUN, REFERENCE], console=console)
         places.append(
             (
                 "llm-local vs gold-report",
@@ -301,16 +299,9 @@ def run_quickstart(
     console.rule("8. evaluate both on the test split against gold-report")
     for run, checkpoint in checkpoints.items():
         csv = results / f"eval_{run}_vs_{REFERENCE}.csv"
-        evaluation = evaluate(
-            checkpoint,
-            db,
-            cohort,
-            REFERENCE,
-            split="test",
-            out=csv,
-            batch_size=settings.batch_size,
-            record=not csv.exists(),
-        )
+        options = InferenceOptions(checkpoint, cohort, split="test", batch_size=settings.batch_size)
+        with Store(db) as store:
+            evaluation = evaluate(store, EvaluateRequest(options, REFERENCE, csv, record=not csv.exists()))
         evaluations[run] = evaluation
         console.print(
             f"trained on {run}: test mean lesion F1 {evaluation.mean_lesion_f1:.3f} (constant-prediction "
@@ -327,25 +318,24 @@ def run_quickstart(
 
     console.rule(f"9. generate {settings.generate} reports and score them")
     with Store(db, read_only=True) as store:
-        generated = store.con.execute(
-            "SELECT count(*) FROM reports WHERE dataset = ?", [generated_dataset(GENERATION)]
-        ).fetchall()[0][0]
+        generated = store.dataset_report_count(generated_dataset(GENERATION))
     if generated:
         console.print(f"already generated: {generated} reports in {generated_dataset(GENERATION)}")
     else:
-        run_generate(
-            checkpoints[REFERENCE],
-            db,
-            cohort,
-            GENERATION,
+        request = GenerateRequest(
+            checkpoint=checkpoints[REFERENCE],
+            data=cohort,
+            name=GENERATION,
             limit=settings.generate,
             llm=LLMOptions() if llm_aggregator else None,
             batch_size=settings.batch_size,
-            console=console,
         )
+        with Store(db) as store:
+            run_generate(store, request, console=console)
     scores_file = results / f"{GENERATION}.scores.json"
     if not scores_file.exists():
-        run_score_reports(db, GENERATION, REFERENCE, out=results, console=console)
+        with Store(db) as store:
+            run_score_reports(store, ScoreRequest(name=GENERATION, reference=REFERENCE, out=results), console=console)
     else:
         console.print(f"already scored: {scores_file}")
     places.append(
@@ -364,7 +354,8 @@ def run_quickstart(
     )
 
     console.rule("10. where everything is")
-    show_stats(db, console)
+    with Store(db, read_only=True) as store:
+        show_stats(store, console)
     table = Table("step", "result", "where", title=f"clala quickstart in {workdir}", title_justify="left")
     for step, result, where in places:
         table.add_row(step, escape(result), escape(where))

@@ -1,10 +1,10 @@
-"""Sensitivity analysis: how model quality moves with label quality (DESIGN.md, "Label quality as
-a knob").
+"""Sensitivity analysis: how model quality moves with label quality (label quality as a knob:
+see `model.labels.label_specs`).
 
 A grid is a base run corrupted at several rates (`drop`, `add`, `shift`), plus real label sources,
 each repeated over seeds. Every grid cell:
 1. derives its training labels as a `LabelSpec` stored as a run of kind `derived`
-   (`save_derived_run`), or reuses a derived run that already holds the same spec;
+   (`derive_run`), or reuses a derived run that already holds the same spec;
 2. measures that matrix's quality against the reference run (`spec_quality`, region and image
    level, over the trained lesions);
 3. trains CLALA-Net on the derived run (`train`) and evaluates its best checkpoint on the test
@@ -29,6 +29,9 @@ Decisions, stated once:
   its `last.pt` (`train(resume=...)`), so a resumed grid gives the same numbers.
 - Spread: the sample standard deviation over seeds (NaN with one seed: no spread to show).
 - The decoder is off unless asked for: it writes sentences and does not change lesion recognition.
+- The database: the grid trains in this process, and the trainer opens the database itself
+  (`TrainConfig.db`), so the grid holds no connection while a cell trains; it opens one for the
+  work before training (derived run, quality, the cell's row) and one after (evaluation, row).
 """
 
 from __future__ import annotations
@@ -41,15 +44,21 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from labeling.core.errors import InputError
 from labeling.core.files import atomic_path
+from labeling.core.formatting import finite
 from labeling.store.store import Store
-from model.labels.label_specs import LabelSpec, save_derived_run, spec_quality
+from model.evaluate.evaluate import csv_value
+from model.evaluate.metrics import mean_supported
+from model.labels.label_specs import DeriveRequest, LabelSpec, derive_run, spec_quality
 from schemas.runs import RunKind
+
+if TYPE_CHECKING:
+    from model.train.config import TrainConfig
 
 CORRUPTIONS = ("drop", "add", "shift")
 SOURCE_SERIES = "source"
@@ -222,10 +231,6 @@ def parse_rates(text: str | None, option: str) -> list[float]:
     return rates
 
 
-def _clean(spec: LabelSpec) -> bool:
-    return spec.drop == 0 and spec.add == 0 and spec.shift == 0 and spec.keep == 1
-
-
 def grid_cells(grid: SensitivityGrid) -> list[Cell]:
     """The grid's cells in order: each corruption kind by rate, then the sources; seeds innermost."""
     cells = []
@@ -235,7 +240,7 @@ def grid_cells(grid: SensitivityGrid) -> list[Cell]:
                 spec = LabelSpec.checked(
                     source=grid.base, uncertain=grid.uncertain, shift_side=grid.shift_side, seed=seed, **{kind: rate}
                 )
-                if _clean(spec):
+                if spec.is_clean:
                     spec = spec.model_copy(update={"seed": 0, "shift_side": "same"})
                 cells.append(Cell(kind, f"{rate:g}", rate, seed, spec))
     for source in grid.sources:
@@ -267,12 +272,9 @@ def default_lesions(store: Store, reference: str) -> list[str]:
     """The findings the reference run has present at region level, in vocabulary order."""
     from schemas.vocabulary import load_vocabulary
 
-    rows = store.con.execute(
-        "SELECT DISTINCT finding FROM labels WHERE run_id = ? AND region IS NOT NULL AND status = 'present'",
-        [store.run(reference).run_id],
-    ).fetchall()
-    present = {r[0] for r in rows}
-    lesions = [f for f in load_vocabulary().finding_names if f in present]
+    # Present ones only: a lesion the reference never has scores nothing (F1 undefined).
+    names = load_vocabulary().finding_names
+    lesions = [f for f in store.run_findings(reference, names, region_level=True, present=True) if f in names]
     if not lesions:
         raise InputError(
             f"reference run {store.run(reference).name!r} has no present region-level label; nothing to score models on"
@@ -281,7 +283,9 @@ def default_lesions(store: Store, reference: str) -> list[str]:
 
 
 # --- keys and derived runs ----------------------------------------------------------------------------
-def cell_key(cell: Cell, source_run_id: int, template, reference: str, split: str, lesions: Sequence[str]) -> str:
+def cell_key(
+    cell: Cell, source_run_id: int, template: TrainConfig, reference: str, split: str, lesions: Sequence[str]
+) -> str:
     """16 hex digits of sha256 over what decides the cell's numbers (see the module doc)."""
     settings = {k: v for k, v in template.to_dict().items() if k not in _KEY_EXCLUDED}
     payload = {
@@ -302,7 +306,7 @@ def derived_run_name(spec: LabelSpec) -> str:
     parts += [f"{kind}{getattr(spec, kind):g}" for kind in CORRUPTIONS if getattr(spec, kind)] or ["clean"]
     if spec.uncertain != "ignore":
         parts.append(f"uncertain-{spec.uncertain}")
-    if not _clean(spec):
+    if not spec.is_clean:
         parts.append(f"s{spec.seed}")
     digest = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
     return ":".join([*parts, digest])
@@ -317,12 +321,12 @@ def find_derived_run(store: Store, spec: LabelSpec) -> str | None:
     return None
 
 
-def ensure_derived_run(db: str | Path, spec: LabelSpec, reference: str) -> str:
-    with Store(db, read_only=True) as store:
-        existing = find_derived_run(store, spec)
+def ensure_derived_run(store: Store, spec: LabelSpec, reference: str) -> str:
+    """The derived run that holds `spec`: an existing one, or a new one measured against `reference`."""
+    existing = find_derived_run(store, spec)
     if existing:
         return existing
-    return save_derived_run(db, spec, derived_run_name(spec), reference).name
+    return derive_run(store, DeriveRequest(derived_run_name(spec), spec, reference)).name
 
 
 # --- the experiments rows ------------------------------------------------------------------------------
@@ -339,12 +343,11 @@ def _experiment_status(db: str | Path, experiment_id: int | None) -> str | None:
     if experiment_id is None:
         return None
     with Store(db, read_only=True) as store:
-        row = store.con.execute("SELECT status FROM experiments WHERE experiment_id = ?", [experiment_id]).fetchall()
-    return row[0][0] if row else None
+        return store.experiment_status(experiment_id)
 
 
 # --- one cell -------------------------------------------------------------------------------------------------
-def _cell_config(template, cell: Cell, derived: str, lesions: Sequence[str], folder: Path, key: str):
+def _cell_config(template: TrainConfig, cell: Cell, derived: str, lesions: Sequence[str], folder: Path, key: str):
     return dataclasses.replace(
         template,
         run=derived,
@@ -357,9 +360,10 @@ def _cell_config(template, cell: Cell, derived: str, lesions: Sequence[str], fol
     )
 
 
-def _train_cell(config, notify) -> dict[str, Any]:
+def _train_cell(config: TrainConfig, notify: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """Train the cell's model, or continue it, or take it as it is when its training finished."""
-    from model.train.loop import load_checkpoint, train
+    from model.train.checkpoint import load_checkpoint
+    from model.train.loop import train
 
     folder = Path(config.checkpoint_dir)
     last = folder / "last.pt"
@@ -374,7 +378,7 @@ def _train_cell(config, notify) -> dict[str, Any]:
             return {
                 "experiment_id": saved["state"]["experiment_id"],
                 "best_epoch": saved["state"]["best_epoch"],
-                "best_valid_mean_lesion_f1": _finite(saved["state"]["best_f1"]),
+                "best_valid_mean_lesion_f1": finite(saved["state"]["best_f1"]),
                 "epochs_run": saved["epoch"],
                 "seconds": None,
                 "parameters": None,
@@ -389,7 +393,7 @@ def _train_cell(config, notify) -> dict[str, Any]:
     return {
         "experiment_id": result.experiment_id,
         "best_epoch": result.best_epoch,
-        "best_valid_mean_lesion_f1": _finite(result.best_valid_f1),
+        "best_valid_mean_lesion_f1": finite(result.best_valid_f1),
         "epochs_run": result.epochs_run,
         "seconds": result.seconds,
         "parameters": result.parameters,
@@ -401,38 +405,42 @@ def _train_cell(config, notify) -> dict[str, Any]:
     }
 
 
-def _finite(value: Any) -> Any:
-    return None if isinstance(value, float) and (math.isnan(value) or math.isinf(value)) else value
+def _reused(cell: Cell, key: str, row: dict[str, Any]) -> CellResult:
+    metrics = row["metrics"]
+    return CellResult(
+        cell,
+        key,
+        row["label_spec"]["derived_run"],
+        row["experiment_id"],
+        metrics["label_quality"],
+        metrics["model"],
+        metrics["train"],
+        "reused",
+    )
 
 
-def run_cell(
-    grid: SensitivityGrid, template, cell: Cell, lesions: Sequence[str], on_event: Callable[[dict[str, Any]], None]
-) -> CellResult:
-    from model.evaluate.evaluate import evaluate
+@dataclass
+class _CellStart:
+    key: str
+    derived: str
+    quality: dict[str, Any]
+    config: TrainConfig
+    experiment_id: int
 
-    with Store(grid.db, read_only=True) as store:
-        source = store.run(cell.spec.source)
+
+def _start_cell(
+    store: Store, grid: SensitivityGrid, template: TrainConfig, cell: Cell, lesions: Sequence[str]
+) -> CellResult | _CellStart:
+    """The cell's result when its row is complete; else its derived run, label quality, training
+    config and experiments row (new, or set running again)."""
+    source = store.run(cell.spec.source)
     key = cell_key(cell, source.run_id, template, grid.reference, grid.split, lesions)
-    folder = Path(grid.out) / "cells" / key
-    with Store(grid.db, read_only=True) as store:
-        row = find_cell_row(store, key)
+    row = find_cell_row(store, key)
     if row is not None and row["status"] == "complete":
-        metrics = row["metrics"]
-        on_event({"event": "cell", "cell": cell, "key": key, "outcome": "reused"})
-        return CellResult(
-            cell,
-            key,
-            row["label_spec"]["derived_run"],
-            row["experiment_id"],
-            metrics["label_quality"],
-            metrics["model"],
-            metrics["train"],
-            "reused",
-        )
-
-    derived = ensure_derived_run(grid.db, cell.spec, grid.reference)
-    with Store(grid.db, read_only=True) as store:
-        quality = spec_quality(store, cell.spec, grid.reference, findings=lesions).as_dict()
+        return _reused(cell, key, row)
+    derived = ensure_derived_run(store, cell.spec, grid.reference)
+    quality = spec_quality(store, cell.spec, grid.reference, findings=lesions).as_dict()
+    folder = Path(grid.out) / "cells" / key
     config = _cell_config(template, cell, derived, lesions, folder, key)
     label_spec = {
         CELL_KEY_FIELD: key,
@@ -447,73 +455,91 @@ def run_cell(
         "split": grid.split,
         "findings": list(lesions),
     }
+    if row is None:
+        experiment_id = store.add_experiment(
+            f"sensitivity {cell.series} {cell.setting} seed {cell.seed}",
+            label_spec,
+            {"train": config.to_dict()},
+            str(folder / "best.pt"),
+            {"label_quality": quality},
+        )
+    else:
+        experiment_id = row["experiment_id"]
+        store.update_experiment(experiment_id, metrics={"label_quality": quality}, status="running")
+    return _CellStart(key, derived, quality, config, experiment_id)
+
+
+def _evaluate_cell(grid: SensitivityGrid, config: TrainConfig, checkpoint: str) -> dict[str, Any]:
+    """The model metrics of the cell's best checkpoint on the grid's split (CSV in its folder)."""
+    from model.evaluate.evaluate import EvaluateRequest, evaluate
+    from model.evaluate.inference import InferenceOptions
+
+    options = InferenceOptions(
+        checkpoint,
+        grid.data,
+        grid.imagenome,
+        grid.split,
+        batch_size=config.batch_size,
+        device=config.device,
+        workers=config.workers,
+    )
+    request = EvaluateRequest(options, grid.reference, Path(config.checkpoint_dir) / "eval.csv", record=False)
+    with Store(grid.db, read_only=True) as store:
+        evaluation = evaluate(store, request)
+    return {
+        **{k: finite(v) for k, v in evaluation.summary().items()},
+        "csv": evaluation.csv_path,
+        "lesions": [{k: finite(v) for k, v in dataclasses.asdict(s).items()} for s in evaluation.lesions],
+    }
+
+
+def run_cell(
+    grid: SensitivityGrid,
+    template: TrainConfig,
+    cell: Cell,
+    lesions: Sequence[str],
+    on_event: Callable[[dict[str, Any]], None],
+) -> CellResult:
     with Store(grid.db) as store:
-        if row is None:
-            experiment_id = store.add_experiment(
-                f"sensitivity {cell.series} {cell.setting} seed {cell.seed}",
-                label_spec,
-                {"train": config.to_dict()},
-                str(folder / "best.pt"),
-                {"label_quality": quality},
-            )
-        else:
-            experiment_id = row["experiment_id"]
-            store.update_experiment(experiment_id, metrics={"label_quality": quality}, status="running")
+        start = _start_cell(store, grid, template, cell, lesions)
+    if isinstance(start, CellResult):
+        on_event({"event": "cell", "cell": cell, "key": start.key, "outcome": "reused"})
+        return start
+    key, experiment_id = start.key, start.experiment_id
     on_event(
         {
             "event": "cell",
             "cell": cell,
             "key": key,
             "outcome": "start",
-            "derived_run": derived,
-            "label_quality": quality,
+            "derived_run": start.derived,
+            "label_quality": start.quality,
             "experiment_id": experiment_id,
         }
     )
-    folder.mkdir(parents=True, exist_ok=True)
+    Path(start.config.checkpoint_dir).mkdir(parents=True, exist_ok=True)
     try:
-        trained = _train_cell(config, lambda event: on_event({**event, "cell": cell, "key": key}))
-        evaluation = evaluate(
-            trained["best_checkpoint"],
-            grid.db,
-            grid.data,
-            grid.reference,
-            split=grid.split,
-            imagenome=grid.imagenome,
-            out=folder / "eval.csv",
-            batch_size=config.batch_size,
-            device=config.device,
-            workers=config.workers,
-            record=False,
-        )
+        trained = _train_cell(start.config, lambda event: on_event({**event, "cell": cell, "key": key}))
+        model = _evaluate_cell(grid, start.config, trained["best_checkpoint"])
     except BaseException:
         with Store(grid.db) as store:
             store.update_experiment(experiment_id, status="failed")
         raise
-    model = {
-        **{k: _finite(v) for k, v in evaluation.summary().items()},
-        "csv": evaluation.csv_path,
-        "lesions": [{k: _finite(v) for k, v in dataclasses.asdict(s).items()} for s in evaluation.lesions],
-    }
-    metrics = {"label_quality": quality, "model": model, "train": trained}
+    metrics = {"label_quality": start.quality, "model": model, "train": trained}
     with Store(grid.db) as store:
         store.update_experiment(
             experiment_id, metrics=metrics, status="complete", checkpoint_path=trained["best_checkpoint"]
         )
     outcome = "trained" if trained["trained"] else "evaluated"
-    result = CellResult(cell, key, derived, experiment_id, quality, model, trained, outcome)
+    result = CellResult(cell, key, start.derived, experiment_id, start.quality, model, trained, outcome)
     on_event({"event": "cell", "cell": cell, "key": key, "outcome": outcome, "result": result})
     return result
 
 
 # --- summary, files, plot ---------------------------------------------------------------------------------
-def _number(value: Any) -> float:
+def _as_float(value: Any) -> float:
+    """A stored metric as a float (None, an undefined metric, is NaN)."""
     return float("nan") if value is None else float(value)
-
-
-def _mean(values: Sequence[float]) -> float:
-    kept = [v for v in values if not math.isnan(v)]
-    return float(np.mean(kept)) if kept else float("nan")
 
 
 def _std(values: Sequence[float]) -> float:
@@ -530,32 +556,26 @@ def summarize(results: Sequence[CellResult]) -> list[SummaryRow]:
     for (series, setting), members in groups.items():
         label = [m.label_quality["region"] for m in members]
         model = [m.model for m in members]
-        label_f1 = [_number(q["f1"]) for q in label]
-        model_f1 = [_number(m["mean_lesion_f1"]) for m in model]
+        label_f1 = [_as_float(q["f1"]) for q in label]
+        model_f1 = [_as_float(m["mean_lesion_f1"]) for m in model]
         rows.append(
             SummaryRow(
                 series,
                 setting,
                 members[0].cell.rate,
                 len(members),
-                _mean([_number(q["precision"]) for q in label]),
-                _mean([_number(q["recall"]) for q in label]),
-                _mean(label_f1),
+                mean_supported([_as_float(q["precision"]) for q in label]),
+                mean_supported([_as_float(q["recall"]) for q in label]),
+                mean_supported(label_f1),
                 _std(label_f1),
-                _mean(model_f1),
+                mean_supported(model_f1),
                 _std(model_f1),
-                _mean([_number(m["baseline_mean_lesion_f1"]) for m in model]),
-                _mean([_number(m["image_mean_f1"]) for m in model]),
-                _mean([_number(m["mean_auroc"]) for m in model]),
+                mean_supported([_as_float(m["baseline_mean_lesion_f1"]) for m in model]),
+                mean_supported([_as_float(m["image_mean_f1"]) for m in model]),
+                mean_supported([_as_float(m["mean_auroc"]) for m in model]),
             )
         )
     return rows
-
-
-def _csv_cell(value: Any) -> Any:
-    if isinstance(value, float):
-        return "" if math.isnan(value) else round(value, 6)
-    return "" if value is None else value
 
 
 def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
@@ -564,7 +584,7 @@ def write_csv(path: Path, columns: Sequence[str], rows: Sequence[dict[str, Any]]
             writer = csv.writer(handle)
             writer.writerow(columns)
             for row in rows:
-                writer.writerow([_csv_cell(row[c]) for c in columns])
+                writer.writerow([csv_value(row[c]) for c in columns])
 
 
 def plot_sensitivity(rows: Sequence[SummaryRow], path: Path, reference: str, split: str) -> dict[str, dict[str, list]]:
@@ -637,12 +657,12 @@ def plot_sensitivity(rows: Sequence[SummaryRow], path: Path, reference: str, spl
 
 # --- the whole grid -------------------------------------------------------------------------------------
 def run_sensitivity(
-    grid: SensitivityGrid, template, on_event: Callable[[dict[str, Any]], None] | None = None
+    grid: SensitivityGrid, template: TrainConfig, on_event: Callable[[dict[str, Any]], None] | None = None
 ) -> SensitivityResult:
     """Train and evaluate every cell of `grid` (resuming what is done) with the training settings of
     `template` (a TrainConfig; its run, seed, findings and folders are set per cell); write the
     summary CSV, the per-cell CSV and the plot into `grid.out`."""
-    from model.train.loop import check_config
+    from model.train.config import check_config
 
     notify = on_event or (lambda event: None)
     check_grid(grid)

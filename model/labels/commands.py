@@ -1,27 +1,27 @@
-"""CLI view of `clala derive`: store a label spec's matrix as a derived run and show what the
-corruptions did and, given a reference, the derived labels' quality."""
+"""`clala derive`: store a label spec's matrix as a derived run and show what the corruptions did
+and, given a reference, the derived labels' quality."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from labeling.core.cli_options import DEFAULT_DB, DbOption, VocabularyOption, user_errors
-from labeling.core.terminal import output_console
-from model.labels.label_specs import DerivedRun, LabelQuality, LabelSpec, save_derived_run
+from labeling.core.formatting import format_counts, format_number
 
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
-def _fmt(value: float) -> str:
-    return "—" if value != value else f"{value:.3f}"
+    from labeling.store.run_records import RunResult
+    from model.labels.label_specs import LabelQuality
 
 
 def quality_table(quality: LabelQuality) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(
         "level",
         "precision",
@@ -40,49 +40,32 @@ def quality_table(quality: LabelQuality) -> Table:
     for level, values in (("region", quality.region), ("image", quality.image)):
         table.add_row(
             level,
-            *(_fmt(values[k]) for k in ("precision", "recall", "f1", "kappa")),
+            *(format_number(values[k]) for k in ("precision", "recall", "f1", "kappa")),
             *(f"{values[k]:,}" for k in ("tp", "fp", "fn")),
         )
     return table
 
 
-def run_derive(
-    db: str | Path,
-    source: str,
-    name: str,
-    uncertain: str = "ignore",
-    drop: float = 0.0,
-    add: float = 0.0,
-    shift: float = 0.0,
-    shift_side: str = "same",
-    keep: float = 1.0,
-    seed: int = 0,
-    reference: str | None = None,
-    vocabulary: str | None = None,
-    console: Console | None = None,
-) -> DerivedRun:
-    console = console or output_console()
-    spec = LabelSpec.checked(
-        source=source, uncertain=uncertain, drop=drop, add=add, shift=shift, shift_side=shift_side, keep=keep, seed=seed
-    )
-    result = save_derived_run(db, spec, name, reference, vocabulary)
-    c = result.counts
-    statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(result.statuses.items())) or "none"
+def show_derived_run(result: RunResult, console: Console) -> None:
+    """What `clala derive` prints about the run it stored."""
+    from rich.markup import escape
+
+    c, spec, quality = result.counts, result.details["spec"], result.details["quality"]
     console.print(
         f"run [bold]{escape(result.name)}[/bold] (derived from {escape(spec.describe())}): "
-        f"{c.reports_kept:,} of {c.reports_source:,} reports, {result.labels:,} labels ({statuses})",
+        f"{c['reports_kept']:,} of {c['reports_source']:,} reports, {result.labels:,} labels "
+        f"({format_counts(result.statuses)})",
         emoji=False,
     )
     console.print(
-        f"present labels {c.present:,}: dropped {c.dropped:,}, shifted {c.shifted:,} "
-        f"(of {c.shift_eligible:,} with a neighbour), added {c.added:,} (of {c.add_candidates:,} "
-        f"allowed cells); uncertain left out of training {c.uncertain_masked:,}"
+        f"present labels {c['present']:,}: dropped {c['dropped']:,}, shifted {c['shifted']:,} "
+        f"(of {c['shift_eligible']:,} with a neighbour), added {c['added']:,} (of {c['add_candidates']:,} "
+        f"allowed cells); uncertain left out of training {c['uncertain_masked']:,}"
     )
-    for note in result.notes:
+    for note in result.details["notes"]:
         console.print(f"note: {escape(note)}", emoji=False)
-    if result.quality:
-        console.print(quality_table(result.quality))
-    return result
+    if quality:
+        console.print(quality_table(quality))
 
 
 @user_errors
@@ -108,19 +91,14 @@ def derive_command(
     vocabulary: VocabularyOption = None,
 ) -> None:
     """Store a run's labels after an uncertainty policy and seeded corruptions as a derived run."""
-    from model.labels.commands import run_derive
+    from labeling.core.terminal import output_console
+    from labeling.store.store import Store
+    from model.labels.label_specs import DeriveRequest, LabelSpec, derive_run
 
-    run_derive(
-        db,
-        run,
-        name,
-        uncertain,
-        drop,
-        add,
-        shift,
-        shift_side,
-        keep,
-        seed,
-        reference,
-        str(vocabulary) if vocabulary else None,
+    spec = LabelSpec.checked(
+        source=run, uncertain=uncertain, drop=drop, add=add, shift=shift, shift_side=shift_side, keep=keep, seed=seed
     )
+    request = DeriveRequest(name, spec, reference, str(vocabulary) if vocabulary else None)
+    with Store(db) as store:
+        result = derive_run(store, request)
+    show_derived_run(result, output_console())

@@ -1,13 +1,13 @@
 """Label specs: a training label matrix defined as a source run + an uncertainty policy + seeded
-corruptions, so that label quality becomes an experimental knob (DESIGN.md, "Label quality as
-a knob").
+corruptions, so that label quality becomes an experimental knob (see docs/architecture.md).
 
 A `LabelSpec` is applied to the source run's region-level code matrix in this order:
 
 1. keep: a fraction `keep` of the reports stays labeled (exactly round(keep * n), at least one);
    the others leave the matrix.
-2. uncertainty policy: uncertain cells become present (`positive`) or absent (`negative`), or stay
-   uncertain and are masked out of training (`ignore`).
+2. uncertainty policy (`model.labels.targets.apply_uncertainty`, the one definition): uncertain
+   cells become present (`positive`) or absent (`negative`), or stay uncertain and are masked out
+   of training (`ignore`).
 3. corruptions, all decided on the matrix of step 2 (so they never act on each other's output):
    - drop: each present cell becomes unmentioned with probability `drop` (omissions);
    - shift: each present cell that was not dropped moves, with probability `shift`, to a
@@ -32,9 +32,9 @@ same targets and mask.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -42,14 +42,17 @@ import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from labeling.core.errors import InputError
-from labeling.review.compare import bin_counts, cell_bins, comparison_vocabulary, metrics_from_counts
-from labeling.store.run_records import check_new_run_name, record_run
+from labeling.core.formatting import finite
+from labeling.review import bin_counts, cell_bins, comparison_vocabulary, metrics_from_counts
+from labeling.store.run_records import RunHooks, RunResult, check_new_run_name, record_run, status_counts
 from labeling.store.store import LabelMatrix, Store, collapse_regions
+from model.labels.targets import UNCERTAIN_POLICIES, apply_uncertainty
 from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import Vocabulary
 
-UNCERTAIN_POLICIES = ("positive", "negative", "ignore")
+__all__ = ["UNCERTAIN_POLICIES", "DeriveRequest", "LabelSpec", "derive_run", "derive_matrix", "spec_quality"]
+
 SHIFT_SIDES = ("same", "other")
 # How the reference's uncertain cells are read when a spec's quality is measured: the way the
 # spec reads its own (compare.py's policy names).
@@ -126,11 +129,15 @@ class LabelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     source: str = Field(min_length=1, description="run name or id the labels come from")
     uncertain: Literal["positive", "negative", "ignore"] = "ignore"
-    drop: float = Field(0.0, ge=0.0, le=1.0, description="rate at which present labels are omitted")
-    add: float = Field(0.0, ge=0.0, le=1.0, description="rate at which allowed absent/unmentioned cells turn present")
-    shift: float = Field(0.0, ge=0.0, le=1.0, description="rate at which present labels move to a neighbouring region")
+    drop: float = Field(default=0.0, ge=0.0, le=1.0, description="rate at which present labels are omitted")
+    add: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="rate at which allowed absent/unmentioned cells turn present"
+    )
+    shift: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="rate at which present labels move to a neighbouring region"
+    )
     shift_side: Literal["same", "other"] = "same"
-    keep: float = Field(1.0, gt=0.0, le=1.0, description="fraction of the source's reports kept labeled")
+    keep: float = Field(default=1.0, gt=0.0, le=1.0, description="fraction of the source's reports kept labeled")
     seed: int = 0
 
     @classmethod
@@ -145,6 +152,7 @@ class LabelSpec(BaseModel):
 
     @property
     def is_clean(self) -> bool:
+        """No corruption and every report kept: the matrix is the source's after the policy."""
         return self.drop == 0 and self.add == 0 and self.shift == 0 and self.keep == 1
 
     def describe(self) -> str:
@@ -217,7 +225,7 @@ def _cell_uniform(
     keys: np.ndarray,
     region_codes: np.ndarray,
     finding_codes: np.ndarray,
-    cells: tuple[np.ndarray, np.ndarray, np.ndarray],
+    cells: tuple[np.ndarray, ...],
 ) -> np.ndarray:
     rows, regions, findings = cells
     return _uniform(seed, kind, keys[rows].astype(np.uint64), region_codes[regions], finding_codes[findings])
@@ -235,25 +243,20 @@ def kept_reports(report_keys: np.ndarray, keep: float, seed: int) -> np.ndarray:
 
 
 # --- building the matrix -----------------------------------------------------------------------
-def _check_regional(store: Store, run: str) -> None:
-    run_id = store.run(run).run_id
-    regional, total = store.con.execute(
-        "SELECT count(*) FILTER (WHERE region IS NOT NULL), count(*) FROM labels WHERE run_id = ?", [run_id]
-    ).fetchall()[0]
-    if total and not regional:
-        raise InputError(
-            f"run {store.run(run).name!r} has image-level labels only (no regions); a label spec "
-            "corrupts region-level labels"
-        )
+def check_regional(store: Store, run: str | int, purpose: str = "a label spec corrupts region-level labels") -> None:
+    """Refuse a run whose labels are all image-level (a CheXpert CSV import, say): `purpose`
+    says what needs regions."""
+    regional, image_level = store.label_level_counts(run)
+    if image_level and not regional:
+        raise InputError(f"run {store.run(run).name!r} has image-level labels only (no regions); {purpose}")
 
 
 def run_findings(store: Store, run: str, vocabulary: Vocabulary) -> tuple[str, ...]:
-    """The vocabulary findings a run has any region-level label for, in vocabulary order."""
-    rows = store.con.execute(
-        "SELECT DISTINCT finding FROM labels WHERE run_id = ? AND region IS NOT NULL", [store.run(run).run_id]
-    ).fetchall()
-    labelled = {r[0] for r in rows}
-    return tuple(f for f in vocabulary.finding_names if f in labelled)
+    """The vocabulary findings a run has any region-level label for, in vocabulary order (a
+    derived matrix is laid out over the vocabulary, so another vocabulary's findings are left out)."""
+    names = set(vocabulary.finding_names)
+    found = store.run_findings(run, vocabulary.finding_names, region_level=True)
+    return tuple(f for f in found if f in names)
 
 
 def derive_matrix(
@@ -268,7 +271,7 @@ def derive_matrix(
     source covers, or `report_keys`, which it must all cover)."""
     vocab = comparison_vocabulary(vocabulary)
     source = store.run(spec.source).name
-    _check_regional(store, source)
+    check_regional(store, source)
     unknown = [r for r in regions if r not in vocab.region_names] + [
         f for f in findings if f not in vocab.finding_names
     ]
@@ -290,13 +293,8 @@ def derive_matrix(
     counts = CorruptionCounts(reports_source=len(keys))
     keys = keys[kept_reports(keys, spec.keep, spec.seed)]
     counts.reports_kept = len(keys)
-    matrix = store.label_matrix(source, regions, findings, report_keys=keys)
-    codes = matrix.codes.copy()
-
-    if spec.uncertain == "positive":
-        codes[codes == UNCERTAIN] = PRESENT
-    elif spec.uncertain == "negative":
-        codes[codes == UNCERTAIN] = ABSENT
+    matrix = store.label_matrix(source, regions, findings, report_keys=keys.tolist())
+    codes, mask = apply_uncertainty(matrix.codes, spec.uncertain)
 
     region_codes = np.asarray([_name_code(r) for r in regions], dtype=np.uint64)
     finding_codes = np.asarray([_name_code(f) for f in findings], dtype=np.uint64)
@@ -348,7 +346,7 @@ def derive_matrix(
     origin[moved_to] = regs[shifted]
     counts.dropped, counts.shifted, counts.added = int(dropped.sum()), int(shifted.sum()), int(added.sum())
 
-    mask = codes != UNCERTAIN
+    # The corruptions neither make nor move uncertain cells: the policy's mask still holds.
     counts.uncertain_masked = int((~mask).sum())
     return DerivedMatrix(LabelMatrix(keys, tuple(regions), tuple(findings), codes), mask, counts, origin)
 
@@ -384,10 +382,6 @@ class LabelQuality:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: an undefined metric (NaN) becomes None."""
-
-        def finite(values: dict[str, float]) -> dict[str, float | None]:
-            return {k: (None if isinstance(v, float) and v != v else v) for k, v in values.items()}
-
         return {
             "reference": self.reference,
             "policy": self.policy,
@@ -419,8 +413,9 @@ def matrix_quality(
         )
     row_of = {int(k): i for i, k in enumerate(matrix.report_keys)}
     ours = matrix.codes[[row_of[int(k)] for k in common]]
-    theirs = store.label_matrix(reference, matrix.regions, matrix.findings, report_keys=common).codes
-    theirs_image = store.image_matrix(reference, matrix.regions, matrix.findings, report_keys=common).codes
+    keys = common.tolist()
+    theirs = store.label_matrix(reference, matrix.regions, matrix.findings, report_keys=keys).codes
+    theirs_image = store.image_matrix(reference, matrix.regions, matrix.findings, report_keys=keys).codes
     if findings is None:
         occurs = ((ours == PRESENT) | (ours == UNCERTAIN) | (theirs == PRESENT) | (theirs == UNCERTAIN)).any(
             axis=(0, 1)
@@ -462,12 +457,7 @@ def spec_quality(
         layout = tuple(findings)
     else:
         # The reference's image-level labels count too: they take part in the image-level scores.
-        labelled = set(run_findings(store, spec.source, vocab)) | {
-            r[0]
-            for r in store.con.execute(
-                "SELECT DISTINCT finding FROM labels WHERE run_id = ?", [store.run(reference).run_id]
-            ).fetchall()
-        }
+        labelled = set(run_findings(store, spec.source, vocab)) | set(store.run_findings(reference))
         layout = tuple(f for f in vocab.finding_names if f in labelled)
     matrix, _ = build_matrix(store, spec, regions, layout, report_keys, vocab)
     return matrix_quality(store, matrix, reference, QUALITY_POLICY[spec.uncertain], findings)
@@ -475,15 +465,14 @@ def spec_quality(
 
 # --- derived runs ----------------------------------------------------------------------------------
 @dataclass
-class DerivedRun:
+class DeriveRequest:
+    """A derived run to create: `spec` applied to its source run, stored as run `name`; measured
+    against run `reference` when one is given."""
+
     name: str
-    run_id: int
     spec: LabelSpec
-    counts: CorruptionCounts
-    labels: int
-    statuses: dict[str, int]
-    quality: LabelQuality | None
-    notes: list[str] = field(default_factory=list)
+    reference: str | None = None
+    vocabulary: Vocabulary | str | None = None
 
 
 _STATUS_OF_CODE = {PRESENT: "present", ABSENT: "absent", UNCERTAIN: "uncertain"}
@@ -548,55 +537,57 @@ def derived_label_table(store: Store, derived: DerivedMatrix, source: str) -> pa
     )
 
 
-def save_derived_run(
-    db: str | Path, spec: LabelSpec, name: str, reference: str | None = None, vocabulary: Vocabulary | str | None = None
-) -> DerivedRun:
-    """Store the matrix `spec` defines as a new run `name` of kind `derived` (source = the source
+def derive_run(store: Store, request: DeriveRequest, *, hooks: RunHooks | None = None) -> RunResult:
+    """Store the matrix `request.spec` defines as a new run of kind `derived` (source = the source
     run; params = the spec, the corruption counts, the findings and, given a reference run, the
     quality against it), in one transaction. Its layout: every vocabulary region x the findings
     the source run labels at region level; it covers the kept reports. Image-level labels of the
-    source are not carried over (noted in params)."""
-    vocab = comparison_vocabulary(vocabulary)
-    with Store(db) as store:
-        check_new_run_name(store, name)
-        source = store.run(spec.source)
-        if reference is not None:
-            store.run(reference)  # an unknown reference fails before anything is computed
-        findings = run_findings(store, source.name, vocab)
-        derived = derive_matrix(store, spec, vocab.region_names, findings, vocabulary=vocab)
-        quality = (
-            matrix_quality(store, derived.matrix, reference, QUALITY_POLICY[spec.uncertain])
-            if reference is not None
-            else None
-        )
-        table = derived_label_table(store, derived, source.name)
-        notes = []
-        image_level = store.con.execute(
-            "SELECT count(*) FROM labels WHERE run_id = ? AND region IS NULL", [source.run_id]
-        ).fetchall()[0][0]
-        if image_level:
-            notes.append(f"{image_level:,} image-level labels of {source.name!r} are not carried over")
-        params = {
-            "spec": spec.model_dump(),
-            "counts": derived.counts.as_dict(),
-            "findings": list(findings),
-            "quality": quality.as_dict() if quality else None,
-            "notes": notes,
-        }
-        run_id = record_run(
-            store,
-            RunSpec(
-                name=name,
-                kind=RunKind.derived,
-                vocabulary_version=source.vocabulary_version,
-                backend="labelspec",
-                params=params,
-                source=source.name,
-            ),
-            derived.matrix.report_keys.tolist(),
-            table,
-        )
-    statuses: dict[str, int] = {}
-    for status in table["status"].to_pylist():
-        statuses[status] = statuses.get(status, 0) + 1
-    return DerivedRun(name, run_id, spec, derived.counts, table.num_rows, statuses, quality, notes)
+    source are not carried over (noted in params). The result's `counts` are the corruption
+    counts; `details` hold the spec, the quality (or None) and the notes."""
+    spec, reference = request.spec, request.reference
+    vocab = comparison_vocabulary(request.vocabulary)
+    check_new_run_name(store, request.name)
+    source = store.run(spec.source)
+    if reference is not None:
+        store.run(reference)  # an unknown reference fails before anything is computed
+    findings = run_findings(store, source.name, vocab)
+    derived = derive_matrix(store, spec, vocab.region_names, findings, vocabulary=vocab)
+    quality = (
+        matrix_quality(store, derived.matrix, reference, QUALITY_POLICY[spec.uncertain])
+        if reference is not None
+        else None
+    )
+    table = derived_label_table(store, derived, source.name)
+    notes = []
+    image_level = store.label_level_counts(source.run_id)[1]
+    if image_level:
+        notes.append(f"{image_level:,} image-level labels of {source.name!r} are not carried over")
+    params = {
+        "spec": spec.model_dump(),
+        "counts": derived.counts.as_dict(),
+        "findings": list(findings),
+        "quality": quality.as_dict() if quality else None,
+        "notes": notes,
+    }
+    run_spec = RunSpec(
+        name=request.name,
+        kind=RunKind.derived,
+        vocabulary_version=source.vocabulary_version,
+        backend="labelspec",
+        params=params,
+        source=source.name,
+    )
+    result = RunResult(
+        name=request.name, kind=RunKind.derived.value, source=source.name, reports=len(derived.matrix.report_keys)
+    )
+    if hooks:
+        hooks.start(result)
+    result.run_id = record_run(store, run_spec, derived.matrix.report_keys.tolist(), table)
+    result.reports_done = result.reports
+    result.labels = table.num_rows
+    result.statuses = status_counts(table)
+    result.counts = Counter(derived.counts.as_dict())
+    result.details = {"spec": spec, "quality": quality, "notes": notes}
+    if hooks:
+        hooks.advance(result, result.reports)
+    return result

@@ -233,6 +233,9 @@ def image_level_labels(labels: torch.Tensor, label_mask: torch.Tensor) -> tuple[
 
 
 class CLALANet(nn.Module):
+    pos_weight: torch.Tensor | None  # buffers (registered in __init__)
+    global_pos_weight: torch.Tensor | None
+
     def __init__(self, config: CLALANetConfig):
         super().__init__()
         self.config = config
@@ -301,7 +304,9 @@ class CLALANet(nn.Module):
                 )
                 weights["decoder"] = self.config.decoder_loss_weight
 
-        output.loss = sum(weights[name] * value for name, value in output.losses.items())
+        total = sum(weights[name] * value for name, value in output.losses.items())
+        assert isinstance(total, torch.Tensor)  # the region term is always there
+        output.loss = total
         return output
 
     @torch.no_grad()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +119,7 @@ class RegionSentenceDecoder(nn.Module):
     def __init__(self, config: DecoderConfig):
         super().__init__()
         self.config = config
-        self.language_model = build_language_model(config)
+        self.language_model: Any = build_language_model(config)  # a transformers causal LM
         self.embedding_size = self.language_model.get_input_embeddings().embedding_dim
         self.prefix_projection = nn.Linear(config.d_model, config.prefix_tokens * self.embedding_size)
 

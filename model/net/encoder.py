@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
@@ -45,7 +46,7 @@ class EncoderOutput:
     feature_map: torch.Tensor  # [B, C, h, w], the backbone's last feature map
 
 
-def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
+def load_backbone_weights(backbone: Any, path: str | Path) -> list[str]:
     """Load a local state-dict file into a timm backbone; returns the checkpoint keys left unused.
 
     Accepts a bare state dict or one nested under "state_dict"/"model", with or without a DDP
@@ -58,7 +59,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        state: dict[str, Any] = load_file(str(path))
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
     for nesting in ("state_dict", "model"):
@@ -105,7 +106,8 @@ class RegionImageEncoder(nn.Module):
         super().__init__()
         self.config = config
         # num_classes=0 and global_pool="" keep the spatial map from forward_features.
-        self.backbone = timm.create_model(
+        # A timm model: beyond nn.Module it has num_features, feature_info, forward_features.
+        self.backbone: Any = timm.create_model(
             config.backbone, pretrained=False, in_chans=config.in_chans, num_classes=0, global_pool=""
         )
         if config.backbone_weights:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +83,7 @@ class ImageTextContrastiveLoss(nn.Module):
     def __init__(self, config: ITCLConfig):
         super().__init__()
         self.config = config
-        self.text_encoder = build_text_encoder(config)
+        self.text_encoder: Any = build_text_encoder(config)  # a transformers model
         if config.freeze_text_encoder:
             self.text_encoder.requires_grad_(False)
         text_size = self.text_encoder.config.hidden_size

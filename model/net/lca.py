@@ -74,4 +74,5 @@ class LesionCrossAttention(nn.Module):
         weights = None
         for layer in self.layers:
             region_features, weights = layer(region_features, cues)
+        assert weights is not None, "LesionCrossAttention has at least one layer"
         return region_features, weights

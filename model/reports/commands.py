@@ -1,80 +1,77 @@
-"""CLI view of `clala generate`: generate reports from a checkpoint, store them, and show what was
-written and how to score it."""
+"""`clala generate` (reports from a checkpoint, stored with provenance) and `clala score-reports`
+(label consistency, BLEU-4 / ROUGE-L and the optional LLM judge of a generation, printed as
+tables, stored as an experiment and written to --out). Each command parses its options into one
+request, opens the store once, calls one engine function and renders what it returns."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
 
 from labeling.core.cli_options import (
+    DEFAULT_API_KEY_ENV,
     DEFAULT_DB,
-    ClalaError,
+    AllowRemoteOption,
+    ApiKeyEnvOption,
     DataOption,
     DbOption,
     DeviceOption,
     ImagenomeOption,
     user_errors,
 )
+from labeling.core.errors import InputError
+from labeling.core.formatting import format_counts, format_number
 from labeling.core.terminal import output_console
-from model.reports.generation import Generation, generate_reports
-from model.reports.writer import LLMOptions
+from model.reports.options import (
+    JudgeBackendOption,
+    JudgeBaseUrlOption,
+    JudgeModelOption,
+    JudgeModelPathOption,
+    JudgeStructuredOutputOption,
+    LlmBackendOption,
+    LlmBaseUrlOption,
+    LlmModelOption,
+    LlmModelPathOption,
+    LlmStructuredOutputOption,
+    llm_options,
+)
+
+if TYPE_CHECKING:
+    from labeling.store.store import Store
+    from model.reports.generation import GenerateRequest, Generation
+    from model.reports.scoring import ReportScores, ScoreRequest
 
 
+# --- clala generate ----------------------------------------------------------------------------------
 def run_generate(
-    checkpoint: Path,
-    db: Path,
-    data: Path,
-    name: str,
-    split: str = "test",
-    imagenome: Path | None = None,
-    regions: str = "abnormal",
-    beams: int = 1,
-    max_new_tokens: int | None = None,
-    llm: LLMOptions | None = None,
-    limit: int | None = None,
-    batch_size: int = 16,
-    device: str = "auto",
-    allow_remote: bool = False,
-    show: int = 1,
-    console: Console | None = None,
+    store: Store, request: GenerateRequest, *, show: int = 1, console: Console | None = None
 ) -> Generation:
+    """Generate and store the reports, then say what was written, show the first `show` of them
+    and how to score them."""
+    from model.reports.generation import generate_reports
+    from model.reports.writer import generated_reports
+
     console = console or output_console()
-    result = generate_reports(
-        checkpoint,
-        db,
-        data,
-        name,
-        split,
-        imagenome,
-        regions,
-        beams,
-        max_new_tokens,
-        llm,
-        limit,
-        batch_size,
-        device,
-        allow_remote,
-    )
-    aggregators = ", ".join(f"{k} {v:,}" for k, v in sorted(result.aggregators.items()))
+    result = generate_reports(store, request)
     console.print(
         f"generation [bold]{escape(result.name)}[/bold]: {result.reports:,} reports in dataset "
-        f"{escape(result.dataset)} ({aggregators}); {result.region_sentences:,} region sentences from the "
-        f"{result.sentences_source}",
+        f"{escape(result.dataset)} ({format_counts(result.aggregators)}); {result.region_sentences:,} region "
+        f"sentences from the {result.sentences_source}",
         highlight=False,
     )
     for note in result.notes:
         console.print(f"note: {escape(note)}", highlight=False)
-    from labeling.store.store import Store
-    from model.reports.writer import generated_reports
-
-    with Store(db, read_only=True) as store:
-        for row in generated_reports(store, name)[:show]:
-            console.print(f"\n[bold]{escape(row['report_id'])}[/bold]\n{escape(row['text'].strip())}", highlight=False)
-    console.print(f"\nscore them: clala score-reports {name} --reference RUN --db {db}", highlight=False)
+    for row in generated_reports(store, request.name)[:show]:
+        console.print(f"\n[bold]{escape(row['report_id'])}[/bold]\n{escape(row['text'].strip())}", highlight=False)
+    console.print(
+        f"\nscore them: clala score-reports {request.name} --reference RUN --db {store.path}", highlight=False
+    )
     return result
 
 
@@ -94,59 +91,134 @@ def generate_command(
         int | None, typer.Option("--max-new-tokens", help="per sentence (default: the model's)")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="at most this many studies")] = None,
-    llm_backend: Annotated[
-        str, typer.Option("--llm-backend", help="aggregator: none (deterministic) | local | openai | vllm")
-    ] = "none",
-    llm_base_url: Annotated[list[str] | None, typer.Option("--llm-base-url", help="server URL (repeat)")] = None,
-    llm_model: Annotated[str | None, typer.Option("--llm-model", help="model name on the server")] = None,
-    llm_model_path: Annotated[
-        Path | None, typer.Option("--llm-model-path", help="GGUF for --llm-backend local")
-    ] = None,
-    llm_structured_output: Annotated[
-        str, typer.Option("--llm-structured-output", help="auto | json_schema | llama_cpp | none")
-    ] = "auto",
-    api_key_env: Annotated[
-        str, typer.Option("--api-key-env", help="environment variable holding the API key")
-    ] = "OPENAI_API_KEY",
-    allow_remote: Annotated[
-        bool, typer.Option("--allow-remote", help="allow sending to a server that is not on this machine")
-    ] = False,
+    llm_backend: LlmBackendOption = "none",
+    llm_base_url: LlmBaseUrlOption = None,
+    llm_model: LlmModelOption = None,
+    llm_model_path: LlmModelPathOption = None,
+    llm_structured_output: LlmStructuredOutputOption = "auto",
+    api_key_env: ApiKeyEnvOption = DEFAULT_API_KEY_ENV,
+    allow_remote: AllowRemoteOption = False,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     device: DeviceOption = "auto",
 ) -> None:
-    """Write reports from a checkpoint: region sentences + predicted lesions -> FINDINGS/IMPRESSION, stored with provenance."""
-    from model.reports.commands import run_generate
-    from model.reports.writer import LLMOptions
+    """Write reports from a checkpoint: region sentences + predicted lesions -> FINDINGS/IMPRESSION, stored
+    with provenance."""
+    from labeling.store.store import Store
+    from model.reports.generation import GenerateRequest
 
     llm = None
     if llm_backend != "none":
-        try:
-            llm = LLMOptions(
-                backend=llm_backend,
-                base_urls=llm_base_url or [],
-                model=llm_model,
-                model_path=str(llm_model_path) if llm_model_path else None,
-                structured_output=llm_structured_output,
-                api_key_env=api_key_env,
-            )
-        except ValueError as exc:
-            raise ClalaError(f"invalid LLM option: {' '.join(str(exc).split())}") from None
-    run_generate(
-        checkpoint,
-        db,
-        data,
-        name,
-        split,
-        imagenome,
-        regions,
-        beams,
-        max_new_tokens,
-        llm,
-        limit,
-        batch_size,
-        device,
-        allow_remote,
+        llm = llm_options(
+            llm_backend, llm_base_url, llm_model, llm_model_path, llm_structured_output, api_key_env, role="LLM"
+        )
+    request = GenerateRequest(
+        checkpoint=checkpoint,
+        data=data,
+        name=name,
+        split=split,
+        imagenome=imagenome,
+        regions=regions,
+        beams=beams,
+        max_new_tokens=max_new_tokens,
+        llm=llm,
+        limit=limit,
+        batch_size=batch_size,
+        device=device,
+        allow_remote=allow_remote,
     )
+    if not db.is_file():
+        raise InputError(f"{db}: database not found")
+    with Store(db) as store:
+        run_generate(store, request)
+
+
+# --- clala score-reports -----------------------------------------------------------------------------
+def consistency_table(scores: ReportScores) -> Table:
+    table = Table(
+        "level",
+        "reports",
+        "findings",
+        "precision",
+        "recall",
+        "F1",
+        "macro F1",
+        "tp",
+        "fp",
+        "fn",
+        title=Text(
+            f"Label consistency: {scores.label_run} on the generated reports vs {scores.reference} on "
+            f"the source reports (uncertain: {scores.uncertain})"
+        ),
+        title_justify="left",
+    )
+    for level, comparison in (("image", scores.image), ("region", scores.region)):
+        if comparison is None:
+            continue
+        micro, macro = comparison.micro, comparison.macro
+        table.add_row(
+            level,
+            f"{comparison.reports:,}",
+            str(len(comparison.findings)),
+            format_number(micro.precision),
+            format_number(micro.recall),
+            format_number(micro.f1),
+            format_number(macro.f1),
+            f"{micro.tp:,}",
+            f"{micro.fp:,}",
+            f"{micro.fn:,}",
+        )
+    return table
+
+
+def judge_table(scores: ReportScores) -> Table | None:
+    from model.reports.scoring import CRITERIA, MAX_TOTAL
+
+    means = scores.judge_means()
+    if means is None:
+        return None
+    table = Table(
+        "criterion",
+        "mean (0-5)",
+        title_justify="left",
+        title=Text(f"LLM judge {scores.judge_model} ({len(scores.judged):,} reports)"),
+    )
+    for name in CRITERIA:
+        table.add_row(name.replace("_", " "), format_number(means[name], 2))
+    table.add_row("[bold]consistency score[/bold]", f"[bold]{format_number(means['total'], 2)} / {MAX_TOTAL}[/bold]")
+    return table
+
+
+def run_score_reports(store: Store, request: ScoreRequest, *, console: Console | None = None) -> ReportScores:
+    """Score the generation, store and write the figures, and print them."""
+    from model.reports.scoring import score_and_record
+
+    console = console or output_console()
+    recorded = score_and_record(store, request)
+    scores = recorded.scores
+    console.print(
+        f"generation [bold]{escape(scores.name)}[/bold]: {scores.reports:,} reports, "
+        f"{scores.aligned:,} with a source report",
+        emoji=False,
+    )
+    console.print(consistency_table(scores))
+    console.print(
+        f"BLEU-4 {format_number(scores.bleu4, 2)} (corpus, sacrebleu)   ROUGE-L {format_number(scores.rouge_l)} "
+        "(mean F, rouge-score)   on FINDINGS + IMPRESSION"
+    )
+    table = judge_table(scores)
+    if table is not None:
+        console.print(table)
+    if scores.judge_note:
+        console.print(f"judge: {escape(scores.judge_note)}", emoji=False)
+    for note in scores.notes:
+        console.print(f"note: {escape(note)}", emoji=False)
+    files = recorded.files
+    console.print(
+        f"stored as experiment {recorded.experiment_id}" + (f"; wrote {', '.join(map(str, files))}" if files else ""),
+        emoji=False,
+        markup=False,
+    )
+    return scores
 
 
 @user_errors
@@ -160,48 +232,40 @@ def score_reports_command(
     uncertain: Annotated[
         str, typer.Option(help="uncertain labels: exclude | positive | negative | own-class")
     ] = "exclude",
-    judge_backend: Annotated[
-        str | None,
-        typer.Option(
-            "--judge-backend",
-            help="LLM judge for the consistency score out of 20: local | openai | vllm (default: no judge)",
-        ),
-    ] = None,
-    judge_base_url: Annotated[
-        list[str] | None, typer.Option("--judge-base-url", help="judge server URL (repeat)")
-    ] = None,
-    judge_model: Annotated[str | None, typer.Option("--judge-model", help="judge model name on the server")] = None,
-    judge_model_path: Annotated[
-        Path | None, typer.Option("--judge-model-path", help="GGUF for --judge-backend local")
-    ] = None,
-    judge_structured_output: Annotated[
-        str, typer.Option("--judge-structured-output", help="auto | json_schema | llama_cpp | none")
-    ] = "auto",
-    api_key_env: Annotated[
-        str, typer.Option("--api-key-env", help="environment variable holding the API key")
-    ] = "OPENAI_API_KEY",
-    allow_remote: Annotated[
-        bool, typer.Option("--allow-remote", help="allow sending reports to a server that is not on this machine")
-    ] = False,
+    judge_backend: JudgeBackendOption = None,
+    judge_base_url: JudgeBaseUrlOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_model_path: JudgeModelPathOption = None,
+    judge_structured_output: JudgeStructuredOutputOption = "auto",
+    api_key_env: ApiKeyEnvOption = DEFAULT_API_KEY_ENV,
+    allow_remote: AllowRemoteOption = False,
     out: Annotated[
         Path | None, typer.Option("--out", help="folder for NAME.scores.json and NAME.per_report.csv")
     ] = None,
 ) -> None:
     """Score generated reports: label consistency (image and region P/R/F1), BLEU-4, ROUGE-L, optional LLM judge."""
-    from model.reports.scoring_commands import run_score_reports
-    from model.reports.writer import LLMOptions
+    from labeling.store.store import Store
+    from model.reports.scoring import ScoreRequest
 
     judge = None
     if judge_backend:
-        try:
-            judge = LLMOptions(
-                backend=judge_backend,
-                base_urls=judge_base_url or [],
-                model=judge_model,
-                model_path=str(judge_model_path) if judge_model_path else None,
-                structured_output=judge_structured_output,
-                api_key_env=api_key_env,
-            )
-        except ValueError as exc:
-            raise ClalaError(f"invalid judge option: {' '.join(str(exc).split())}") from None
-    run_score_reports(db, name, reference, labeler, judge, uncertain, out, allow_remote)
+        judge = llm_options(
+            judge_backend,
+            judge_base_url,
+            judge_model,
+            judge_model_path,
+            judge_structured_output,
+            api_key_env,
+            role="judge",
+        )
+    request = ScoreRequest(
+        name=name,
+        reference=reference,
+        labeler=labeler,
+        judge=judge,
+        uncertain=uncertain,
+        allow_remote=allow_remote,
+        out=out,
+    )
+    with Store.open_existing(db) as store:
+        run_score_reports(store, request)

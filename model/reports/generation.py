@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,13 +41,48 @@ from model.reports.writer import (
     RegionSentence,
     ReportInputs,
     StoredReports,
-    generated_dataset,
+    check_generation_name,
     store_generated_reports,
     write_reports,
 )
-from schemas.runs import run_name_problem
 
 REGION_SELECTIONS = ("abnormal", "all")
+
+
+@dataclass(kw_only=True)
+class GenerateRequest:
+    """What `clala generate` writes: one report per study of `split` (at most `limit`) from
+    `checkpoint`, the images under `data` (scene graphs under `imagenome`, default `data`),
+    stored as generation `name`; `llm`: the aggregator (None: the deterministic fallback)."""
+
+    checkpoint: str | Path
+    data: str | Path
+    name: str
+    split: str = "test"
+    imagenome: str | Path | None = None
+    regions: str = "abnormal"
+    beams: int = 1
+    max_new_tokens: int | None = None
+    llm: LLMOptions | None = None
+    limit: int | None = None
+    batch_size: int = 16
+    device: str = "auto"
+    allow_remote: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse options that cannot work before anything is opened or loaded."""
+        from labeling.sources.llm import BACKENDS
+
+        llm, regions, beams, limit = self.llm, self.regions, self.beams, self.limit
+        if llm is not None and llm.backend not in BACKENDS:
+            raise InputError(f"--llm-backend: {llm.backend!r} is not one of none, {', '.join(BACKENDS)}")
+        if regions not in REGION_SELECTIONS:
+            raise InputError(f"--regions: {regions!r} is not one of {', '.join(REGION_SELECTIONS)}")
+        if beams < 1:
+            raise InputError(f"--beams: {beams} is below 1")
+        if limit is not None and limit < 1:
+            raise InputError(f"--limit: {limit} is below 1")
+        check_generation_name(self.name)
 
 
 @dataclass
@@ -66,34 +102,8 @@ def template_sentence(finding: str, region: str) -> str:
     return f"{finding[0].upper()}{finding[1:]} in the {region}."
 
 
-def _check_options(
-    db: str | Path, name: str, regions: str, beams: int, limit: int | None, llm: LLMOptions | None
-) -> None:
-    from labeling.sources.llm.backends import BACKENDS
-
-    if llm is not None and llm.backend not in BACKENDS:
-        raise InputError(f"--llm-backend: {llm.backend!r} is not one of none, {', '.join(BACKENDS)}")
-    if regions not in REGION_SELECTIONS:
-        raise InputError(f"--regions: {regions!r} is not one of {', '.join(REGION_SELECTIONS)}")
-    if beams < 1:
-        raise InputError(f"--beams: {beams} is below 1")
-    if limit is not None and limit < 1:
-        raise InputError(f"--limit: {limit} is below 1")
-    problem = run_name_problem(name)
-    if problem:
-        raise InputError(f"--name: {problem.replace('run name', 'name')}")
-    if not Path(db).is_file():
-        raise InputError(f"{db}: database not found")
-    with Store(db, read_only=True) as store:
-        if store.con.execute("SELECT count(*) FROM reports WHERE dataset = ?", [generated_dataset(name)]).fetchall()[0][
-            0
-        ]:
-            raise InputError(f"{store.path}: generated reports named {name!r} already exist; choose another --name")
-
-
-def _source_keys(db: str | Path, study_ids: list[str], dataset: str | None) -> dict[str, int]:
-    with Store(db, read_only=True) as store:
-        found = store.report_keys(study_ids, by="study_id", dataset=dataset)
+def _source_keys(store: Store, study_ids: list[str], dataset: str | None) -> dict[str, int]:
+    found = store.report_keys(study_ids, by="study_id", dataset=dataset)
     keys = {}
     for study, hits in found.items():
         sources = [key for name, key in hits if not name.startswith(GENERATED_PREFIX)]
@@ -102,140 +112,175 @@ def _source_keys(db: str | Path, study_ids: list[str], dataset: str | None) -> d
     return keys
 
 
-def generate_reports(
-    checkpoint: str | Path,
-    db: str | Path,
-    data_dir: str | Path,
-    name: str,
-    split: str = "test",
-    imagenome: str | Path | None = None,
-    regions: str = "abnormal",
-    beams: int = 1,
-    max_new_tokens: int | None = None,
-    llm: LLMOptions | None = None,
-    limit: int | None = None,
-    batch_size: int = 16,
-    device: str = "auto",
-    allow_remote: bool = False,
-) -> Generation:
-    """Generate and store one report per study of `split` (at most `limit`); see the module doc."""
-    import torch
-    from torch.utils.data import DataLoader
+def _first_image_per_study(request: GenerateRequest) -> list[Any]:
+    """The split's records, one per study (its first image in split order), at most `limit`."""
+    from model.data.dataset import load_cohort
 
-    from model.data.dataset import REGION_NAMES, Examples, RegionDataset, load_cohort
-    from model.net.decoder import decode_sentences
-    from model.train.loop import (
-        BatchCollator,
-        allowed_cells,
-        load_checkpoint,
-        load_tokenizer,
-        model_from_checkpoint,
-        model_inputs,
-        resolve_device,
-    )
-
-    _check_options(db, name, regions, beams, limit, llm)
-    ckpt = load_checkpoint(checkpoint)
-    lesions = list(ckpt["lesions"])
-    thresholds = np.asarray(ckpt["thresholds"], np.float32)
-    train_config = ckpt["train_config"]
-    has_decoder = bool(ckpt["model_config"].get("use_decoder"))
-    tokenizer = load_tokenizer(ckpt) if has_decoder else None
-
-    cohort = load_cohort(data_dir, imagenome or data_dir, split, exclude_avoided=False)
+    data = request.data
+    cohort = load_cohort(data, request.imagenome or data, request.split, exclude_avoided=False)
     records, seen = [], set()
     for record in cohort.records:
         if record.study_id not in seen:
             seen.add(record.study_id)
             records.append(record)
-    if limit is not None:
-        records = records[:limit]
+    if request.limit is not None:
+        records = records[: request.limit]
     if not records:
-        raise InputError(f"{imagenome or data_dir}: no images in split {split!r}")
-    shape = (len(records), len(REGION_NAMES), len(lesions))
-    examples = Examples(
-        records,
-        tuple(lesions),
-        np.full(len(records), -1, np.int64),
-        np.zeros(shape, np.float32),
-        np.ones(shape, bool),
-        [[""] * len(REGION_NAMES) for _ in records],
-    )
-    dataset = RegionDataset(examples, image_size=train_config["image_size"], augment=None)
-    target = resolve_device(device)
-    model = model_from_checkpoint(ckpt, target)
-    allowed = allowed_cells(lesions)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=BatchCollator(allowed))
-    source_keys = _source_keys(db, [r.study_id for r in records], train_config.get("dataset"))
+        raise InputError(f"{request.imagenome or data}: no images in split {request.split!r}")
+    return records
 
-    items: list[ReportInputs] = []
-    usable_cells = torch.from_numpy(allowed).to(target)
-    cuts = torch.from_numpy(thresholds).to(target)
-    with torch.no_grad():
-        for batch in loader:
-            inputs = {k: v for k, v in model_inputs(batch, target).items() if k in ("image", "boxes", "box_mask")}
-            probabilities = torch.sigmoid(model.encode(inputs).region_logits.float())  # [B, R, L]
-            usable = inputs["box_mask"].bool()[..., None] & usable_cells[None]
-            predicted = (probabilities >= cuts) & usable
-            selected = predicted.any(dim=-1) if regions == "abnormal" else inputs["box_mask"].bool()
-            texts: dict[tuple[int, int], str] = {}
-            if has_decoder and selected.any():
-                ids = model.generate_sentences(inputs, selected, num_beams=beams, max_new_tokens=max_new_tokens)
-                rows = selected.nonzero().tolist()
-                for (b, r), text in zip(rows, decode_sentences(tokenizer, ids[selected].cpu())):
-                    texts[(b, r)] = text
-            probabilities, predicted, selected = (
-                probabilities.cpu().numpy(),
-                predicted.cpu().numpy(),
-                selected.cpu().numpy(),
+
+@dataclass
+class _ReportPredictor:
+    """Turns batches of images into `ReportInputs`: the lesions the checkpoint's thresholds
+    predict, and one sentence per selected region (decoder or template)."""
+
+    model: Any
+    target: Any  # torch.device
+    lesions: list[str]
+    thresholds: np.ndarray
+    tokenizer: Any  # None: no sentence decoder, template sentences
+    request: GenerateRequest
+
+    def __post_init__(self) -> None:
+        import torch
+
+        from model.data.batches import allowed_cells
+
+        self.usable_cells = torch.from_numpy(allowed_cells(self.lesions)).to(self.target)
+        self.cuts = torch.from_numpy(self.thresholds).to(self.target)
+
+    def batch(
+        self, batch: dict[str, Any], records: list[Any], first: int, source_keys: dict[str, int]
+    ) -> list[ReportInputs]:
+        """The report inputs of one batch, whose records are `records[first:]` (in loader order)."""
+        import torch
+
+        from model.data.batches import model_inputs
+
+        inputs = {k: v for k, v in model_inputs(batch, self.target).items() if k in ("image", "boxes", "box_mask")}
+        probabilities = torch.sigmoid(self.model.encode(inputs).region_logits.float())  # [B, R, L]
+        box_mask = inputs["box_mask"].bool()
+        usable = box_mask[..., None] & self.usable_cells[None]
+        predicted = (probabilities >= self.cuts) & usable
+        selected = predicted.any(dim=-1) if self.request.regions == "abnormal" else box_mask
+        texts = self._decoded(inputs, selected)
+        probabilities_np, predicted_np = probabilities.cpu().numpy(), predicted.cpu().numpy()
+        selected_np, usable_np = selected.cpu().numpy(), usable.cpu().numpy()
+        return [
+            ReportInputs(
+                report_id=study,
+                source_report_key=source_keys.get(study),
+                image_paths=[str(records[first + b].image_path)],
+                region_sentences=self._sentences(b, selected_np[b], predicted_np[b], texts),
+                lesions=self._found(probabilities_np[b], predicted_np[b], usable_np[b]),
             )
-            usable = usable.cpu().numpy()
-            for b, study in enumerate(batch["study_id"]):
-                index = len(items)
-                sentences = []
-                for r in np.flatnonzero(selected[b]):
-                    if has_decoder:
-                        text = texts.get((b, int(r)), "")
-                        if text.strip():
-                            sentences.append(RegionSentence(region=REGION_NAMES[r], text=text))
-                    else:
-                        sentences += [
-                            RegionSentence(region=REGION_NAMES[r], text=template_sentence(lesions[j], REGION_NAMES[r]))
-                            for j in np.flatnonzero(predicted[b, r])
-                        ]
-                found = []
-                for j, lesion in enumerate(lesions):
-                    where = np.flatnonzero(predicted[b, :, j])
-                    if len(where):
-                        top = float(np.where(usable[b, :, j], probabilities[b, :, j], 0.0).max())
-                        found.append(
-                            PredictedLesion(
-                                finding=lesion,
-                                probability=min(max(top, 0.0), 1.0),
-                                regions=tuple(REGION_NAMES[r] for r in where),
-                            )
-                        )
-                items.append(
-                    ReportInputs(
-                        report_id=study,
-                        source_report_key=source_keys.get(study),
-                        image_paths=[str(records[index].image_path)],
-                        region_sentences=sentences,
-                        lesions=found,
+            for b, study in enumerate(batch["study_id"])
+        ]
+
+    def _decoded(self, inputs: dict[str, Any], selected: Any) -> dict[tuple[int, int], str]:
+        """(batch index, region index) -> the decoder's sentence, for every selected region."""
+        from model.net.decoder import decode_sentences
+
+        if self.tokenizer is None or not selected.any():
+            return {}
+        ids = self.model.generate_sentences(
+            inputs, selected, num_beams=self.request.beams, max_new_tokens=self.request.max_new_tokens
+        )
+        rows = selected.nonzero().tolist()
+        return {(b, r): text for (b, r), text in zip(rows, decode_sentences(self.tokenizer, ids[selected].cpu()))}
+
+    def _sentences(
+        self, b: int, selected: np.ndarray, predicted: np.ndarray, texts: dict[tuple[int, int], str]
+    ) -> list[RegionSentence]:
+        from model.data.dataset import REGION_NAMES
+
+        sentences = []
+        for r in np.flatnonzero(selected):
+            if self.tokenizer is not None:
+                text = texts.get((b, int(r)), "")
+                if text.strip():
+                    sentences.append(RegionSentence(region=REGION_NAMES[r], text=text))
+            else:
+                sentences += [
+                    RegionSentence(region=REGION_NAMES[r], text=template_sentence(self.lesions[j], REGION_NAMES[r]))
+                    for j in np.flatnonzero(predicted[r])
+                ]
+        return sentences
+
+    def _found(self, probabilities: np.ndarray, predicted: np.ndarray, usable: np.ndarray) -> list[PredictedLesion]:
+        """Each predicted lesion: the highest probability over its usable regions, and where it passes."""
+        from model.data.dataset import REGION_NAMES
+
+        found = []
+        for j, lesion in enumerate(self.lesions):
+            where = np.flatnonzero(predicted[:, j])
+            if len(where):
+                top = float(np.where(usable[:, j], probabilities[:, j], 0.0).max())
+                found.append(
+                    PredictedLesion(
+                        finding=lesion,
+                        probability=min(max(top, 0.0), 1.0),
+                        regions=tuple(REGION_NAMES[r] for r in where),
                     )
                 )
-    written = write_reports(items, llm, threshold=0.0, allow_remote=allow_remote)
+        return found
+
+
+def generate_reports(store: Store, request: GenerateRequest) -> Generation:
+    """Generate and store one report per study of `request.split` (at most `request.limit`); see
+    the module doc."""
+    import torch
+
+    from model.evaluate.inference import (
+        InferenceOptions,
+        amp_dtype,
+        inference_loader,
+        load_inference,
+        unlabeled_examples,
+    )
+    from model.train.checkpoint import load_tokenizer
+
+    check_generation_name(request.name, store)
+    options = InferenceOptions(
+        request.checkpoint,
+        request.data,
+        request.imagenome,
+        request.split,
+        batch_size=request.batch_size,
+        device=request.device,
+    )
+    # The one inference loader and AMP decision of evaluate and predict (model.evaluate.inference).
+    inference = load_inference(options)
+    ckpt = inference.checkpoint
+    lesions = inference.lesions
+    thresholds = np.asarray(ckpt["thresholds"], np.float32)
+    train_config = ckpt["train_config"]
+    has_decoder = bool(ckpt["model_config"].get("use_decoder"))
+    tokenizer = load_tokenizer(ckpt) if has_decoder else None
+
+    records = _first_image_per_study(request)
+    target = inference.device
+    loader = inference_loader(unlabeled_examples(records, lesions), inference, options)
+    source_keys = _source_keys(store, [r.study_id for r in records], train_config.get("dataset"))
+
+    predictor = _ReportPredictor(inference.model, target, lesions, thresholds, tokenizer, request)
+    items: list[ReportInputs] = []
+    with torch.no_grad(), torch.autocast(device_type=target.type, dtype=amp_dtype(), enabled=inference.amp):
+        for batch in loader:
+            items += predictor.batch(batch, records, len(items), source_keys)
+    written = write_reports(items, request.llm, threshold=0.0, allow_remote=request.allow_remote)
     provenance = {
-        "split": split,
-        "regions": regions,
-        "beams": beams,
-        "max_new_tokens": max_new_tokens,
+        "split": request.split,
+        "regions": request.regions,
+        "beams": request.beams,
+        "max_new_tokens": request.max_new_tokens,
         "sentences": "decoder" if has_decoder else "template",
         "thresholds": dict(zip(lesions, thresholds.tolist())),
         "epoch": ckpt.get("epoch"),
         "label_spec": ckpt.get("label_spec"),
     }
-    stored = store_generated_reports(db, name, written, checkpoint=checkpoint, provenance=provenance)
+    stored = store_generated_reports(store, request.name, written, checkpoint=request.checkpoint, provenance=provenance)
     notes = []
     if not has_decoder:
         notes.append(
@@ -246,7 +291,7 @@ def generate_reports(
     if without:
         notes.append(f"{without:,} studies have no single stored source report; score-reports leaves them out")
     return Generation(
-        name,
+        request.name,
         stored.dataset,
         len(items),
         provenance["sentences"],
@@ -258,4 +303,4 @@ def generate_reports(
     )
 
 
-__all__ = ["generate_reports", "Generation", "template_sentence", "REGION_SELECTIONS"]
+__all__ = ["generate_reports", "GenerateRequest", "Generation", "template_sentence", "REGION_SELECTIONS"]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,10 @@ import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 
 from labeling.core.errors import ClalaError, InputError
-from labeling.ingest.sections import FINDING_SECTIONS
-from labeling.review.compare import Comparison, bin_counts, cell_bins, check_options, comparison_vocabulary
+from labeling.core.files import atomic_path
+from labeling.core.formatting import finite
+from labeling.ingest import FINDING_SECTIONS
+from labeling.review import Comparison, bin_counts, cell_bins, check_options, comparison_vocabulary
 from labeling.store.store import Store
 from model.reports.writer import LLMOptions, ask_all, generated_dataset, generated_reports
 from prompts.render import load_prompt
@@ -182,19 +183,7 @@ class ReportScores:
             },
             "notes": list(self.notes),
         }
-        return _finite(summary)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return None if not math.isfinite(float(value)) else float(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+        return finite(summary)
 
 
 # --- text --------------------------------------------------------------------------------------------------
@@ -233,51 +222,40 @@ def label_run_name(name: str, labeler: str) -> str:
     return f"score:{name}:{labeler}"
 
 
-def label_generated(db: str | Path, name: str, labeler: str = "rules", allow_remote: bool = False) -> str:
+def label_generated(store: Store, name: str, labeler: str = "rules", *, allow_remote: bool = False) -> str:
     """Label generation `name`'s reports with `labeler` ("rules", or the name of a rules or LLM run
     whose source to reuse) as run `score:<name>:<labeler>`; an existing such run that covers them
     all is reused. Returns the run name."""
-    from labeling.sources.llm.run import LabelOptions, label_reports
-    from labeling.sources.rules.run import label_with_rules
+    from labeling.sources import ReportSelection
+    from labeling.sources.llm import LabelOptions, LlmRequest, label_with_llm
+    from labeling.sources.rules import RulesRequest, label_with_rules
 
     run_name = label_run_name(name, labeler)
     dataset = generated_dataset(name)
-    with Store(db, read_only=True) as store:
-        keys = [row["report_key"] for row in generated_reports(store, name)]
-        existing = next((run for run in store.runs() if run.name == run_name), None)
-        if existing is not None:
-            missing = np.setdiff1d(keys, store.covered_reports(run_name))
-            if not len(missing):
-                return run_name
-            if existing.status.value == "complete":
-                raise InputError(
-                    f"run {run_name!r} exists but does not cover {len(missing):,} of the generated "
-                    "reports; score with another --labeler"
-                )
-        source = None if labeler == "rules" else store.run(labeler)
-    report_keys = lambda _store: keys  # noqa: E731 - the generated reports, nothing else
+    keys = [row["report_key"] for row in generated_reports(store, name)]
+    existing = next((run for run in store.runs() if run.name == run_name), None)
+    if existing is not None:
+        missing = np.setdiff1d(keys, store.covered_reports(run_name))
+        if not len(missing):
+            return run_name
+        if existing.status.value == "complete":
+            raise InputError(
+                f"run {run_name!r} exists but does not cover {len(missing):,} of the generated "
+                "reports; score with another --labeler"
+            )
+    source = None if labeler == "rules" else store.run(labeler)
+    new_name, resume = (run_name, None) if existing is None else (None, run_name)
+    reports = ReportSelection(report_keys=keys)  # the generated reports, nothing else
     if source is None:
-        label_with_rules(
-            db, run_name if existing is None else None, report_keys, resume=run_name if existing is not None else None
-        )
+        label_with_rules(store, RulesRequest(name=new_name, resume=resume, reports=reports))
     elif source.kind.value == "rules":
-        label_with_rules(
-            db,
-            run_name if existing is None else None,
-            report_keys,
-            source.params.get("vocabulary"),
-            source.params.get("enable", []),
-            resume=run_name if existing is not None else None,
-        )
+        vocabulary, enable = source.params.get("vocabulary"), source.params.get("enable", [])
+        request = RulesRequest(name=new_name, resume=resume, reports=reports, vocabulary=vocabulary, enable=enable)
+        label_with_rules(store, request)
     elif source.kind.value == "llm":
         options = LabelOptions.model_validate({**source.params, "dataset": dataset, "report_ids": [], "limit": None})
-        summary = label_reports(
-            db,
-            run_name if existing is None else None,
-            options,
-            resume=run_name if existing is not None else None,
-            allow_remote=allow_remote,
-        )
+        request = LlmRequest(name=new_name, options=options, resume=resume, allow_remote=allow_remote)
+        summary = label_with_llm(store, request)
         if summary.status.value != "complete":
             raise ClalaError(
                 f"labeling the generated reports stopped ({summary.stopped_because or summary.status.value}); "
@@ -328,11 +306,32 @@ def _consistency(
 
 
 # --- the whole scoring --------------------------------------------------------------------------------------
-def _texts(store: Store, report_keys: Sequence[int]) -> dict[int, tuple[str, list[dict]]]:
-    rows = store.con.execute(
-        "SELECT report_key, text, sections FROM reports WHERE report_key IN (SELECT unnest(?))", [list(report_keys)]
-    ).fetchall()
-    return {key: (text, json.loads(sections or "[]")) for key, text, sections in rows}
+@dataclass(kw_only=True)
+class ScoreRequest:
+    """What `clala score-reports` scores, and how: generation `name` against label run
+    `reference`, its reports labeled by `labeler`; `judge`: the LLM judge (None: no judge);
+    `out`: the folder for the scores files (None: only stored as an experiment)."""
+
+    name: str
+    reference: str
+    labeler: str = "rules"
+    judge: LLMOptions | None = None
+    uncertain: str = "exclude"
+    allow_remote: bool = False
+    vocabulary: Vocabulary | str | None = None
+    out: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_options("region", self.uncertain)
+
+
+@dataclass
+class RecordedScores:
+    """A scored generation and where its figures went."""
+
+    scores: ReportScores
+    experiment_id: int
+    files: list[Path] = field(default_factory=list)
 
 
 def judge_chat_text(reference: tuple[str, list[dict]], generated: tuple[str, list[dict]]) -> str:
@@ -347,62 +346,49 @@ def judge_chat_text(reference: tuple[str, list[dict]], generated: tuple[str, lis
     return f"REFERENCE REPORT:\n{block(*reference)}\n\nGENERATED REPORT:\n{block(*generated)}"
 
 
-def score_reports(
-    db: str | Path,
-    name: str,
-    reference: str,
-    labeler: str = "rules",
-    judge_options: LLMOptions | None = None,
-    uncertain: str = "exclude",
-    allow_remote: bool = False,
-    vocabulary: Vocabulary | str | None = None,
-) -> ReportScores:
-    """Score generation `name` against run `reference` (see the module docstring)."""
-    from labeling.sources.llm.backends import UnitFailed
-
-    check_options("region", uncertain)
-    vocab = comparison_vocabulary(vocabulary)
-    with Store(db, read_only=True) as store:
-        reference = store.run(reference).name
-        rows = generated_reports(store, name)
-    label_run = label_generated(db, name, labeler, allow_remote)
-    notes: list[str] = []
-    with Store(db, read_only=True) as store:
-        per_report = [ReportScore(r["report_id"], r["report_key"], r["source_report_key"]) for r in rows]
-        aligned = [r for r in per_report if r.source_report_key is not None]
-        if len(aligned) < len(per_report):
-            notes.append(
-                f"{len(per_report) - len(aligned):,} generated reports name no source report; they are not scored"
-            )
-        if not aligned:
-            raise InputError(f"no generated report of {name!r} names its source report; nothing to score against")
-        texts = _texts(store, [r.report_key for r in per_report] + [r.source_report_key for r in aligned])
-        labeled = set(store.covered_reports(label_run).tolist())
-        covered = set(store.covered_reports(reference).tolist())
-        pairs = [
-            (r.report_key, r.source_report_key)
-            for r in aligned
-            if r.report_key in labeled and r.source_report_key in covered
-        ]
-        if len(pairs) < len(aligned):
-            notes.append(
-                f"{len(aligned) - len(pairs):,} aligned reports are left out of label consistency: "
-                f"not labeled by {label_run!r} or their source not covered by {reference!r}"
-            )
-        if not pairs:
-            raise InputError(f"reference run {reference!r} covers none of the source reports of {name!r}")
-        regional = store.con.execute(
-            "SELECT count(*) FROM labels WHERE run_id = ? AND region IS NOT NULL", [store.run(reference).run_id]
-        ).fetchall()[0][0]
-        region = (
-            _consistency(store, label_run, reference, pairs, "region", uncertain, vocab, notes) if regional else None
+def _consistency_pairs(
+    store: Store, label_run: str, reference: str, sources: dict[int, int], notes: list[str]
+) -> list[tuple[int, int]]:
+    """(generated, source) report keys that the label run and the reference both cover."""
+    labeled = set(store.covered_reports(label_run).tolist())
+    covered = set(store.covered_reports(reference).tolist())
+    pairs = [(key, source) for key, source in sources.items() if key in labeled and source in covered]
+    if len(pairs) < len(sources):
+        notes.append(
+            f"{len(sources) - len(pairs):,} aligned reports are left out of label consistency: "
+            f"not labeled by {label_run!r} or their source not covered by {reference!r}"
         )
-        if region is None:
-            notes.append(f"reference {reference!r} has image-level labels only; label consistency is image level only")
-        image = _consistency(store, label_run, reference, pairs, "image", uncertain, vocab, notes)
+    return pairs
+
+
+def score_reports(store: Store, request: ScoreRequest) -> ReportScores:
+    """Score generation `request.name` against run `request.reference` (see the module docstring)."""
+    vocab = comparison_vocabulary(request.vocabulary)
+    name = request.name
+    reference = store.run(request.reference).name
+    rows = generated_reports(store, name)
+    label_run = label_generated(store, name, request.labeler, allow_remote=request.allow_remote)
+    notes: list[str] = []
+    per_report = [ReportScore(r["report_id"], r["report_key"], r["source_report_key"]) for r in rows]
+    sources = {r.report_key: r.source_report_key for r in per_report if r.source_report_key is not None}
+    aligned = [r for r in per_report if r.source_report_key is not None]
+    if len(aligned) < len(per_report):
+        notes.append(f"{len(per_report) - len(aligned):,} generated reports name no source report; they are not scored")
+    if not aligned:
+        raise InputError(f"no generated report of {name!r} names its source report; nothing to score against")
+    texts = store.report_texts_and_sections([r.report_key for r in per_report] + list(sources.values()))
+    pairs = _consistency_pairs(store, label_run, reference, sources, notes)
+    if not pairs:
+        raise InputError(f"reference run {reference!r} covers none of the source reports of {name!r}")
+    region = None
+    if store.has_region_labels(reference):
+        region = _consistency(store, label_run, reference, pairs, "region", request.uncertain, vocab, notes)
+    else:
+        notes.append(f"reference {reference!r} has image-level labels only; label consistency is image level only")
+    image = _consistency(store, label_run, reference, pairs, "image", request.uncertain, vocab, notes)
 
     hypotheses = [scored_text(*texts[r.report_key]) for r in aligned]
-    references = [scored_text(*texts[r.source_report_key]) for r in aligned]
+    references = [scored_text(*texts[sources[r.report_key]]) for r in aligned]
     bleu, rouge, per_bleu, per_rouge = text_scores(hypotheses, references)
     for report, b, r in zip(aligned, per_bleu, per_rouge):
         report.bleu4, report.rouge_l = b, r
@@ -412,7 +398,7 @@ def score_reports(
         dataset=generated_dataset(name),
         reference=reference,
         label_run=label_run,
-        uncertain=uncertain,
+        uncertain=request.uncertain,
         reports=len(per_report),
         aligned=len(aligned),
         region=region,
@@ -422,12 +408,28 @@ def score_reports(
         per_report=per_report,
         notes=notes,
     )
-    if judge_options is None:
+    if request.judge is None:
         result.judge_note = "skipped: no judge backend given (--judge-backend)"
-        return result
+    else:
+        chats = [(texts[sources[r.report_key]], texts[r.report_key]) for r in aligned]
+        _judge(result, aligned, chats, request)
+    return result
+
+
+def _judge(
+    result: ReportScores,
+    aligned: Sequence[ReportScore],
+    chats: Sequence[tuple[tuple[str, list[dict]], tuple[str, list[dict]]]],
+    request: ScoreRequest,
+) -> None:
+    """Ask the judge about each aligned report ((reference, generated) texts in `chats`) and
+    record its answers in `result`."""
+    from labeling.sources.llm import UnitFailed
+
+    assert request.judge is not None
     prompt = load_prompt(JUDGE_PROMPT, load_vocabulary())
-    chats = [prompt.messages(judge_chat_text(texts[r.source_report_key], texts[r.report_key])) for r in aligned]
-    model, outcomes = ask_all(judge_options, chats, JudgeScores, allow_remote)
+    messages = [prompt.messages(judge_chat_text(reference, generated)) for reference, generated in chats]
+    model, outcomes = ask_all(request.judge, messages, JudgeScores, allow_remote=request.allow_remote)
     for report, outcome in zip(aligned, outcomes):
         if isinstance(outcome, UnitFailed):
             report.judge_error = outcome.error
@@ -437,12 +439,18 @@ def score_reports(
     failed = sum(1 for r in aligned if r.judge_error)
     if failed:
         result.judge_note = f"{failed:,} of {len(aligned):,} judge answers were invalid after re-asking; left out"
-    return result
+
+
+def score_and_record(store: Store, request: ScoreRequest) -> RecordedScores:
+    """`clala score-reports`: score the generation, then store and write its figures."""
+    scores = score_reports(store, request)
+    experiment_id, files = record_scores(store, scores, judge=request.judge, out=request.out)
+    return RecordedScores(scores, experiment_id, files)
 
 
 # --- recording ----------------------------------------------------------------------------------------------
 def record_scores(
-    db: str | Path, scores: ReportScores, judge_options: LLMOptions | None = None, out: str | Path | None = None
+    store: Store, scores: ReportScores, *, judge: LLMOptions | None = None, out: str | Path | None = None
 ) -> tuple[int, list[Path]]:
     """Store the corpus-level figures as an `experiments` row (name `score-reports:<name>`) and,
     with `out`, write `<name>.scores.json` and `<name>.per_report.csv` there (each written whole
@@ -452,7 +460,7 @@ def record_scores(
         "labeler": scores.label_run,
         "uncertain": scores.uncertain,
         "rouge_stemmer": ROUGE_STEMMER,
-        "judge": judge_options.model_dump(exclude={"api_key_env"}) if judge_options else None,
+        "judge": judge.model_dump(exclude={"api_key_env"}) if judge else None,
     }
     written: list[Path] = []
     if out is not None:
@@ -460,30 +468,20 @@ def record_scores(
         folder.mkdir(parents=True, exist_ok=True)
         stem = scores.name.replace(":", "_")
         json_path, csv_path = folder / f"{stem}.scores.json", folder / f"{stem}.per_report.csv"
-        _write_whole(json_path, lambda f: json.dump({**summary, "config": config}, f, indent=2))
-        rows = [_finite(r.row()) for r in scores.per_report]
-
-        def write_rows(stream) -> None:
-            writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-        _write_whole(csv_path, write_rows)
+        with atomic_path(json_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
+            json.dump({**summary, "config": config}, stream, indent=2)
+        write_per_report_csv(csv_path, scores.per_report)
         written = [json_path, csv_path]
-    with Store(db) as store:
-        experiment_id = store.add_experiment(
-            f"score-reports:{scores.name}", {"reference": scores.reference}, config, metrics=summary, status="complete"
-        )
+    experiment_id = store.add_experiment(
+        f"score-reports:{scores.name}", {"reference": scores.reference}, config, metrics=summary, status="complete"
+    )
     return experiment_id, written
 
 
-def _write_whole(path: Path, write) -> None:
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "w", newline="", encoding="utf-8") as stream:
-        write(stream)
-    partial.replace(path)
-
-
-def report_scores_dict(scores: ReportScores) -> dict[str, Any]:
-    """Summary plus per-report rows, JSON-ready (for callers that print or store them)."""
-    return {**scores.summary(), "per_report": [_finite(r.row()) for r in scores.per_report]}
+def write_per_report_csv(path: Path, per_report: Sequence[ReportScore]) -> None:
+    """One row per generated report (undefined figures empty), written whole or not at all."""
+    rows = [finite(r.row()) for r in per_report]
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

@@ -27,8 +27,8 @@ labels them like any other report.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,8 +39,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from labeling.core.errors import ClalaError, InputError
 from labeling.core.files import file_sha256
-from labeling.ingest.sentences import normalize_sentence
-from labeling.sources.llm.run import BackendOptions
+from labeling.ingest import normalize_sentence
+from labeling.sources.llm import BackendOptions
 from labeling.store.store import Store
 from prompts.render import Prompt, load_prompt
 from schemas.reports import SourceReport
@@ -284,26 +284,25 @@ def check_inputs(items: Sequence[ReportInputs], vocabulary: Vocabulary) -> None:
 class LLMOptions(BackendOptions):
     """An LLM backend for writing or judging reports: the labeling backends (`local` llama.cpp
     server, any `openai`-compatible server, in-process `vllm`), opened by
-    `labeling.sources.llm.run.open_backend`, with the decoding used for these calls."""
+    `labeling.sources.llm.open_backend`, with the decoding used for these calls."""
 
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
-    max_tokens: int = Field(1024, ge=16)
-    max_retries: int = Field(2, ge=0, le=10)
-    concurrency: int = Field(4, ge=1, le=512)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    max_tokens: int = Field(default=1024, ge=16)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    concurrency: int = Field(default=4, ge=1, le=512)
     seed: int | None = 0
     n_ctx: int = 8192
 
 
 def ask_all(
-    options: LLMOptions, chats: Sequence[list[dict]], answer_model: type[BaseModel], allow_remote: bool = False
+    options: LLMOptions, chats: Sequence[list[dict]], answer_model: type[BaseModel], *, allow_remote: bool = False
 ) -> tuple[str, list[Any]]:
     """Ask every chat for an `answer_model` answer, `options.concurrency` at a time.
 
     Returns (model id, one `labeling.sources.llm.backends.Answer` or `UnitFailed` per chat, in order). A
     server that cannot be reached or refuses the request stops everything with a ClalaError.
     """
-    from labeling.sources.llm.backends import ServerRefused, TransportFailed, UnitFailed
-    from labeling.sources.llm.run import open_backend
+    from labeling.sources.llm import ServerRefused, TransportFailed, UnitFailed, open_backend
 
     schema = answer_model.model_json_schema()
     with open_backend(options, allow_remote) as (backend, model):
@@ -344,12 +343,13 @@ def aggregator_prompt(vocabulary: Vocabulary | None = None) -> Prompt:
 def write_reports(
     items: Sequence[ReportInputs],
     options: LLMOptions | None = None,
+    *,
     threshold: float = DEFAULT_THRESHOLD,
     allow_remote: bool = False,
     vocabulary: Vocabulary | None = None,
 ) -> list[WrittenReport]:
     """One report per item: by the LLM `options` describe, or by the fallback when None."""
-    from labeling.sources.llm.backends import UnitFailed
+    from labeling.sources.llm import UnitFailed
 
     vocabulary = vocabulary or load_vocabulary()
     check_inputs(items, vocabulary)
@@ -357,7 +357,7 @@ def write_reports(
         return [WrittenReport(item, fallback_report(item, vocabulary, threshold), "fallback") for item in items]
     prompt = aggregator_prompt(vocabulary)
     chats = [prompt.messages(aggregator_text(item, vocabulary, threshold)) for item in items]
-    model, outcomes = ask_all(options, chats, AggregatedReport, allow_remote)
+    model, outcomes = ask_all(options, chats, AggregatedReport, allow_remote=allow_remote)
     written = []
     for item, outcome in zip(items, outcomes):
         if isinstance(outcome, UnitFailed):
@@ -391,9 +391,10 @@ def generated_dataset(name: str) -> str:
 
 
 def store_generated_reports(
-    db: str | Path,
+    store: Store,
     name: str,
     reports: Sequence[WrittenReport],
+    *,
     checkpoint: str | Path | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> StoredReports:
@@ -403,11 +404,9 @@ def store_generated_reports(
     it fell back, the predicted lesions, the region sentences the report was written from, and
     `provenance` (how the generation ran: split, region selection, decoding; the same for every
     report) under "generation". A name already used is an error."""
-    from labeling.ingest.pipeline import batch_tables as report_tables  # the rows `clala ingest` writes
+    from labeling.ingest import batch_tables as report_tables  # the rows `clala ingest` writes
 
-    problem = run_name_problem(name)
-    if problem:
-        raise InputError(f"--name: {problem.replace('run name', 'name')}")
+    check_generation_name(name, store)
     if not reports:
         raise InputError("no reports to store")
     checkpoint_sha = None
@@ -421,79 +420,68 @@ def store_generated_reports(
     duplicate = next((i for i in ids if ids.count(i) > 1), None)
     if duplicate is not None:
         raise InputError(f"report id {duplicate!r} is given twice; write one report per study")
-    with Store(db) as store:
-        if store.con.execute("SELECT count(*) FROM reports WHERE dataset = ?", [dataset]).fetchall()[0][0]:
-            raise InputError(
-                f"{store.path}: generated reports named {name!r} already exist (dataset {dataset!r}); "
-                "choose another --name"
-            )
-        source_keys = sorted({r.inputs.source_report_key for r in reports if r.inputs.source_report_key is not None})
-        sources = {
-            row[0]: row[1:]
-            for row in store.con.execute(
-                "SELECT report_key, patient_id, study_id FROM reports WHERE report_key IN (SELECT unnest(?))",
-                [source_keys],
-            ).fetchall()
+    source_keys = sorted({r.inputs.source_report_key for r in reports if r.inputs.source_report_key is not None})
+    sources = store.report_identities(source_keys)
+    missing = [k for k in source_keys if k not in sources]
+    if missing:
+        raise InputError(f"{store.path}: source report_key {missing[0]} is not in the database")
+    checkpoint_path = str(checkpoint.resolve()) if checkpoint else None
+    rows = []
+    for number, written in enumerate(reports, start=1):
+        item = written.inputs
+        key = item.source_report_key
+        patient, study = sources[key] if key is not None else (None, None)
+        metadata = {
+            "source_report_key": item.source_report_key,
+            "checkpoint_path": checkpoint_path,
+            "checkpoint_sha256": checkpoint_sha,
+            "aggregator": written.aggregator,
+            "prompt_name": written.prompt_name,
+            "prompt_sha256": written.prompt_sha256,
+            "llm_error": written.llm_error,
+            "lesions": [lesion.model_dump(mode="json") for lesion in item.lesions],
+            "region_sentences": [sentence.model_dump(mode="json") for sentence in item.region_sentences],
+            "generation": dict(provenance or {}),
         }
-        missing = [k for k in source_keys if k not in sources]
-        if missing:
-            raise InputError(f"{store.path}: source report_key {missing[0]} is not in the database")
-        rows = []
-        for number, written in enumerate(reports, start=1):
-            item = written.inputs
-            patient, study = sources.get(item.source_report_key, (None, None))
-            metadata = {
-                "source_report_key": item.source_report_key,
-                "checkpoint_path": str(checkpoint.resolve()) if checkpoint else None,
-                "checkpoint_sha256": checkpoint_sha,
-                "aggregator": written.aggregator,
-                "prompt_name": written.prompt_name,
-                "prompt_sha256": written.prompt_sha256,
-                "llm_error": written.llm_error,
-                "lesions": [lesion.model_dump(mode="json") for lesion in item.lesions],
-                "region_sentences": [sentence.model_dump(mode="json") for sentence in item.region_sentences],
-                "generation": dict(provenance or {}),
-            }
-            rows.append(
-                SourceReport(
-                    dataset=dataset,
-                    report_id=item.report_id,
-                    text=written.text,
-                    patient_id=patient,
-                    study_id=study or item.report_id,
-                    image_paths=item.image_paths,
-                    metadata=metadata,
-                    source=f"{dataset} #{number}",
-                )
+        rows.append(
+            SourceReport(
+                dataset=dataset,
+                report_id=item.report_id,
+                text=written.text,
+                patient_id=patient,
+                study_id=study or item.report_id,
+                image_paths=item.image_paths,
+                metadata=metadata,
+                source=f"{dataset} #{number}",
             )
-        with store.transaction():
-            ingest_id = store.start_ingest(f"clala generate {name}", "generated", dataset, len(rows))
-            first_key = store.next_report_key()
-            batch = [(report, first_key + i, 1) for i, report in enumerate(rows)]
-            reports_table, sentences_table, n_sentences = report_tables(batch, ingest_id, datetime.now())
-            store.add_reports(reports_table, sentences_table)
-            store.finish_ingest(ingest_id, len(rows), 0, 0, 0)
-    aggregators: dict[str, int] = {}
-    for written in reports:
-        aggregators[written.aggregator] = aggregators.get(written.aggregator, 0) + 1
+        )
+    with store.transaction():
+        ingest_id = store.start_ingest(f"clala generate {name}", "generated", dataset, len(rows))
+        first_key = store.next_report_key()
+        batch = [(report, first_key + i, 1) for i, report in enumerate(rows)]
+        reports_table, sentences_table, n_sentences = report_tables(batch, ingest_id, datetime.now())
+        store.add_reports(reports_table, sentences_table)
+        store.finish_ingest(ingest_id, len(rows), 0, 0, 0)
+    aggregators = dict(Counter(written.aggregator for written in reports))
     return StoredReports(name, dataset, [key for _, key, _ in batch], n_sentences, aggregators)
+
+
+def check_generation_name(name: str, store: Store | None = None) -> None:
+    """A generation's name: well formed, and (given the store) no generated reports stored under it yet."""
+    problem = run_name_problem(name)
+    if problem:
+        raise InputError(f"--name: {problem.replace('run name', 'name')}")
+    if store is not None and store.dataset_report_count(generated_dataset(name)):
+        raise InputError(f"{store.path}: generated reports named {name!r} already exist; choose another --name")
 
 
 def generated_reports(store: Store, name: str) -> list[dict[str, Any]]:
     """The stored reports of generation `name`: report_key, report_id, text, sections, metadata
     (parsed), source_report_key; in report order. Unknown name: InputError."""
     dataset = generated_dataset(name)
-    cursor = store.con.execute(
-        """SELECT report_key, report_id, text, sections, metadata FROM current_reports
-           WHERE dataset = ? ORDER BY report_key""",
-        [dataset],
-    )
-    names = [d[0] for d in cursor.description]
-    rows = [dict(zip(names, row)) for row in cursor.fetchall()]
+    rows = store.dataset_reports(dataset)
     if not rows:
         raise InputError(f"{store.path}: no generated reports named {name!r} (dataset {dataset!r})")
     for row in rows:
-        row["metadata"] = json.loads(row["metadata"] or "{}")
-        row["sections"] = json.loads(row["sections"] or "[]")
         row["source_report_key"] = row["metadata"].get("source_report_key")
     return rows

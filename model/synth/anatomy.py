@@ -141,7 +141,7 @@ class Anatomy:
 
     def spine_polygon(self) -> list[Point]:
         ys = np.linspace(0, self.height, 40)
-        xs = self.spine_x(ys)
+        xs = np.asarray(self.spine_x(ys))
         left = [(float(x) - self.spine_half, float(y)) for x, y in zip(xs, ys)]
         right = [(float(x) + self.spine_half, float(y)) for x, y in zip(xs, ys)]
         return left + right[::-1]
@@ -272,7 +272,7 @@ def sample_anatomy(
 
 
 # --- masks and boxes ------------------------------------------------------------------------------
-def polygon_mask(anatomy: Anatomy, canonical: list[Point], width: int | None = None) -> np.ndarray:
+def polygon_mask(anatomy: Anatomy, canonical: list[Point], width: float | None = None) -> np.ndarray:
     """A filled (or, with `width`, stroked) canonical-frame polygon as a boolean image mask."""
     canvas = Image.new("L", (anatomy.width, anatomy.height), 0)
     draw = ImageDraw.Draw(canvas)
@@ -293,7 +293,10 @@ def disk(anatomy: Anatomy, x: float, y: float, r: float) -> list[Point]:
     return [(x + r * math.cos(a), y + r * math.sin(a)) for a in t]
 
 
-def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+Box = tuple[float, float, float, float]
+
+
+def mask_box(mask: np.ndarray) -> Box | None:
     """Pixel-edge box (x1, y1, x2, y2) of a mask; None when empty."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
@@ -345,29 +348,36 @@ def anatomy_masks(anatomy: Anatomy) -> AnatomyMasks:
     )
 
 
-def _union(*boxes):
-    boxes = [b for b in boxes if b is not None]
+def _drawn_box(mask: np.ndarray) -> Box:
+    """`mask_box` of a mask every phantom draws (an empty one would be a defect of the phantom)."""
+    box = mask_box(mask)
+    if box is None:
+        raise ValueError("a region mask of the phantom is empty")
+    return box
+
+
+def _union(*boxes: Box) -> Box:
     return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
 
 
-def _expand(box, fx: float, fy: float, width: int, height: int):
+def _expand(box: Box, fx: float, fy: float, width: int, height: int) -> Box:
     x1, y1, x2, y2 = box
     dx, dy = (x2 - x1) * fx, (y2 - y1) * fy
     return (max(0.0, x1 - dx), max(0.0, y1 - dy), min(float(width), x2 + dx), min(float(height), y2 + dy))
 
 
-def region_boxes(anatomy: Anatomy, masks: AnatomyMasks) -> dict[str, tuple[float, float, float, float]]:
+def region_boxes(anatomy: Anatomy, masks: AnatomyMasks) -> dict[str, Box]:
     """The 29 region boxes, each measured on the phantom's masks (pixel edges, original image)."""
     a, m, W, H = anatomy, masks, anatomy.width, anatomy.height
-    boxes: dict[str, tuple[float, float, float, float]] = {}
+    boxes: dict[str, Box] = {}
     for side in SIDES:
-        lung = mask_box(m.lungs[side])
+        lung = _drawn_box(m.lungs[side])
         boxes[f"{side} lung"] = lung
-        boxes[f"{side} upper lung zone"] = mask_box(m.zones[(side, "upper")])
-        boxes[f"{side} mid lung zone"] = mask_box(m.zones[(side, "mid")])
-        boxes[f"{side} lower lung zone"] = mask_box(m.zones[(side, "lower")])
-        boxes[f"{side} apical zone"] = mask_box(m.zones[(side, "apical")])
-        boxes[f"{side} hilar structures"] = _expand(mask_box(m.hila[side]), 0.35, 0.5, W, H)
+        boxes[f"{side} upper lung zone"] = _drawn_box(m.zones[(side, "upper")])
+        boxes[f"{side} mid lung zone"] = _drawn_box(m.zones[(side, "mid")])
+        boxes[f"{side} lower lung zone"] = _drawn_box(m.zones[(side, "lower")])
+        boxes[f"{side} apical zone"] = _drawn_box(m.zones[(side, "apical")])
+        boxes[f"{side} hilar structures"] = _expand(_drawn_box(m.hila[side]), 0.35, 0.5, W, H)
         # Costophrenic angle: the lateral quarter of the lung's lowest tenth.
         sg = a.sign[side]
         lateral = a.cx + sg * a.half_thorax
@@ -379,19 +389,19 @@ def region_boxes(anatomy: Anatomy, masks: AnatomyMasks) -> dict[str, tuple[float
             min(lateral, inner) - 5,
             max(lateral, inner) + 5,
         )
-        boxes[f"{side} costophrenic angle"] = _expand(mask_box(recess), 0.15, 0.15, W, H)
-        boxes[f"{side} hemidiaphragm"] = _expand(mask_box(m.domes[side]), 0.0, 0.25, W, H)
-        boxes[f"{side} clavicle"] = mask_box(m.clavicles[side])
-    trachea = mask_box(m.trachea)
+        boxes[f"{side} costophrenic angle"] = _expand(_drawn_box(recess), 0.15, 0.15, W, H)
+        boxes[f"{side} hemidiaphragm"] = _expand(_drawn_box(m.domes[side]), 0.0, 0.25, W, H)
+        boxes[f"{side} clavicle"] = _drawn_box(m.clavicles[side])
+    trachea = _drawn_box(m.trachea)
     boxes["trachea"] = (trachea[0], trachea[1], trachea[2], a.to_image([(a.cx, a.carina_y)])[0][1] + 1)
     spine_band = m.spine & band_mask(a, a.apex_y - 0.05 * H, max(a.cp_y.values()))
-    boxes["spine"] = mask_box(spine_band)
-    boxes["aortic arch"] = _expand(mask_box(m.arch), 0.1, 0.1, W, H)
-    heart = mask_box(m.heart)
+    boxes["spine"] = _drawn_box(spine_band)
+    boxes["aortic arch"] = _expand(_drawn_box(m.arch), 0.1, 0.1, W, H)
+    heart = _drawn_box(m.heart)
     boxes["cardiac silhouette"] = heart
-    upper_med = mask_box(m.mediastinum)
+    upper_med = _drawn_box(m.mediastinum)
     boxes["mediastinum"] = _union(upper_med, heart)
-    boxes["upper mediastinum"] = mask_box(m.mediastinum & band_mask(a, 0, a.arch[1] + a.arch[2]))
+    boxes["upper mediastinum"] = _drawn_box(m.mediastinum & band_mask(a, 0, a.arch[1] + a.arch[2]))
     carina = a.to_image([(a.cx, a.carina_y)])[0]
     r = 2.5 * a.trachea_half
     boxes["carina"] = (carina[0] - r, carina[1] - r, carina[0] + r, carina[1] + r)
@@ -403,12 +413,12 @@ def region_boxes(anatomy: Anatomy, masks: AnatomyMasks) -> dict[str, tuple[float
         (a.cx - 0.3 * a.mediastinum_half, hy1 + 0.1 * (a.heart[3] - hy1)),
         (hx1 + 0.05 * (a.heart[2] - hx1), hy1 + 0.1 * (a.heart[3] - hy1)),
     ]
-    boxes["svc"] = mask_box(polygon_mask(a, svc))
+    boxes["svc"] = _drawn_box(polygon_mask(a, svc))
     junction = a.to_image([(a.cx - 0.6 * a.mediastinum_half, hy1 + 0.12 * (a.heart[3] - hy1))])[0]
     r = 0.06 * a.half_thorax
     boxes["cavoatrial junction"] = (junction[0] - r, junction[1] - r, junction[0] + r, junction[1] + r)
     right_heart = m.heart & polygon_mask(a, [(-1e4, -1e4), (a.cx, -1e4), (a.cx, 1e4), (-1e4, 1e4)])
-    boxes["right atrium"] = mask_box(right_heart)
+    boxes["right atrium"] = _drawn_box(right_heart)
     below = max(a.cp_y.values())
     boxes["abdomen"] = (
         max(0.0, a.cx - 1.2 * a.half_thorax),
@@ -416,4 +426,4 @@ def region_boxes(anatomy: Anatomy, masks: AnatomyMasks) -> dict[str, tuple[float
         min(float(W), a.cx + 1.2 * a.half_thorax),
         min(float(H), below + 0.2 * H),
     )
-    return {name: tuple(float(v) for v in box) for name, box in boxes.items()}
+    return {name: (float(x1), float(y1), float(x2), float(y2)) for name, (x1, y1, x2, y2) in boxes.items()}

@@ -1,8 +1,9 @@
-"""CLI view of `clala synth`: generate a cohort with a progress bar, then say what was written."""
+"""`clala synth`: generate a cohort with a progress bar, then say what was written."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -11,20 +12,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from labeling.core.cli_options import user_errors
+from labeling.core.formatting import format_counts
 from labeling.core.terminal import output_console
-from model.synth.writer import COHORT_FILE, GOLD_FILE, generate_cohort, parse_prevalence
 
 
 def run_synth(
     out: Path,
     n: int,
     seed: int,
+    *,
     size: int = 256,
     image_format: str = "png",
     prevalence: list[str] | None = None,
     workers: int = 1,
     console: Console | None = None,
 ) -> Path:
+    """Write the cohort with a progress bar, then print its summary and what to run next."""
+    from model.synth.writer import generate_cohort, parse_prevalence
+
     console = console or output_console()
     rates = parse_prevalence(prevalence)
     with Progress(
@@ -47,9 +52,8 @@ def run_synth(
             workers=workers,
             progress=lambda done: progress.update(task, completed=done),
         )
-    summary = summarize(out)
     console.print(f"wrote {n:,} studies to {out} (seed {seed}, {size} px, {image_format})")
-    for key, value in summary.items():
+    for key, value in summarize(out).items():
         console.print(f"  {key}: {value}")
     console.print(
         f"next: clala ingest {out / 'files'} --format mimic --db DB; clala import synth-gold {out} --name NAME --db DB"
@@ -59,23 +63,20 @@ def run_synth(
 
 def summarize(out: Path) -> dict[str, str]:
     """Split sizes and truth counts, read back from the written gold."""
+    from model.synth.writer import COHORT_FILE, GOLD_FILE
+
     records = [json.loads(line) for line in (out / GOLD_FILE).read_text(encoding="utf-8").splitlines() if line]
-    splits: dict[str, int] = {}
-    for r in records:
-        splits[r["split"]] = splits.get(r["split"], 0) + 1
-    lesions = [lesion for r in records for lesion in r["image_truth"]]
-    statements = [s for r in records for s in r["report_truth"]]
-    by_status: dict[str, int] = {}
-    for s in statements:
-        by_status[s["status"]] = by_status.get(s["status"], 0) + 1
+    splits = Counter(record["split"] for record in records)
+    lesions = [lesion for record in records for lesion in record["image_truth"]]
+    statements = [statement for record in records for statement in record["report_truth"]]
+    by_status = Counter(statement["status"] for statement in statements)
+    unreported = sum(not lesion["reported"] for lesion in lesions)
+    subtle = sum(lesion["subtle"] for lesion in lesions)
     return {
-        "splits": ", ".join(f"{k} {v:,}" for k, v in sorted(splits.items())),
-        "images to avoid": f"{sum(r['avoid'] for r in records):,}",
-        "image truth": f"{len(lesions):,} lesions ({sum(not l['reported'] for l in lesions):,} unreported, "
-        f"{sum(l['subtle'] for l in lesions):,} subtle)",
-        "report truth": f"{len(statements):,} statements ("
-        + ", ".join(f"{k} {v:,}" for k, v in sorted(by_status.items()))
-        + ")",
+        "splits": format_counts(splits, empty=""),
+        "images to avoid": f"{sum(record['avoid'] for record in records):,}",
+        "image truth": f"{len(lesions):,} lesions ({unreported:,} unreported, {subtle:,} subtle)",
+        "report truth": f"{len(statements):,} statements ({format_counts(by_status, empty='')})",
         "gold": str(out / GOLD_FILE),
         "cohort": str(out / COHORT_FILE),
     }
@@ -94,6 +95,4 @@ def synth_command(
     workers: Annotated[int, typer.Option(help="processes drawing studies")] = 1,
 ) -> None:
     """Write a synthetic cohort (phantom images, reports, scene graphs, splits, gold) in the real layouts."""
-    from model.synth.commands import run_synth
-
-    run_synth(out, n, seed, size, image_format, prevalence or [], workers)
+    run_synth(out, n, seed, size=size, image_format=image_format, prevalence=prevalence or [], workers=workers)

@@ -10,6 +10,7 @@ say which regions hold each lesion.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,7 @@ def anatomy_parameters(rng: np.random.Generator, findings: list[str]) -> tuple[d
 
 def _point_in(rng: np.random.Generator, mask: np.ndarray, clearance: float) -> tuple[float, float]:
     """A random pixel of `mask` at least `clearance` pixels from its edge (or its deepest pixels)."""
-    depth = ndimage.distance_transform_edt(mask)
+    depth = np.asarray(ndimage.distance_transform_edt(mask))
     ok = depth >= min(clearance, depth.max() * 0.8)
     ys, xs = np.nonzero(ok)
     i = int(rng.integers(len(xs)))
@@ -123,124 +124,146 @@ def sample_lesions(
     anatomy_lesions: dict[str, Lesion],
 ) -> list[Lesion]:
     """Place every chosen finding on this anatomy."""
-    a = anatomy
     lesions: list[Lesion] = []
     for name in findings:
         if name in anatomy_lesions:
             lesion = anatomy_lesions[name]
-            if name == "enlarged cardiac silhouette":
-                ys, xs = np.nonzero(masks.heart)
-                lesion.parts = [{"center": (float(xs.mean()), float(ys.mean()))}]
-            elif name == "scoliosis":
-                mid_y = (a.apex_y + max(a.cp_y.values())) / 2
-                lesion.parts = [{"center": a.to_image([(float(a.spine_x(mid_y)), mid_y)])[0]}]
-            elif name == "mediastinal widening":
-                lesion.parts = [{"center": a.to_image([(a.cx, a.apex_y + 0.1 * a.height)])[0]}]
-            elif name == "elevated hemidiaphragm":
-                side = lesion.sides[0]
-                dome = a.to_image(a.dome_curve(side))
-                top = min(dome, key=lambda p: p[1])
-                lesion.parts = [{"center": (top[0], top[1] + 0.01 * a.height)}]
-            elif name == "enlarged hilum":
-                lesion.parts = [{"center": a.to_image([a.hilum[s][:2]])[0]} for s in lesion.sides]
+            lesion.parts = _anatomy_parts(anatomy, masks, lesion)
             lesions.append(lesion)
             continue
         severity = str(rng.choice(SEVERITIES, p=SEVERITY_WEIGHTS))
-        k = SEVERITY_SCALE[severity]
-        ht = a.half_thorax
-        if name in ("lung opacity", "consolidation", "mass/nodule (not otherwise specified)", "calcified nodule"):
-            zone = str(rng.choice(ZONES, p=(0.3, 0.3, 0.4) if name != "consolidation" else (0.15, 0.35, 0.5)))
-            bilateral = name == "lung opacity" and rng.random() < 0.2
-            sides = SIDES if bilateral else (str(rng.choice(SIDES)),)
-            radius = {
-                "lung opacity": 0.13 * ht * k,
-                "consolidation": 0.12 * ht * k,
-                "mass/nodule (not otherwise specified)": (0.035 + 0.04 * (k - 0.6)) * ht,
-                "calcified nodule": 0.02 * ht,
-            }[name]
-            parts = [{"center": _point_in(rng, masks.zones[(s, zone)], radius * 0.6), "radius": radius} for s in sides]
-            lesions.append(
-                Lesion(name, sides, severity, zone=zone, parts=parts, home=tuple(_zone_name(s, zone) for s in sides))
-            )
-        elif name in ("atelectasis", "linear/patchy atelectasis"):
-            zone = "lower" if name == "atelectasis" or rng.random() < 0.7 else "mid"
-            bilateral = rng.random() < (0.2 if name == "atelectasis" else 0.35)
-            sides = SIDES if bilateral else (str(rng.choice(SIDES)),)
-            size = (0.16 if name == "atelectasis" else 0.2) * ht * k
-            parts = [
-                {
-                    "center": _point_in(rng, masks.zones[(s, zone)], size * 0.5),
-                    "radius": size,
-                    "angle": float(rng.uniform(-0.35, 0.35)),
-                }
-                for s in sides
-            ]
-            lesions.append(
-                Lesion(name, sides, severity, zone=zone, parts=parts, home=tuple(_zone_name(s, zone) for s in sides))
-            )
-        elif name == "pulmonary edema/hazy opacity":
-            parts = []
-            for s in SIDES:
-                hx, hy = a.to_image([a.hilum[s][:2]])[0]
-                parts.append({"center": (hx + a.sign[s] * 0.22 * ht, hy), "radius": 0.35 * ht * (0.8 + 0.2 * k)})
-            lesions.append(Lesion(name, SIDES, severity, parts=parts, home=("right lung", "left lung")))
-        elif name == "pleural effusion":
-            sides = SIDES if rng.random() < 0.35 else (str(rng.choice(SIDES)),)
-            parts = []
-            for s in sides:
-                depth = {"mild": 0.045, "moderate": 0.1, "severe": 0.18}[severity] * a.height
-                fluid = _effusion_mask(a, masks, s, depth)
-                ys, xs = np.nonzero(fluid)
-                if len(xs) == 0:
-                    continue
-                parts.append({"center": (float(xs.mean()), float(ys.mean())), "depth": depth})
-            if parts:
-                lesions.append(
-                    Lesion(
-                        name,
-                        sides[: len(parts)],
-                        severity,
-                        parts=parts,
-                        home=tuple(f"{s} lung" for s in sides[: len(parts)]),
-                    )
-                )
-        elif name == "pneumothorax":
-            side = str(rng.choice(SIDES))
-            shrink = {"mild": 0.07, "moderate": 0.14, "severe": 0.24}[severity]
-            rim = _pneumothorax_rim(a, masks, side, shrink)
-            ys, xs = np.nonzero(rim)
-            if len(xs):
-                lesions.append(
-                    Lesion(
-                        name,
-                        (side,),
-                        severity,
-                        parts=[{"center": (float(xs.mean()), float(ys.mean())), "shrink": shrink}],
-                        home=(f"{side} lung",),
-                    )
-                )
-        elif name == "rib fracture":
-            side = str(rng.choice(SIDES))
-            rib = int(rng.integers(3, 8))
-            u = float(rng.uniform(0.6, 0.85))
-            lesions.append(
-                Lesion(
-                    name,
-                    (side,),
-                    severity,
-                    parts=[{"center": _rib_point(a, side, rib, u)}],
-                    home=(f"{side} lung",),
-                    params={"rib": rib, "u": u},
-                )
-            )
-        elif name == "clavicle fracture":
-            side = str(rng.choice(SIDES))
-            poly = a.clavicle_polygon(side)
-            mid = ((poly[1][0] + poly[4][0]) / 2, (poly[1][1] + poly[4][1]) / 2)
-            lesions.append(
-                Lesion(name, (side,), severity, parts=[{"center": a.to_image([mid])[0]}], home=(f"{side} clavicle",))
-            )
+        place = _PLACERS.get(name)
+        placed = place(rng, anatomy, masks, name, severity) if place else None
+        if placed is not None:
+            lesions.append(placed)
     return lesions
+
+
+def _anatomy_parts(a: Anatomy, masks: AnatomyMasks, lesion: Lesion) -> list[dict[str, Any]]:
+    """Where a finding drawn through the anatomy itself shows (it draws no random numbers)."""
+    name = lesion.finding
+    if name == "enlarged cardiac silhouette":
+        ys, xs = np.nonzero(masks.heart)
+        return [{"center": (float(xs.mean()), float(ys.mean()))}]
+    if name == "scoliosis":
+        mid_y = (a.apex_y + max(a.cp_y.values())) / 2
+        return [{"center": a.to_image([(float(a.spine_x(mid_y)), mid_y)])[0]}]
+    if name == "mediastinal widening":
+        return [{"center": a.to_image([(a.cx, a.apex_y + 0.1 * a.height)])[0]}]
+    if name == "elevated hemidiaphragm":
+        dome = a.to_image(a.dome_curve(lesion.sides[0]))
+        top = min(dome, key=lambda p: p[1])
+        return [{"center": (top[0], top[1] + 0.01 * a.height)}]
+    if name == "enlarged hilum":
+        return [{"center": a.to_image([a.hilum[s][:2]])[0]} for s in lesion.sides]
+    return lesion.parts
+
+
+# Each placer draws, in a fixed order, the random numbers of one kind of finding (after its
+# severity) and returns its lesion, or None where this anatomy leaves no room for it.
+def _place_focal(rng: np.random.Generator, a: Anatomy, masks: AnatomyMasks, name: str, severity: str) -> Lesion:
+    """Opacity, consolidation, nodules: one zone, one side (or both, for some opacities)."""
+    k, ht = SEVERITY_SCALE[severity], a.half_thorax
+    zone = str(rng.choice(ZONES, p=(0.3, 0.3, 0.4) if name != "consolidation" else (0.15, 0.35, 0.5)))
+    bilateral = name == "lung opacity" and rng.random() < 0.2
+    sides = SIDES if bilateral else (str(rng.choice(SIDES)),)
+    radius = {
+        "lung opacity": 0.13 * ht * k,
+        "consolidation": 0.12 * ht * k,
+        "mass/nodule (not otherwise specified)": (0.035 + 0.04 * (k - 0.6)) * ht,
+        "calcified nodule": 0.02 * ht,
+    }[name]
+    parts = [{"center": _point_in(rng, masks.zones[(s, zone)], radius * 0.6), "radius": radius} for s in sides]
+    return Lesion(name, sides, severity, zone=zone, parts=parts, home=tuple(_zone_name(s, zone) for s in sides))
+
+
+def _place_atelectasis(rng: np.random.Generator, a: Anatomy, masks: AnatomyMasks, name: str, severity: str) -> Lesion:
+    k, ht = SEVERITY_SCALE[severity], a.half_thorax
+    zone = "lower" if name == "atelectasis" or rng.random() < 0.7 else "mid"
+    bilateral = rng.random() < (0.2 if name == "atelectasis" else 0.35)
+    sides = SIDES if bilateral else (str(rng.choice(SIDES)),)
+    size = (0.16 if name == "atelectasis" else 0.2) * ht * k
+    parts = [
+        {
+            "center": _point_in(rng, masks.zones[(s, zone)], size * 0.5),
+            "radius": size,
+            "angle": float(rng.uniform(-0.35, 0.35)),
+        }
+        for s in sides
+    ]
+    return Lesion(name, sides, severity, zone=zone, parts=parts, home=tuple(_zone_name(s, zone) for s in sides))
+
+
+def _place_edema(rng: np.random.Generator, a: Anatomy, masks: AnatomyMasks, name: str, severity: str) -> Lesion:
+    k, ht = SEVERITY_SCALE[severity], a.half_thorax
+    parts = []
+    for s in SIDES:
+        hx, hy = a.to_image([a.hilum[s][:2]])[0]
+        parts.append({"center": (hx + a.sign[s] * 0.22 * ht, hy), "radius": 0.35 * ht * (0.8 + 0.2 * k)})
+    return Lesion(name, SIDES, severity, parts=parts, home=("right lung", "left lung"))
+
+
+def _place_effusion(
+    rng: np.random.Generator, a: Anatomy, masks: AnatomyMasks, name: str, severity: str
+) -> Lesion | None:
+    sides = SIDES if rng.random() < 0.35 else (str(rng.choice(SIDES)),)
+    parts = []
+    for s in sides:
+        depth = {"mild": 0.045, "moderate": 0.1, "severe": 0.18}[severity] * a.height
+        fluid = _effusion_mask(a, masks, s, depth)
+        ys, xs = np.nonzero(fluid)
+        if len(xs) == 0:
+            continue
+        parts.append({"center": (float(xs.mean()), float(ys.mean())), "depth": depth})
+    if not parts:
+        return None
+    placed = sides[: len(parts)]
+    return Lesion(name, placed, severity, parts=parts, home=tuple(f"{s} lung" for s in placed))
+
+
+def _place_pneumothorax(
+    rng: np.random.Generator, a: Anatomy, masks: AnatomyMasks, name: str, severity: str
+) -> Lesion | None:
+    side = str(rng.choice(SIDES))
+    shrink = {"mild": 0.07, "moderate": 0.14, "severe": 0.24}[severity]
+    rim = _pneumothorax_rim(a, masks, side, shrink)
+    ys, xs = np.nonzero(rim)
+    if not len(xs):
+        return None
+    parts = [{"center": (float(xs.mean()), float(ys.mean())), "shrink": shrink}]
+    return Lesion(name, (side,), severity, parts=parts, home=(f"{side} lung",))
+
+
+def _place_rib_fracture(rng: np.random.Generator, a: Anatomy, masks: AnatomyMasks, name: str, severity: str) -> Lesion:
+    side = str(rng.choice(SIDES))
+    rib = int(rng.integers(3, 8))
+    u = float(rng.uniform(0.6, 0.85))
+    parts = [{"center": _rib_point(a, side, rib, u)}]
+    return Lesion(name, (side,), severity, parts=parts, home=(f"{side} lung",), params={"rib": rib, "u": u})
+
+
+def _place_clavicle_fracture(
+    rng: np.random.Generator, a: Anatomy, masks: AnatomyMasks, name: str, severity: str
+) -> Lesion:
+    side = str(rng.choice(SIDES))
+    poly = a.clavicle_polygon(side)
+    mid = ((poly[1][0] + poly[4][0]) / 2, (poly[1][1] + poly[4][1]) / 2)
+    return Lesion(name, (side,), severity, parts=[{"center": a.to_image([mid])[0]}], home=(f"{side} clavicle",))
+
+
+_PLACERS: dict[str, Callable[[np.random.Generator, Anatomy, AnatomyMasks, str, str], Lesion | None]] = {
+    "lung opacity": _place_focal,
+    "consolidation": _place_focal,
+    "mass/nodule (not otherwise specified)": _place_focal,
+    "calcified nodule": _place_focal,
+    "atelectasis": _place_atelectasis,
+    "linear/patchy atelectasis": _place_atelectasis,
+    "pulmonary edema/hazy opacity": _place_edema,
+    "pleural effusion": _place_effusion,
+    "pneumothorax": _place_pneumothorax,
+    "rib fracture": _place_rib_fracture,
+    "clavicle fracture": _place_clavicle_fracture,
+}
 
 
 def _rib_index(side: str, rib: int) -> int:
@@ -360,7 +383,7 @@ def render(rng: np.random.Generator, anatomy: Anatomy, masks: AnatomyMasks, lesi
         lesion = by_name["rib fracture"]
         fracture = (lesion.sides[0], lesion.params["rib"], lesion.params["u"])
     attenuation += 0.2 * _blur(_ribs(a, shape, fracture), soft * 0.6)
-    clavicles = sum(m.clavicles.values())
+    clavicles = np.sum([*m.clavicles.values()], axis=0)  # int counts, as a sum of the masks
     if "clavicle fracture" in by_name:
         lesion = by_name["clavicle fracture"]
         x, y = lesion.parts[0]["center"]
@@ -395,7 +418,7 @@ def _lesion_density(
     out = np.zeros(shape, np.float32)
     name = lesion.finding
     lungs = {s: _blur(m.lungs[s], soft) for s in lesion.sides} if lesion.sides else {}
-    for part, side in zip(lesion.parts, lesion.sides or (None,) * len(lesion.parts)):
+    for part, side in zip(lesion.parts, lesion.sides or ("",) * len(lesion.parts)):  # "": a lesion with no side
         x, y = part["center"]
         r = part.get("radius", 0.0)
         if name == "lung opacity":

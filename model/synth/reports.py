@@ -341,6 +341,18 @@ def _special_sentence(rng: np.random.Generator, lesion: Lesion, temporal: str | 
     return "", None
 
 
+@dataclass
+class _Described:
+    """The FINDINGS being written: sentences so far, the positive statements the impression may
+    restate, what the report mentions, and the plain clauses still to frame."""
+
+    sentences: list[Sentence] = field(default_factory=list)
+    positives: list[tuple[Sentence, Statement, str]] = field(default_factory=list)  # (sentence, first, noun phrase)
+    mentioned: set[str] = field(default_factory=set)
+    lung_finding_reported: bool = False
+    clauses: list[tuple[str, bool, list[Statement]]] = field(default_factory=list)  # (noun phrase, plural, said)
+
+
 def compose_report(
     rng: np.random.Generator,
     lesions: list[Lesion],
@@ -350,47 +362,60 @@ def compose_report(
 ) -> ReportDraft:
     """The report text and its statements for `lesions` (those with `reported` False are left out)."""
     has_prior = rng.random() < 0.45
-    findings_sentences: list[Sentence] = []
-    impression: list[Sentence] = []
-    positives: list[tuple[Sentence, Statement, str]] = []  # (sentence, its first statement, noun phrase)
-    mentioned: set[str] = set()
-    lung_finding_reported = False
-
-    clauses: list[tuple[str, bool, list[Statement]]] = []  # (noun phrase, plural, statements) to frame
+    described = _Described()
     for index, lesion in enumerate(lesions):
-        if not reported[index]:
-            continue
-        mentioned.add(lesion.finding)
-        lung_finding_reported |= lesion.finding in LUNG_FINDINGS
-        hedged = rng.random() < (0.45 if lesion.subtle else 0.12)
-        status = "uncertain" if hedged else "present"
-        temporal = _pick(rng, list(TEMPORAL_WORDS)) if has_prior and rng.random() < 0.4 else None
-        special, severity = _special_sentence(rng, lesion, temporal)
-        if special:
-            region = lesion.home if lesion.finding != "enlarged cardiac silhouette" else defaults[lesion.finding]
-            statement = Statement(lesion.finding, tuple(region), "present", severity, temporal, index)
-            sentence = Sentence(special, [statement])
-            findings_sentences.append(sentence)
-            positives.append((sentence, statement, ""))
-            continue
-        regions, loc_in, loc_adj = _location(rng, lesion, defaults)
-        plural = len(lesion.sides) > 1 and lesion.finding in ("pleural effusion", "lung opacity")
-        noun_phrase, severity = _noun_phrase(rng, lesion, plural, loc_in, loc_adj, temporal)
-        statements = [Statement(lesion.finding, regions, status, severity, temporal, index)]
-        if lesion.finding in ("consolidation", "lung opacity") and rng.random() < 0.35:
-            noun_phrase += _pick(rng, PNEUMONIA_TAILS)
-            statements.append(Statement("pneumonia", regions, "uncertain", None, None, None))
-        if hedged:
-            frame = _pick(rng, HEDGED_FRAMES)
-            text = frame.format(np=noun_phrase, NP=_cap(noun_phrase))
-            sentence = Sentence(text, statements)
-            findings_sentences.append(sentence)
-            positives.append((sentence, statements[0], noun_phrase))
-        else:
-            clauses.append((noun_phrase, plural, statements))
+        if reported[index]:
+            _describe(rng, described, index, lesion, defaults, has_prior)
+    _frame_clauses(rng, described)
+    rng.shuffle(described.sentences)  # pyright: ignore[reportArgumentType] - numpy's stubs say ArrayLike; any list works
+    _add_negations_and_normals(rng, described, defaults)
+    impression = _impression(rng, described.positives)
+    return _assemble(described.sentences, impression, has_prior, indication, rng)
 
-    # Plain positive clauses: alone in a frame, or two to a sentence.
-    rng.shuffle(clauses)
+
+def _describe(
+    rng: np.random.Generator,
+    described: _Described,
+    index: int,
+    lesion: Lesion,
+    defaults: dict[str, tuple[str, ...]],
+    has_prior: bool,
+) -> None:
+    """One reported lesion: its own sentence (special or hedged), or a plain clause to frame later."""
+    described.mentioned.add(lesion.finding)
+    described.lung_finding_reported |= lesion.finding in LUNG_FINDINGS
+    hedged = rng.random() < (0.45 if lesion.subtle else 0.12)
+    status = "uncertain" if hedged else "present"
+    temporal = _pick(rng, list(TEMPORAL_WORDS)) if has_prior and rng.random() < 0.4 else None
+    special, severity = _special_sentence(rng, lesion, temporal)
+    if special:
+        region = lesion.home if lesion.finding != "enlarged cardiac silhouette" else defaults[lesion.finding]
+        statement = Statement(lesion.finding, tuple(region), "present", severity, temporal, index)
+        sentence = Sentence(special, [statement])
+        described.sentences.append(sentence)
+        described.positives.append((sentence, statement, ""))
+        return
+    regions, loc_in, loc_adj = _location(rng, lesion, defaults)
+    plural = len(lesion.sides) > 1 and lesion.finding in ("pleural effusion", "lung opacity")
+    noun_phrase, severity = _noun_phrase(rng, lesion, plural, loc_in, loc_adj, temporal)
+    statements = [Statement(lesion.finding, regions, status, severity, temporal, index)]
+    if lesion.finding in ("consolidation", "lung opacity") and rng.random() < 0.35:
+        noun_phrase += _pick(rng, PNEUMONIA_TAILS)
+        statements.append(Statement("pneumonia", regions, "uncertain", None, None, None))
+    if hedged:
+        frame = _pick(rng, HEDGED_FRAMES)
+        text = frame.format(np=noun_phrase, NP=_cap(noun_phrase))
+        sentence = Sentence(text, statements)
+        described.sentences.append(sentence)
+        described.positives.append((sentence, statements[0], noun_phrase))
+    else:
+        described.clauses.append((noun_phrase, plural, statements))
+
+
+def _frame_clauses(rng: np.random.Generator, described: _Described) -> None:
+    """Plain positive clauses: alone in a frame, or two to a sentence."""
+    clauses = described.clauses
+    rng.shuffle(clauses)  # pyright: ignore[reportArgumentType] - numpy's stubs say ArrayLike; any list works
     i = 0
     while i < len(clauses):
         noun_phrase, plural, statements = clauses[i]
@@ -399,70 +424,75 @@ def compose_report(
             joiner = _pick(rng, [" with ", " and ", ", with "])
             text = f"{_cap(noun_phrase)}{joiner}{other}."
             sentence = Sentence(text, statements + other_statements)
-            positives.append((sentence, statements[0], noun_phrase))
-            positives.append((sentence, other_statements[0], other))
-            findings_sentences.append(sentence)
+            described.positives.append((sentence, statements[0], noun_phrase))
+            described.positives.append((sentence, other_statements[0], other))
+            described.sentences.append(sentence)
             i += 2
             continue
         frame = _pick(rng, FRAMES)
         text = frame.format(np=noun_phrase, NP=_cap(noun_phrase), be="are" if plural else "is")
         sentence = Sentence(text, statements)
-        findings_sentences.append(sentence)
-        positives.append((sentence, statements[0], noun_phrase))
+        described.sentences.append(sentence)
+        described.positives.append((sentence, statements[0], noun_phrase))
         i += 1
-    rng.shuffle(findings_sentences)
 
-    # Negations of findings the report does not describe, and normal statements.
+
+def _add_negations_and_normals(
+    rng: np.random.Generator, described: _Described, defaults: dict[str, tuple[str, ...]]
+) -> None:
+    """Negations of findings the report does not describe, and normal statements."""
+    mentioned, sentences = described.mentioned, described.sentences
     negations = [
         n
         for n in NEGATIONS
         if not set(n[1]) & mentioned and not ("pneumonia" in n[1] and {"consolidation", "lung opacity"} & mentioned)
     ]
-    rng.shuffle(negations)
+    rng.shuffle(negations)  # pyright: ignore[reportArgumentType] - numpy's stubs say ArrayLike; any list works
     used: set[str] = set()
     for text, findings in negations[: int(rng.integers(1, 4))]:
         if set(findings) & used:
             continue
         used |= set(findings)
-        findings_sentences.append(Sentence(text, [Statement(f, defaults[f], "absent") for f in findings]))
+        sentences.append(Sentence(text, [Statement(f, defaults[f], "absent") for f in findings]))
     if "pleural effusion" not in mentioned | used and rng.random() < 0.08:
         # A hedged finding with no lesion behind it: readers do this too.
         side = _pick(rng, ["right", "left"])
-        findings_sentences.append(
+        sentences.append(
             Sentence(
                 f"Cannot exclude a trace {side} pleural effusion.",
                 [Statement("pleural effusion", (f"{side} lung",), "uncertain", "mild")],
             )
         )
-    if not lung_finding_reported and rng.random() < 0.85:
-        findings_sentences.insert(0, Sentence(_pick(rng, NORMAL_LUNGS)))
+    if not described.lung_finding_reported and rng.random() < 0.85:
+        sentences.insert(0, Sentence(_pick(rng, NORMAL_LUNGS)))
     for text in rng.permutation(list(NORMAL_OTHER))[: int(rng.integers(0, 3))]:
         if NORMAL_OTHER[str(text)] & mentioned:
             continue
-        findings_sentences.append(Sentence(str(text)))
+        sentences.append(Sentence(str(text)))
 
-    # Impression: the main positive findings again, or a normal line.
-    if positives:
-        for sentence, statement, noun_phrase in positives[: int(rng.integers(1, 3))]:
-            if not noun_phrase:
-                impression.append(Sentence(sentence.text, [Statement(**{**statement.__dict__})]))
-                continue
-            hedge = statement.status == "uncertain"
-            text = (
-                f"{_cap(noun_phrase)}, {_pick(rng, ['possibly', 'likely', 'questionably'])} present."
-                if hedge
-                else f"{_cap(noun_phrase)}."
-            )
-            copied = [
-                Statement(**{**s.__dict__})
-                for s in sentence.statements
-                if s.lesion == statement.lesion or (s.finding == "pneumonia" and s.regions == statement.regions)
-            ]
-            impression.append(Sentence(text, copied))
-    else:
-        impression.append(Sentence(_pick(rng, NORMAL_IMPRESSIONS)))
 
-    return _assemble(findings_sentences, impression, has_prior, indication, rng)
+def _impression(rng: np.random.Generator, positives: list[tuple[Sentence, Statement, str]]) -> list[Sentence]:
+    """The main positive findings again, or a normal line."""
+    if not positives:
+        return [Sentence(_pick(rng, NORMAL_IMPRESSIONS))]
+    impression = []
+    for sentence, statement, noun_phrase in positives[: int(rng.integers(1, 3))]:
+        if not noun_phrase:
+            impression.append(Sentence(sentence.text, [Statement(**{**statement.__dict__})]))
+            continue
+        hedge = statement.status == "uncertain"
+        text = (
+            f"{_cap(noun_phrase)}, {_pick(rng, ['possibly', 'likely', 'questionably'])} present."
+            if hedge
+            else f"{_cap(noun_phrase)}."
+        )
+        copied = [
+            Statement(**{**s.__dict__})
+            for s in sentence.statements
+            if s.lesion == statement.lesion or (s.finding == "pneumonia" and s.regions == statement.regions)
+        ]
+        impression.append(Sentence(text, copied))
+    return impression
 
 
 def _wrap(sentences: list[Sentence], offset: int, width: int = 76) -> str:
@@ -487,6 +517,7 @@ def _wrap(sentences: list[Sentence], offset: int, width: int = 76) -> str:
                 start = pos
             pos += len(word)
             line += len(sep) + len(word)
+        assert start is not None  # every sentence has a first word, if an empty one
         for statement in sentence.statements:
             statement.start, statement.end = start, pos
     return "".join(out)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -467,11 +468,12 @@ def generate_cohort(
     out: Path,
     n: int,
     seed: int,
+    *,
     size: int = 256,
     image_format: str = "png",
     prevalence: dict[str, float] | None = None,
     workers: int = 1,
-    progress=None,
+    progress: Callable[[int], object] | None = None,
 ) -> Path:
     """Write a whole cohort; `progress(done)` is called after each study. Returns the folder."""
     out = Path(out)

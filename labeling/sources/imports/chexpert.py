@@ -35,7 +35,7 @@ import pyarrow as pa
 from labeling.core.errors import InputError
 from labeling.core.files import file_sha256
 from labeling.sources.imports.scene_graphs import mimic_id
-from labeling.store.run_records import ImportResult, SkipLog, check_new_run_name, record_run, status_counts
+from labeling.store.run_records import RunResult, SkipLog, check_new_run_name, record_run, status_counts
 from labeling.store.store import Store
 from schemas.labels import STATUS_RANK
 from schemas.runs import RunKind, RunSpec
@@ -81,6 +81,41 @@ def _code(path: Path, line: int, column: str, value: str) -> float | None:
     return number
 
 
+def _check_header(path: Path, header: list[str], observations: list[str]) -> None:
+    for column in ID_COLUMNS:
+        if column not in header:
+            raise InputError(f"{path}: line 1: column {column!r} is missing")
+    for column in header:
+        if column not in ID_COLUMNS and column not in observations:
+            raise InputError(
+                f"{path}: line 1: column {column!r} is not a CheXpert observation ({', '.join(observations)})"
+            )
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise InputError(f"{path}: line 1: column {duplicated[0]!r} appears twice")
+
+
+def _parse_row(
+    path: Path, line: int, header: list[str], columns: list[str], fields: list[str]
+) -> tuple[int, str, str, dict[str, float]]:
+    """(line, subject, study, {observation: code}) of one data row, checked."""
+    if len(fields) != len(header):
+        raise InputError(f"{path}: line {line}: {len(fields)} fields, the header has {len(header)}")
+    row = dict(zip(header, fields))
+    study = mimic_id(row["study_id"])
+    if study is None:
+        raise InputError(f"{path}: line {line}: column 'study_id': {row['study_id']!r} is not a study id")
+    subject = mimic_id(row["subject_id"])
+    if subject is None:
+        raise InputError(f"{path}: line {line}: column 'subject_id': {row['subject_id']!r} is not a subject id")
+    codes = {}
+    for column in columns:
+        code = _code(path, line, column, row[column])
+        if code is not None:
+            codes[column] = code
+    return line, subject, study, codes
+
+
 def _read_rows(path: Path, observations: list[str]) -> tuple[list[str], list[tuple[int, str, str, dict[str, float]]]]:
     """(observation columns, [(line, subject, study, {observation: code})]) after checking it all."""
     rows = []
@@ -94,39 +129,11 @@ def _read_rows(path: Path, observations: list[str]) -> tuple[list[str], list[tup
                     "CheXpert observation columns)"
                 )
             header = [h.strip() for h in header]
-            for column in ID_COLUMNS:
-                if column not in header:
-                    raise InputError(f"{path}: line 1: column {column!r} is missing")
-            for column in header:
-                if column not in ID_COLUMNS and column not in observations:
-                    raise InputError(
-                        f"{path}: line 1: column {column!r} is not a CheXpert observation ({', '.join(observations)})"
-                    )
-            duplicated = sorted({c for c in header if header.count(c) > 1})
-            if duplicated:
-                raise InputError(f"{path}: line 1: column {duplicated[0]!r} appears twice")
+            _check_header(path, header, observations)
             columns = [c for c in header if c not in ID_COLUMNS]
             for fields in reader:
-                line = reader.line_num
-                if not any(f.strip() for f in fields):
-                    continue
-                if len(fields) != len(header):
-                    raise InputError(f"{path}: line {line}: {len(fields)} fields, the header has {len(header)}")
-                row = dict(zip(header, fields))
-                study = mimic_id(row["study_id"])
-                if study is None:
-                    raise InputError(f"{path}: line {line}: column 'study_id': {row['study_id']!r} is not a study id")
-                subject = mimic_id(row["subject_id"])
-                if subject is None:
-                    raise InputError(
-                        f"{path}: line {line}: column 'subject_id': {row['subject_id']!r} is not a subject id"
-                    )
-                codes = {}
-                for column in columns:
-                    code = _code(path, line, column, row[column])
-                    if code is not None:
-                        codes[column] = code
-                rows.append((line, subject, study, codes))
+                if any(f.strip() for f in fields):
+                    rows.append(_parse_row(path, reader.line_num, header, columns, fields))
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         raise InputError(f"{path}: cannot read: {exc}") from None
     except UnicodeDecodeError as exc:
@@ -136,16 +143,7 @@ def _read_rows(path: Path, observations: list[str]) -> tuple[list[str], list[tup
     return columns, rows
 
 
-def _patients(store: Store, report_keys: list[int]) -> dict[int, str | None]:
-    if not report_keys:
-        return {}
-    table = store.arrow(
-        "SELECT report_key, patient_id FROM reports WHERE report_key IN (SELECT unnest(?))", [report_keys]
-    )
-    return dict(zip(table["report_key"].to_pylist(), table["patient_id"].to_pylist()))
-
-
-def import_chexpert(store: Store, path: Path, name: str, vocabulary: Vocabulary, dataset: str | None) -> ImportResult:
+def import_chexpert(store: Store, path: Path, name: str, vocabulary: Vocabulary, dataset: str | None) -> RunResult:
     """Import a MIMIC-CXR CheXpert CSV (optionally gzipped) as an image-level run."""
     check_new_run_name(store, name)
     path = Path(path)
@@ -163,7 +161,7 @@ def import_chexpert(store: Store, path: Path, name: str, vocabulary: Vocabulary,
                 f"{path}: study {study} matches reports of several datasets ({', '.join(datasets)}); pass --dataset"
             )
     keys = {study: min(key for _, key in matches) for study, matches in found.items()}
-    patients = _patients(store, sorted(set(keys.values())))
+    patients = store.report_patients(sorted(set(keys.values())))
 
     best: dict[tuple[int, str], str] = {}
     not_stored: dict[str, dict[str, int]] = {}
@@ -209,7 +207,7 @@ def import_chexpert(store: Store, path: Path, name: str, vocabulary: Vocabulary,
         },
         schema=LABEL_SCHEMA,
     )
-    statuses = status_counts(labels) if labels.num_rows else {}
+    statuses = status_counts(labels)
     used_mapping = {obs: mapping[obs] for obs in columns}
     details: dict[str, Any] = {
         "rows read": len(rows),
@@ -230,7 +228,7 @@ def import_chexpert(store: Store, path: Path, name: str, vocabulary: Vocabulary,
         "rows": len(rows),
         "reports": len(covered),
         "labels": labels.num_rows,
-        "statuses": statuses,
+        "statuses": dict(statuses),
         "mapping": used_mapping,
         "not_stored": not_stored,
         "skipped": dict(skipped.counts),
@@ -240,8 +238,8 @@ def import_chexpert(store: Store, path: Path, name: str, vocabulary: Vocabulary,
         name=name, kind=RunKind.imported, vocabulary_version=vocabulary.version, params=params, source=source
     )
     record_run(store, spec, sorted(covered), labels)
-    return ImportResult(
-        run=name,
+    return RunResult(
+        name=name,
         kind="chexpert",
         source=source,
         reports=len(covered),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,32 +16,28 @@ from labeling.core.cli_options import (
     VocabularyOption,
     user_errors,
 )
+from labeling.core.formatting import format_counts
 from labeling.core.terminal import output_console
-from labeling.sources.imports.registry import import_labels
-from labeling.store.run_records import ImportResult
+
+if TYPE_CHECKING:
+    from labeling.sources.imports.registry import ImportRequest
+    from labeling.store.run_records import RunResult
+    from labeling.store.store import Store
 
 
-def run_import(
-    db: str | Path,
-    kind: str,
-    path: str | Path,
-    name: str,
-    dataset: str | None = None,
-    vocabulary: str | None = None,
-    enable: list[str] | None = None,
-    console: Console | None = None,
-) -> ImportResult:
+def run_import(store: Store, request: ImportRequest, console: Console | None = None) -> RunResult:
+    from labeling.sources.imports.registry import import_labels
+
     console = console or output_console()
-    result = import_labels(db, kind, path, name, dataset, vocabulary, enable)
+    result = import_labels(store, request)
     show_import_result(result, console)
     return result
 
 
-def show_import_result(result: ImportResult, console: Console) -> None:
-    statuses = ", ".join(f"{k} {v:,}" for k, v in sorted(result.statuses.items())) or "none"
+def show_import_result(result: RunResult, console: Console) -> None:
     console.print(
-        f"run [bold]{result.run}[/bold] ({result.kind}) from {result.source}: "
-        f"{result.reports:,} reports, {result.labels:,} labels ({statuses})"
+        f"run [bold]{result.name}[/bold] ({result.kind}) from {result.source}: "
+        f"{result.reports:,} reports, {result.labels:,} labels ({format_counts(result.statuses)})"
     )
     for key, value in result.details.items():
         console.print(f"  {key}: {value}")
@@ -71,6 +67,9 @@ def import_command(
     enable: EnableOption = None,
 ) -> None:
     """Import existing labels (scene graphs, CheXpert, MeSH, Label Studio, synthetic gold) as a run."""
-    from labeling.sources.imports.commands import run_import
+    from labeling.sources.imports.registry import ImportRequest
+    from labeling.store.store import Store
 
-    run_import(db, kind, path, name, dataset, str(vocabulary) if vocabulary else None, enable or [])
+    request = ImportRequest(kind, path, name, dataset, str(vocabulary) if vocabulary else None, enable or [])
+    with Store(db) as store:
+        run_import(store, request)

@@ -39,7 +39,7 @@ from labeling.core.errors import InputError
 from labeling.core.files import file_sha256
 from labeling.ingest.pipeline import DEFAULT_DATASETS
 from labeling.ingest.readers import _csv_rows, _require_columns
-from labeling.store.run_records import ImportResult, record_run, status_counts
+from labeling.store.run_records import RunResult, SkipLog, record_run, status_counts
 from labeling.store.store import Store
 from schemas.labels import STATUS_RANK
 from schemas.runs import RunKind, RunSpec
@@ -194,7 +194,9 @@ def map_code(code: str, mapping: MeshMapping, vocabulary: Vocabulary) -> CodeLab
         resolved = [_zone_regions(z, sides) for z in zones]
         # A zone whose side is unknown makes the whole code unlocated (see the module docstring).
         regions = (
-            None if any(r is None for r in resolved) else tuple(dict.fromkeys(region for r in resolved for region in r))
+            None
+            if any(r is None for r in resolved)
+            else tuple(dict.fromkeys(region for r in resolved if r is not None for region in r))
         )
     elif sides:
         zone = rule.get("zone", "lung")
@@ -218,53 +220,26 @@ def split_codes(mesh: str, path: Path, line: int) -> list[str]:
     return [code.strip() for code in codes]
 
 
-def import_mesh(
-    store: Store, path: Path, name: str, vocabulary: Vocabulary, dataset: str | None = None
-) -> ImportResult:
-    """Read every row and map every code first, then store the run in one transaction."""
-    path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; pass the IU X-ray indiana_reports.csv")
-    mapping = shipped_mapping()
-    check_mapping(mapping, vocabulary)
-    dataset = dataset or DEFAULT_DATASETS["iu-xray"]
-    header, rows = _csv_rows(path, "utf-8")
-    _require_columns(path, header, {"(IU X-ray MeSH)": "uid", "(IU X-ray)": "MeSH"})
-
-    result = ImportResult(run=name, kind=RunKind.imported.value, source=str(path.resolve()))
-    parsed: list[tuple[int, str, list[str]]] = []
-    seen: dict[str, int] = {}
-    for line, row in rows:
-        uid = (row.get("uid") or "").strip()
-        if not uid:
-            raise InputError(f"{path}: line {line}: empty 'uid'")
-        if uid in seen:
-            raise InputError(f"{path}: line {line}: uid {uid!r} repeats line {seen[uid]}")
-        seen[uid] = line
-        mesh = (row.get("MeSH") or "").strip()
-        if not mesh:
-            result.skipped.add("no MeSH codes: report not covered", f"uid {uid} (line {line})")
-            continue
-        parsed.append((line, uid, split_codes(mesh, path, line)))
-
-    keys = store.report_keys([uid for _, uid, _ in parsed], by="report_id", dataset=dataset)
-    if parsed and not keys:
-        raise InputError(
-            f"{path}: none of its {len(parsed):,} uids is a report of dataset {dataset!r} in "
-            f"{store.path}; run `clala ingest {path}` first or pass --dataset"
-        )
-
+def _map_reports(
+    parsed: list[tuple[int, str, list[str]]],
+    keys: dict[str, list[tuple[str, int]]],
+    mapping: MeshMapping,
+    vocabulary: Vocabulary,
+    skipped: SkipLog,
+) -> tuple[dict[tuple[int, str | None, str], dict[str, Any]], list[int], dict[str, Any]]:
+    """(one row per cell, covered report keys, figures: codes, mapped, unknown qualifiers) of the
+    parsed rows whose uid is a stored report."""
     best: dict[tuple[int, str | None, str], dict[str, Any]] = {}
     covered: list[int] = []
     codes_total = mapped = 0
     unknown_qualifiers: dict[str, int] = {}
-    for line, uid, codes in parsed:
+    for _line, uid, codes in parsed:
         if uid not in keys:
-            result.skipped.add("uid not in the database (blank report or not ingested)", f"uid {uid}")
+            skipped.add("uid not in the database (blank report or not ingested)", f"uid {uid}")
             continue
         report_key = keys[uid][0][1]
         if all(_key(c) in mapping.not_indexed for c in codes):
-            result.skipped.add("No Indexing: the indexers coded nothing; report not covered", f"uid {uid}")
+            skipped.add("No Indexing: the indexers coded nothing; report not covered", f"uid {uid}")
             continue
         covered.append(report_key)
         for code in codes:
@@ -275,7 +250,7 @@ def import_mesh(
             for qualifier in labels.unknown_qualifiers:
                 unknown_qualifiers[qualifier] = unknown_qualifiers.get(qualifier, 0) + 1
             if labels.finding is None:
-                result.skipped.add(labels.skip_reason or "unmapped", f"{code} (uid {uid})")
+                skipped.add(labels.skip_reason or "unmapped", f"{code} (uid {uid})")
                 continue
             mapped += 1
             for region in labels.regions:
@@ -287,7 +262,53 @@ def import_mesh(
                     "severity": labels.severity,
                 }
                 _keep_stronger(best, row)
+    return best, covered, {"codes": codes_total, "mapped": mapped, "unknown qualifiers": unknown_qualifiers}
 
+
+def _parse_rows(
+    path: Path, rows: list[tuple[int, dict[str, str]]], skipped: SkipLog
+) -> list[tuple[int, str, list[str]]]:
+    """(line, uid, codes) of every row with MeSH codes; a row without any is skipped."""
+    parsed: list[tuple[int, str, list[str]]] = []
+    seen: dict[str, int] = {}
+    for line, row in rows:
+        uid = (row.get("uid") or "").strip()
+        if not uid:
+            raise InputError(f"{path}: line {line}: empty 'uid'")
+        if uid in seen:
+            raise InputError(f"{path}: line {line}: uid {uid!r} repeats line {seen[uid]}")
+        seen[uid] = line
+        mesh = (row.get("MeSH") or "").strip()
+        if not mesh:
+            skipped.add("no MeSH codes: report not covered", f"uid {uid} (line {line})")
+            continue
+        parsed.append((line, uid, split_codes(mesh, path, line)))
+    return parsed
+
+
+def import_mesh(store: Store, path: Path, name: str, vocabulary: Vocabulary, dataset: str | None = None) -> RunResult:
+    """Read every row and map every code first, then store the run in one transaction."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; pass the IU X-ray indiana_reports.csv")
+    mapping = shipped_mapping()
+    check_mapping(mapping, vocabulary)
+    dataset = dataset or DEFAULT_DATASETS["iu-xray"]
+    header, rows = _csv_rows(path, "utf-8")
+    _require_columns(path, header, {"(IU X-ray MeSH)": "uid", "(IU X-ray)": "MeSH"})
+
+    result = RunResult(name=name, kind=RunKind.imported.value, source=str(path.resolve()))
+    parsed = _parse_rows(path, rows, result.skipped)
+
+    keys = store.report_keys([uid for _, uid, _ in parsed], by="report_id", dataset=dataset)
+    if parsed and not keys:
+        raise InputError(
+            f"{path}: none of its {len(parsed):,} uids is a report of dataset {dataset!r} in "
+            f"{store.path}; run `clala ingest {path}` first or pass --dataset"
+        )
+
+    best, covered, figures = _map_reports(parsed, keys, mapping, vocabulary, result.skipped)
+    codes_total, mapped, unknown_qualifiers = figures["codes"], figures["mapped"], figures["unknown qualifiers"]
     rows_out = _drop_redundant_image_rows(list(best.values()))
     labels_table = {
         column: [r[column] for r in rows_out] for column in ("report_key", "region", "finding", "status", "severity")
@@ -309,7 +330,7 @@ def import_mesh(
 
     result.reports = len(set(covered))
     result.labels = len(rows_out)
-    result.statuses = status_counts(labels_table) if rows_out else {}
+    result.statuses = status_counts(labels_table)
     result.details = {
         "codes": f"{codes_total:,} finding codes, {mapped:,} mapped, {codes_total - mapped:,} skipped",
         "image-level labels (no usable location)": sum(r["region"] is None for r in rows_out),

@@ -1,17 +1,18 @@
 """`clala import KIND PATH --name NAME`: every existing label source becomes a run of the store.
 
 Each kind lives in its own module with a function
-`import_KIND(store, path, name, vocabulary, dataset) -> ImportResult` that validates its whole
-input first and then stores the run in one transaction (see `source_runs.record_run`).
+`import_KIND(store, path, name, vocabulary, dataset) -> RunResult` that validates its whole
+input first and then stores the run in one transaction (see `run_records.record_run`).
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labeling.core.errors import InputError
-from labeling.store.run_records import ImportResult
+from labeling.store.run_records import RunResult
 from labeling.store.store import Store
 from schemas.vocabulary import load_vocabulary
 
@@ -34,7 +35,7 @@ IMPORT_KINDS: dict[str, tuple[str, str, str]] = {
     ),
     "mesh": ("labeling.sources.imports.mesh", "import_mesh", "IU X-ray MeSH codes (indiana_reports.csv)"),
     "labelstudio": (
-        "labeling.review.labelstudio",
+        "labeling.sources.imports.labelstudio",
         "import_labelstudio",
         "a Label Studio JSON export of reviewed tasks (run kind human)",
     ),
@@ -46,25 +47,33 @@ IMPORT_KINDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def import_labels(
-    db: str | Path,
-    kind: str,
-    path: str | Path,
-    name: str,
-    dataset: str | None = None,
-    vocabulary: str | None = None,
-    enable: list[str] | None = None,
-) -> ImportResult:
-    if kind not in IMPORT_KINDS:
-        raise InputError(f"unknown import kind {kind!r}; choose one of {', '.join(IMPORT_KINDS)}")
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: not found")
+@dataclass(frozen=True)
+class ImportRequest:
+    """Import the labels of `kind` at `path` as run `name`; `dataset`: match reports of this dataset
+    only; `vocabulary`/`enable`: the vocabulary the labels must fit. The kind and the path are
+    checked when the request is made, before any database is opened."""
+
+    kind: str
+    path: Path
+    name: str
+    dataset: str | None = None
+    vocabulary: str | None = None
+    enable: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.kind not in IMPORT_KINDS:
+            raise InputError(f"unknown import kind {self.kind!r}; choose one of {', '.join(IMPORT_KINDS)}")
+        object.__setattr__(self, "path", Path(self.path))
+        if not self.path.exists():
+            raise InputError(f"{self.path}: not found")
+
+
+def import_labels(store: Store, request: ImportRequest) -> RunResult:
+    """Store the labels a request names as a new run (or, for synth-gold, two runs)."""
     try:
-        vocab = load_vocabulary(vocabulary, enable=enable or [])
+        vocab = load_vocabulary(request.vocabulary, enable=request.enable)
     except (ValueError, FileNotFoundError) as exc:
         raise InputError(str(exc)) from None
-    module, function, _ = IMPORT_KINDS[kind]
+    module, function, _ = IMPORT_KINDS[request.kind]
     importer = getattr(importlib.import_module(module), function)
-    with Store(db) as store:
-        return importer(store, path, name, vocab, dataset)
+    return importer(store, request.path, request.name, vocab, request.dataset)

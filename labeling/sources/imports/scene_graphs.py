@@ -40,7 +40,7 @@ import pyarrow as pa
 from labeling.core.errors import InputError
 from labeling.core.files import file_sha256
 from labeling.sources.grounding import ground
-from labeling.store.run_records import ImportResult, SkipLog, check_new_run_name, record_run, status_counts
+from labeling.store.run_records import RunResult, SkipLog, check_new_run_name, record_run, status_counts
 from labeling.store.store import Store
 from schemas.labels import STATUS_RANK, Severity
 from schemas.runs import RunKind, RunSpec
@@ -104,6 +104,8 @@ class Parsed:
     studies: dict[str, str] = field(default_factory=dict)  # study -> where it came from (for messages)
     skipped: SkipLog = field(default_factory=SkipLog)
     units: int = 0  # graphs or rows read
+    params: dict[str, Any] = field(default_factory=dict)  # the input's provenance, stored with the run
+    details: dict[str, Any] = field(default_factory=dict)  # what the import shows about the input
 
 
 # --- shared helpers ---------------------------------------------------------------------------
@@ -230,20 +232,19 @@ def store_import(
     vocabulary: Vocabulary,
     dataset: str | None,
     parsed: Parsed,
-    params: dict[str, Any],
-    details: dict[str, Any],
-) -> ImportResult:
+) -> RunResult:
+    details = parsed.details
     keys = match_studies(store, parsed.studies, dataset, parsed.skipped)
     labels = build_labels(store, parsed, keys, vocabulary, details)
     report_keys = sorted(set(keys.values()))
-    statuses = status_counts(labels) if labels.num_rows else {}
+    statuses = status_counts(labels)
     params = {
         "kind": kind,
-        **params,
+        **parsed.params,
         "studies": len(parsed.studies),
         "reports": len(report_keys),
         "labels": labels.num_rows,
-        "statuses": statuses,
+        "statuses": dict(statuses),
         "skipped": dict(parsed.skipped.counts),
         "dataset": dataset,
     }
@@ -255,8 +256,8 @@ def store_import(
         source=str(path.resolve()),
     )
     record_run(store, spec, report_keys, labels)
-    return ImportResult(
-        run=name,
+    return RunResult(
+        name=name,
         kind=kind,
         source=str(path.resolve()),
         reports=len(report_keys),
@@ -348,9 +349,7 @@ def parse_scene_graph(path: Path, graph: dict[str, Any], vocabulary: Vocabulary,
                 )
 
 
-def import_scene_graphs(
-    store: Store, path: Path, name: str, vocabulary: Vocabulary, dataset: str | None
-) -> ImportResult:
+def import_scene_graphs(store: Store, path: Path, name: str, vocabulary: Vocabulary, dataset: str | None) -> RunResult:
     """Import a folder (searched recursively) of Chest ImaGenome `*_SceneGraph.json` files."""
     check_new_run_name(store, name)
     path = Path(path)
@@ -367,14 +366,14 @@ def import_scene_graphs(
         # The run's input digest: every file's relative path and content, in path order.
         listing.update(f"{file.relative_to(path) if file != path else file.name}\0{sha256}\n".encode())
     parsed.units = len(files)
-    details: dict[str, Any] = {"scene graphs read": len(files), "studies in the input": len(parsed.studies)}
-    params = {
+    parsed.details = {"scene graphs read": len(files), "studies in the input": len(parsed.studies)}
+    parsed.params = {
         "files": len(files),
         "images": len(images),
         "sha256": listing.hexdigest(),
         "finding_statements": len(parsed.statements),
     }
-    return store_import(store, "scene-graphs", path, name, vocabulary, dataset, parsed, params, details)
+    return store_import(store, "scene-graphs", path, name, vocabulary, dataset, parsed)
 
 
 # --- gold attributes --------------------------------------------------------------------------
@@ -403,7 +402,7 @@ def _gold_status(path: Path, line: int, row: dict[str, str]) -> tuple[str, bool]
 
 def import_imagenome_gold(
     store: Store, path: Path, name: str, vocabulary: Vocabulary, dataset: str | None
-) -> ImportResult:
+) -> RunResult:
     """Import the Chest ImaGenome gold attributes file (tab-separated)."""
     check_new_run_name(store, name)
     path = Path(path)
@@ -456,13 +455,13 @@ def import_imagenome_gold(
         raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from None
     except csv.Error as exc:
         raise InputError(f"{path}: not a tab-separated file: {exc}") from None
-    details: dict[str, Any] = {"rows read": parsed.units, "studies in the input": len(parsed.studies)}
+    parsed.details = {"rows read": parsed.units, "studies in the input": len(parsed.studies)}
     if disagreements:
-        details["rows whose relation disagrees with context (context used)"] = disagreements
-    params = {
+        parsed.details["rows whose relation disagrees with context (context used)"] = disagreements
+    parsed.params = {
         "rows": parsed.units,
         "sha256": file_sha256(path),
         "finding_rows": len(parsed.statements),
         "status_column": "context" if has_context else "relation",
     }
-    return store_import(store, "imagenome-gold", path, name, vocabulary, dataset, parsed, params, details)
+    return store_import(store, "imagenome-gold", path, name, vocabulary, dataset, parsed)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from labeling.core.errors import InputError
-from labeling.store.run_records import ImportResult, SkipLog, check_new_run_name, record_run, status_counts
+from labeling.store.run_records import RunResult, SkipLog, check_new_run_name, record_run, status_counts
 from labeling.store.store import Store
 from schemas.labels import STATUS_RANK
 from schemas.runs import RunKind, RunSpec
@@ -57,7 +57,7 @@ def _check_cell(file: Path, record: dict, what: str, finding: str, region: str, 
 
 def import_synth_gold(
     store: Store, path: Path, name: str, vocabulary: Vocabulary, dataset: str | None = None
-) -> ImportResult:
+) -> RunResult:
     file, records = read_gold(Path(path))
     report_name, image_name = f"{name}-report", f"{name}-image"
     check_new_run_name(store, report_name)
@@ -149,8 +149,8 @@ def import_synth_gold(
             keys,
             image_labels,
         )
-    return ImportResult(
-        run=report_name,
+    return RunResult(
+        name=report_name,
         kind="synth-gold",
         source=str(file),
         reports=len(keys),

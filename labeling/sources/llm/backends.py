@@ -27,12 +27,15 @@ import math
 import os
 import urllib.request
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlparse
 
 from pydantic import BaseModel
 
 from labeling.core.errors import ClalaError
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 DIALECTS = ("auto", "json_schema", "llama_cpp", "none")
 BACKENDS = ("local", "openai", "vllm")
@@ -154,13 +157,11 @@ class OpenAICompatibleBackend:
         self.model, self.dialect = model, dialect
         mode = instructor.Mode.MD_JSON if dialect == "none" else instructor.Mode.JSON_SCHEMA
         # A local server needs no key, but the client insists on one.
-        self._clients = [
-            instructor.from_openai(
-                AsyncOpenAI(base_url=url, api_key=api_key or "no-key", timeout=timeout, max_retries=transport_retries),
-                mode=mode,
-            )
+        self._openai = [
+            AsyncOpenAI(base_url=url, api_key=api_key or "no-key", timeout=timeout, max_retries=transport_retries)
             for url in base_urls
         ]
+        self._clients = [instructor.from_openai(client, mode=mode) for client in self._openai]
         self._next = itertools.cycle(self._clients)
         self.logprobs = dialect == "json_schema"  # llama-cpp-python's chat endpoint returns none
 
@@ -190,7 +191,7 @@ class OpenAICompatibleBackend:
         try:
             parsed, completion = await client.chat.completions.create_with_completion(
                 model=self.model,
-                messages=messages,
+                messages=cast("list[ChatCompletionMessageParam]", messages),  # role/content dicts
                 response_model=answer_model,
                 max_retries=reasks,
                 temperature=temperature,
@@ -230,8 +231,8 @@ class OpenAICompatibleBackend:
         )
 
     async def close(self) -> None:
-        for client in self._clients:
-            await client.client.close()
+        for client in self._openai:
+            await client.close()
 
 
 def _describe(exc: BaseException) -> str:
@@ -255,7 +256,7 @@ class VllmBackend:
 
     def __init__(self, model: str, dialect: str = "json_schema", **engine_args: Any):
         try:
-            from vllm import LLM
+            from vllm import LLM  # pyright: ignore[reportMissingImports]  # the optional clala[vllm] extra
         except ImportError:
             raise ClalaError("the vllm backend needs `pip install 'clala[vllm]'` on a machine with a GPU") from None
         self.model, self.dialect, self.logprobs = model, "vllm_structured_outputs", False
@@ -273,8 +274,10 @@ class VllmBackend:
         reasks: int,
         seed: int | None = None,
     ) -> Answer:
-        from vllm import SamplingParams
-        from vllm.sampling_params import StructuredOutputsParams
+        from vllm import SamplingParams  # pyright: ignore[reportMissingImports]  # the optional clala[vllm] extra
+        from vllm.sampling_params import (  # pyright: ignore[reportMissingImports]  # the optional clala[vllm] extra
+            StructuredOutputsParams,
+        )
 
         params = SamplingParams(
             temperature=temperature,
@@ -283,7 +286,7 @@ class VllmBackend:
             structured_outputs=StructuredOutputsParams(json=schema),
         )
         chat, prompt_tokens, completion_tokens, raw = list(messages), 0, 0, ""
-        for attempt in range(reasks + 1):
+        for _attempt in range(reasks + 1):
             async with self._lock:  # one engine; it batches internally
                 output = (await asyncio.to_thread(self.engine.chat, chat, params, use_tqdm=False))[0]
             prompt_tokens += len(output.prompt_token_ids or [])

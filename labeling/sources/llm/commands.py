@@ -12,6 +12,7 @@ from rich.table import Table
 
 from labeling.core.cli_options import EnableOption, VocabularyOption, user_errors
 from labeling.core.errors import InputError
+from labeling.core.files import write_text_atomically
 from labeling.core.terminal import output_console
 from schemas.llm_output import output_json_schema
 from schemas.vocabulary import Vocabulary, load_vocabulary
@@ -31,9 +32,7 @@ def export_label_schema(out: Path | None, vocabulary_path: Path | None, enable: 
     if out is None:
         print(text, end="")
     else:
-        if not out.parent.exists():
-            raise InputError(f"{out}: folder {out.parent} does not exist")
-        out.write_text(text, encoding="utf-8")
+        write_text_atomically(out, text)  # says which folder is missing, if one is
         Console(stderr=True).print(f"wrote the label schema for {vocabulary.version} to {out}")
     return schema
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from labeling.core.errors import ClalaError
 from labeling.sources.llm.backends import (
@@ -35,85 +33,21 @@ from labeling.sources.llm.backends import (
     detect_dialect,
 )
 from labeling.sources.llm.local_server import LocalLlamaServer
+from labeling.sources.llm.options import BackendOptions, LabelOptions, LlmRequest
 from labeling.sources.llm.resolver import resolve_unit
 from labeling.sources.llm.units import UNIT_KINDS, Unit, build_units, cache_key
+from labeling.sources.selection import select_reports
+from labeling.store.run_records import RunHooks, RunResult, check_new_run_name, resume_or_create
 from labeling.store.store import Store
-from prompts.render import DEFAULT_PROMPT, load_prompt
+from prompts.render import load_prompt
 from schemas.labels import merge_labels
 from schemas.llm_output import build_output_model, output_json_schema
-from schemas.runs import RunKind, RunSpec, RunStatus, run_name_problem
+from schemas.runs import RunKind, RunSpec, RunStatus
 from schemas.vocabulary import load_vocabulary
 
-
-class BackendOptions(BaseModel):
-    """Which LLM server to use and how to reach it (labeling, report writing, judging)."""
-
-    model_config = ConfigDict(extra="forbid")
-    backend: str = "local"
-    base_urls: list[str] = []
-    model: str | None = None
-    model_path: str | None = None
-    api_key_env: str | None = "OPENAI_API_KEY"
-    structured_output: str = "auto"
-    transport_retries: int = Field(4, ge=0, le=20)
-    timeout: float = Field(120.0, gt=0)
-    n_ctx: int = 4096
-
-
-class LabelOptions(BackendOptions):
-    """Everything that defines an LLM run; stored with the run (no secrets) so it can resume."""
-
-    unit: str = "sentence"
-    context: int = Field(0, ge=0, le=5)
-    prompt: str = DEFAULT_PROMPT
-    samples: int = Field(1, ge=1, le=20)
-    temperature: float | None = None
-    max_tokens: int | None = None
-    seed: int | None = 0
-    max_retries: int = Field(2, ge=0, le=10)
-    concurrency: int = Field(4, ge=1, le=512)
-    batch_size: int = Field(16, ge=1)
-    use_cache: bool = True
-    vocabulary: str | None = None
-    enable: list[str] = []
-    # which reports
-    dataset: str | None = None
-    report_ids: list[str] = []
-    limit: int | None = None
-
-    def decoding(self, dialect: str) -> dict[str, Any]:
-        temperature = self.temperature if self.temperature is not None else (0.7 if self.samples > 1 else 0.0)
-        max_tokens = self.max_tokens or (2048 if self.unit == "report" else 384)
-        return {
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            "seed": self.seed,
-            "samples": self.samples,
-            "structured_output": dialect,
-            "unit": self.unit,
-            "context": self.context,
-        }
-
-
-@dataclass
-class RunSummary:
-    run_id: int
-    name: str
-    status: RunStatus
-    reports: int = 0
-    reports_done: int = 0
-    reports_failed: int = 0
-    reports_pending: int = 0
-    units: int = 0
-    model_calls: int = 0
-    cache_hits: int = 0
-    unit_failures: int = 0
-    labels: int = 0
-    rejected: dict[str, int] = field(default_factory=dict)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    stopped_because: str | None = None
+# The engine's own figures, kept in RunResult.counts.
+ENGINE_COUNTS = ("units", "model_calls", "cache_hits", "unit_failures", "prompt_tokens", "completion_tokens")
+FAILURES = (UnitFailed, TransportFailed, ServerRefused)
 
 
 @dataclass
@@ -139,23 +73,16 @@ class PreparedBatch:
     calls: list[asyncio.Future]
 
 
-def select_reports(store: Store, options: LabelOptions) -> list[int]:
-    rows = store.con.execute(
-        """SELECT report_key, report_id FROM current_reports
-           WHERE (? IS NULL OR dataset = ?) AND (len(?) = 0 OR list_contains(?, report_id))
-           ORDER BY report_key""",
-        [options.dataset, options.dataset, options.report_ids, options.report_ids],
-    ).fetchall()
-    if options.report_ids:
-        missing = sorted(set(options.report_ids) - {r[1] for r in rows})
-        if missing:
-            raise ClalaError(f"{store.path}: no report with id {', '.join(missing[:5])}")
-    keys = [r[0] for r in rows]
-    if options.limit is not None:
-        keys = keys[: options.limit]
-    if not keys:
-        raise ClalaError(f"{store.path}: no reports to label (ingest some first, or check --dataset)")
-    return keys
+@dataclass
+class Outcomes:
+    """A batch's answers sorted out: what to cache, units that failed, transport trouble."""
+
+    fresh: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    transport: dict[str, str] = field(default_factory=dict)  # unit identity -> error
+    refused: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @contextmanager
@@ -198,24 +125,16 @@ def open_backend(options: BackendOptions, allow_remote: bool) -> Iterator[tuple[
 class LabelRun:
     """One LLM run being executed (new or resumed)."""
 
-    def __init__(
-        self,
-        store: Store,
-        run_id: int,
-        options: LabelOptions,
-        backend: Any,
-        model: str,
-        on_progress: Callable[[RunSummary, int], None] | None = None,
-    ):
-        self.store, self.run_id, self.options, self.backend, self.model = store, run_id, options, backend, model
+    def __init__(self, store: Store, result: RunResult, options: LabelOptions, backend: Any, model: str):
+        assert result.run_id is not None
+        self.store, self.run_id, self.options, self.backend, self.model = store, result.run_id, options, backend, model
         self.vocabulary = load_vocabulary(options.vocabulary, enable=options.enable)
         self.prompt = load_prompt(options.prompt, self.vocabulary)
         self.answer_model = build_output_model(self.vocabulary)
         self.schema = output_json_schema(self.vocabulary)
         self.decoding = options.decoding(backend.dialect)
-        self.on_progress = on_progress
-        run = store.run(run_id)
-        self.summary = RunSummary(run_id, run.name, RunStatus.running)
+        self.result = result
+        self.result.counts.update(dict.fromkeys(ENGINE_COUNTS, 0))
         self.failed_units: dict[str, UnitFailed] = {}
         self.inflight: dict[str, asyncio.Future] = {}  # cache key -> call, shared by overlapping batches
         self.settled: set[str] = set()  # cache keys whose call was already accounted for
@@ -238,13 +157,14 @@ class LabelRun:
                     reasks=self.options.max_retries,
                     seed=None if self.decoding["seed"] is None else self.decoding["seed"] + sample,
                 )
-            except (UnitFailed, TransportFailed, ServerRefused) as exc:
+            except FAILURES as exc:
                 return exc
 
-    async def execute(self) -> RunSummary:
+    async def execute(self, hooks: RunHooks) -> RunResult:
         started = time.monotonic()
+        result = self.result
         pending = self.store.work(self.run_id, ("pending",))
-        self.summary.reports = sum(self.store.work_counts(self.run_id).values())
+        result.reports = sum(self.store.work_counts(self.run_id).values())
         semaphore = asyncio.Semaphore(self.options.concurrency)
         size = max(self.options.batch_size, self.options.concurrency)  # a batch keeps every slot busy
         batches = [pending[i : i + size] for i in range(0, len(pending), size)]
@@ -256,25 +176,24 @@ class LabelRun:
                 prepared.append(self._prepare(batches[i + 1], semaphore))
             current = prepared.popleft()
             stop = self._settle(current, await asyncio.gather(*current.calls))
-            self.summary.seconds = time.monotonic() - started
-            if self.on_progress:
-                self.on_progress(self.summary, len(batch))
+            result.seconds = time.monotonic() - started
+            hooks.advance(result, len(batch))
             if stop:
-                self.summary.stopped_because = stop
+                result.stopped_because = stop
                 break
         leftover = [call for batch in prepared for call in batch.calls]
         for call in leftover:
             call.cancel()
         await asyncio.gather(*leftover, return_exceptions=True)
         counts = self.store.work_counts(self.run_id)
-        self.summary.reports_done = counts.get("done", 0)
-        self.summary.reports_failed = counts.get("failed", 0)
-        self.summary.reports_pending = counts.get("pending", 0)
-        self.summary.status = RunStatus.incomplete if self.summary.reports_pending else RunStatus.complete
-        self.store.set_run_status(self.run_id, self.summary.status)
-        self.summary.rejected = self.store.rejection_counts(self.run_id)
-        self.summary.seconds = time.monotonic() - started
-        return self.summary
+        result.reports_done = counts.get("done", 0)
+        result.reports_failed = counts.get("failed", 0)
+        result.reports_pending = counts.get("pending", 0)
+        result.status = RunStatus.incomplete if result.reports_pending else RunStatus.complete
+        self.store.set_run_status(self.run_id, result.status)
+        result.rejected = self.store.rejection_counts(self.run_id)
+        result.seconds = time.monotonic() - started
+        return result
 
     def _prepare(self, batch: list[int], semaphore: asyncio.Semaphore) -> PreparedBatch:
         """Read a batch's units and cached answers and start the calls it still needs."""
@@ -293,50 +212,46 @@ class LabelRun:
             key = keys[identity][sample]
             if key not in self.inflight:
                 self.inflight[key] = asyncio.ensure_future(self._ask(units[identity], sample, semaphore))
-                self.summary.model_calls += 1
+                self.result.counts["model_calls"] += 1
             calls.append(self.inflight[key])
-        self.summary.units += len(units)
-        self.summary.cache_hits += len(all_keys) - len(todo)
+        self.result.counts["units"] += len(units)
+        self.result.counts["cache_hits"] += len(all_keys) - len(todo)
         return PreparedBatch(batch, units, report_units, texts, keys, cached, todo, calls)
 
-    def _settle(self, prepared: PreparedBatch, outcomes: list[Any]) -> str | None:
-        """Commit a batch whose calls have all returned; a reason to stop, or None."""
-        batch, units, report_units, texts = prepared.batch, prepared.units, prepared.report_units, prepared.texts
-        keys, cached = prepared.keys, prepared.cached
-        fresh, failures, transport, refused = [], [], {}, None
-        prompt_tokens = completion_tokens = 0
+    def _collect(self, prepared: PreparedBatch, outcomes: list[Any]) -> Outcomes:
+        """Sort a batch's answers into fresh cache entries, failed units and transport trouble."""
+        collected = Outcomes()
         for (identity, sample), outcome in zip(prepared.todo, outcomes):
-            key = keys[identity][sample]
+            key = prepared.keys[identity][sample]
             first_time = key not in self.settled  # a call shared with the previous batch counts once
             self.settled.add(key)
             self.inflight.pop(key, None)
-            if isinstance(outcome, (UnitFailed, TransportFailed, ServerRefused)):
-                if isinstance(outcome, UnitFailed):
-                    if first_time:
-                        prompt_tokens += outcome.prompt_tokens
-                        completion_tokens += outcome.completion_tokens
-                    if identity not in self.failed_units:
-                        self.failed_units[identity] = outcome
-                        failures.append(
-                            {
-                                "unit_key": keys[identity][sample],
-                                "report_key": units[identity].occurrences[0].report_key,
-                                "raw_output": outcome.raw,
-                                "error": outcome.error,
-                            }
-                        )
-                elif isinstance(outcome, ServerRefused):
-                    refused = str(outcome)
-                    transport[identity] = str(outcome)
-                else:
-                    transport[identity] = str(outcome)
+            if isinstance(outcome, UnitFailed):
+                if first_time:
+                    collected.prompt_tokens += outcome.prompt_tokens
+                    collected.completion_tokens += outcome.completion_tokens
+                if identity not in self.failed_units:
+                    self.failed_units[identity] = outcome
+                    collected.failures.append(
+                        {
+                            "unit_key": key,
+                            "report_key": prepared.units[identity].occurrences[0].report_key,
+                            "raw_output": outcome.raw,
+                            "error": outcome.error,
+                        }
+                    )
+                continue
+            if isinstance(outcome, (TransportFailed, ServerRefused)):
+                if isinstance(outcome, ServerRefused):
+                    collected.refused = str(outcome)
+                collected.transport[identity] = str(outcome)
                 continue
             response = {**outcome.parsed.model_dump(), "mean_logprob": outcome.mean_logprob}
-            cached[key] = {"response": response}
+            prepared.cached[key] = {"response": response}
             if first_time:
-                prompt_tokens += outcome.prompt_tokens
-                completion_tokens += outcome.completion_tokens
-                fresh.append(
+                collected.prompt_tokens += outcome.prompt_tokens
+                collected.completion_tokens += outcome.completion_tokens
+                collected.fresh.append(
                     {
                         "cache_key": key,
                         "model": self.model,
@@ -345,145 +260,149 @@ class LabelRun:
                         "completion_tokens": outcome.completion_tokens,
                     }
                 )
+        return collected
 
+    def _report_labels(
+        self, prepared: PreparedBatch, report_key: int
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(label rows, rejections) of one report whose units all have answers."""
+        labels, rejections = [], []
+        for identity in prepared.report_units[report_key]:
+            keys = prepared.keys[identity]
+            samples = [prepared.cached[k]["response"] for k in keys if k in prepared.cached]
+            occurrence = next(o for o in prepared.units[identity].occurrences if o.report_key == report_key)
+            unit_labels, unit_rejections = resolve_unit(
+                samples, occurrence, prepared.texts[report_key], self.vocabulary
+            )
+            labels.extend(unit_labels)
+            rejections.extend({"unit_key": keys[0], "report_key": report_key, **r.__dict__} for r in unit_rejections)
+        rows = [
+            {
+                "report_key": report_key,
+                "region": label.region,
+                "finding": label.finding,
+                "status": label.status.value,
+                "severity": label.severity.value if label.severity else None,
+                "temporal": label.temporal.value if label.temporal else None,
+                "evidence_start": label.evidence.start if label.evidence else None,
+                "evidence_end": label.evidence.end if label.evidence else None,
+                "evidence_text": label.evidence.text if label.evidence else None,
+                "confidence": label.confidence,
+            }
+            for label in merge_labels(labels)
+        ]
+        return rows, rejections
+
+    def _settle(self, prepared: PreparedBatch, outcomes: list[Any]) -> str | None:
+        """Commit a batch whose calls have all returned; a reason to stop, or None."""
+        collected = self._collect(prepared, outcomes)
+        transport = collected.transport
         with self.store.transaction():
-            self.store.cache_put(fresh, self.run_id, replace=not self.options.use_cache)
-            self.store.add_failures(self.run_id, failures)
+            self.store.cache_put(collected.fresh, self.run_id, replace=not self.options.use_cache)
+            self.store.add_failures(self.run_id, collected.failures)
             done, failed, waiting = [], [], []
             rows: list[dict[str, Any]] = []
             rejections: list[dict[str, Any]] = []
-            for report_key in batch:
-                identities = report_units[report_key]
+            for report_key in prepared.batch:
+                identities = prepared.report_units[report_key]
                 if any(i in transport for i in identities):
                     waiting.append(report_key)
-                    continue
-                if any(i in self.failed_units for i in identities):
+                elif any(i in self.failed_units for i in identities):
                     failed.append(report_key)
-                    continue
-                labels = []
-                for identity in identities:
-                    samples = [cached[k]["response"] for k in keys[identity] if k in cached]
-                    occurrence = next(o for o in units[identity].occurrences if o.report_key == report_key)
-                    unit_labels, unit_rejections = resolve_unit(samples, occurrence, texts[report_key], self.vocabulary)
-                    labels.extend(unit_labels)
-                    rejections.extend(
-                        {"unit_key": keys[identity][0], "report_key": report_key, **r.__dict__} for r in unit_rejections
-                    )
-                for label in merge_labels(labels):
-                    rows.append(
-                        {
-                            "report_key": report_key,
-                            "region": label.region,
-                            "finding": label.finding,
-                            "status": label.status.value,
-                            "severity": label.severity.value if label.severity else None,
-                            "temporal": label.temporal.value if label.temporal else None,
-                            "evidence_start": label.evidence.start,
-                            "evidence_end": label.evidence.end,
-                            "evidence_text": label.evidence.text,
-                            "confidence": label.confidence,
-                        }
-                    )
-                done.append(report_key)
+                else:
+                    report_rows, report_rejections = self._report_labels(prepared, report_key)
+                    rows.extend(report_rows)
+                    rejections.extend(report_rejections)
+                    done.append(report_key)
             if rows:
-                self.summary.labels += self.store.write_labels(self.run_id, {k: [r[k] for r in rows] for k in rows[0]})
+                self.result.labels += self.store.write_labels(self.run_id, {k: [r[k] for r in rows] for k in rows[0]})
             self.store.add_rejections(self.run_id, rejections)
             self.store.set_work(self.run_id, done, "done")
             self.store.set_work(self.run_id, failed, "failed", "a unit failed validation; see `clala failures`")
             self.store.set_work(self.run_id, waiting, "pending", next(iter(transport.values()), None))
-            self.store.add_run_tokens(self.run_id, prompt_tokens, completion_tokens)
-        self.summary.unit_failures += len(failures)
-        self.summary.prompt_tokens += prompt_tokens
-        self.summary.completion_tokens += completion_tokens
-        if refused:
-            return f"the server refused the request ({refused}); fix it and resume"
+            self.store.add_run_tokens(self.run_id, collected.prompt_tokens, collected.completion_tokens)
+        self.result.counts["unit_failures"] += len(collected.failures)
+        self.result.counts["prompt_tokens"] += collected.prompt_tokens
+        self.result.counts["completion_tokens"] += collected.completion_tokens
+        if collected.refused:
+            return f"the server refused the request ({collected.refused}); fix it and resume"
         if prepared.todo and all(identity in transport for identity, _ in prepared.todo):
             return f"the server is unreachable ({next(iter(transport.values()))}); resume when it is back"
         return None
 
 
-def start_run(store: Store, name: str, options: LabelOptions, model: str, dialect: str, reports: list[int]) -> int:
+def _new_run_spec(name: str, options: LabelOptions, model: str, dialect: str) -> RunSpec:
     vocabulary = load_vocabulary(options.vocabulary, enable=options.enable)
     prompt = load_prompt(options.prompt, vocabulary)
-    with store.transaction():
-        run_id = store.create_run(
-            RunSpec(
-                name=name,
-                kind=RunKind.llm,
-                vocabulary_version=vocabulary.version,
-                backend=options.backend,
-                model=model,
-                prompt_name=prompt.name,
-                prompt_sha256=prompt.sha256,
-                decoding=options.decoding(dialect),
-                params=options.model_dump(),
-                source=",".join(options.base_urls) or None,
-            )
-        )
-        store.add_work(run_id, reports)
-    return run_id
+    return RunSpec(
+        name=name,
+        kind=RunKind.llm,
+        vocabulary_version=vocabulary.version,
+        backend=options.backend,
+        model=model,
+        prompt_name=prompt.name,
+        prompt_sha256=prompt.sha256,
+        decoding=options.decoding(dialect),
+        params=options.model_dump(),
+        source=",".join(options.base_urls) or None,
+    )
 
 
-def label_reports(
-    db: str | Path,
-    name: str | None,
-    options: LabelOptions,
-    resume: str | None = None,
-    allow_remote: bool = False,
-    on_progress: Callable[[RunSummary, int], None] | None = None,
-    on_start: Callable[[RunSummary], None] | None = None,
-) -> RunSummary:
-    """Label reports with an LLM as a new run `name`, or finish run `resume`."""
-    if options.unit not in UNIT_KINDS:
+def _checked_options(store: Store, request: LlmRequest) -> tuple[LabelOptions, list[int]]:
+    """The options of the run (a resumed run's own), and for a new run its reports: everything
+    that can be wrong is checked before a server is started."""
+    if request.options.unit not in UNIT_KINDS:
         raise ClalaError(f"--unit must be one of {', '.join(UNIT_KINDS)}")
-    with Store(db) as store:
-        if resume:
-            run = store.run(resume)
-            if run.kind is not RunKind.llm:
-                raise ClalaError(f"run {run.name!r} is a {run.kind.value} run, not an LLM run")
-            options = LabelOptions.model_validate(run.params)
-        else:
-            # everything that can be wrong is checked before a server is started
+    if request.resume:
+        run = store.run(request.resume)
+        if run.kind is not RunKind.llm:
+            raise ClalaError(f"run {run.name!r} is a {run.kind.value} run, not an LLM run")
+        return LabelOptions.model_validate(run.params), []
+    options = request.options
+    try:
+        load_vocabulary(options.vocabulary, enable=options.enable)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ClalaError(str(exc)) from None
+    if request.name:
+        check_new_run_name(store, request.name, resumable=True)
+    return options, select_reports(store, options.selection())
+
+
+def label_with_llm(store: Store, request: LlmRequest, *, hooks: RunHooks | None = None) -> RunResult:
+    """Label reports with an LLM as a new run `request.name`, or finish run `request.resume`."""
+    hooks = hooks or RunHooks()
+    options, reports = _checked_options(store, request)
+    with open_backend(options, request.allow_remote) as (backend, model):
+        if request.resume:
+            stored = store.run(request.resume)
+            if model != stored.model:
+                raise ClalaError(f"run {stored.name!r} was made with model {stored.model!r}, not {model!r}")
+        name = request.name or f"{options.backend}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run, _ = resume_or_create(
+            store,
+            resume=request.resume,
+            kind=RunKind.llm,
+            create=lambda: (_new_run_spec(name, options, model, backend.dialect), reports),
+        )
+        result = RunResult(name=run.name, kind=RunKind.llm.value, run_id=run.run_id, status=RunStatus.running)
+        job = LabelRun(store, result, options, backend, model)
+        result.reports = sum(store.work_counts(run.run_id).values())
+        hooks.start(result)
+
+        async def main() -> RunResult:
             try:
-                load_vocabulary(options.vocabulary, enable=options.enable)
-            except (ValueError, FileNotFoundError) as exc:
-                raise ClalaError(str(exc)) from None
-            if name and run_name_problem(name):
-                raise ClalaError(f"--name: {run_name_problem(name)}")
-            if name and any(r.name == name for r in store.runs()):
-                raise ClalaError(
-                    f"{store.path}: a run named {name!r} already exists; choose another --name "
-                    f"or finish it with --resume {name}"
-                )
-            reports = select_reports(store, options)
-        with open_backend(options, allow_remote) as (backend, model):
-            if resume:
-                run_id = run.run_id
-                if model != run.model:
-                    raise ClalaError(f"run {run.name!r} was made with model {run.model!r}, not {model!r}")
-                store.set_run_status(run_id, RunStatus.running)
-            else:
-                run_name = name or f"{options.backend}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
-                run_id = start_run(store, run_name, options, model, backend.dialect, reports)
-            job = LabelRun(store, run_id, options, backend, model, on_progress)
-            if on_start:
-                job.summary.reports = sum(store.work_counts(run_id).values())
-                on_start(job.summary)
+                return await job.execute(hooks)
+            finally:
+                await backend.close()
 
-            async def main() -> RunSummary:
-                try:
-                    return await job.execute()
-                finally:
-                    await backend.close()
-
-            try:
-                return asyncio.run(main())
-            except KeyboardInterrupt:
-                store.set_run_status(run_id, RunStatus.incomplete)
-                raise
+        try:
+            return asyncio.run(main())
+        except KeyboardInterrupt:
+            store.set_run_status(run.run_id, RunStatus.incomplete)
+            raise
 
 
-def dry_run(db: str | Path, options: LabelOptions, model: str | None = None) -> DryRun:
+def dry_run(store: Store, options: LabelOptions, model: str | None = None) -> DryRun:
     """Units, unique units, cache hits and estimated tokens, without calling a model.
 
     Token estimates: about 4 characters per token for the prompt; the completion length is the
@@ -503,16 +422,15 @@ def dry_run(db: str | Path, options: LabelOptions, model: str | None = None) -> 
         else ("llama_cpp" if options.backend == "local" else "json_schema")
     )
     decoding = options.decoding(dialect)
-    with Store(db, read_only=True) as store:
-        reports = select_reports(store, options)
-        units, report_units, _ = build_units(store, reports, options.unit, options.context)
-        keys = [
-            cache_key(u.identity, model or "", prompt.sha256, vocabulary.version, decoding, s)
-            for u in units.values()
-            for s in range(options.samples)
-        ]
-        hits = len(store.cache_get(keys)) if options.use_cache else 0
-        completion = store.mean_completion_tokens(model or "") or 60.0
+    reports = select_reports(store, options.selection())
+    units, _, _ = build_units(store, reports, options.unit, options.context)
+    keys = [
+        cache_key(u.identity, model or "", prompt.sha256, vocabulary.version, decoding, s)
+        for u in units.values()
+        for s in range(options.samples)
+    ]
+    hits = len(store.cache_get(keys)) if options.use_cache else 0
+    completion = store.mean_completion_tokens(model or "") or 60.0
     base_chars = sum(len(m["content"]) for m in prompt.messages(""))
     to_call = [u for u in units.values() for _ in range(options.samples)]
     share = (len(keys) - hits) / len(keys) if keys else 0.0

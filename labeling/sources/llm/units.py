@@ -64,25 +64,14 @@ def _readable(sentences: list[dict]) -> list[dict]:
     return [s for s in sentences if s["section"] not in NOT_IMAGE_SECTIONS]
 
 
-def load_report_texts(store: Store, report_keys: Sequence[int]) -> dict[int, str]:
-    rows = store.con.execute(
-        "SELECT report_key, text FROM reports WHERE report_key IN (SELECT unnest(?))", [list(report_keys)]
-    ).fetchall()
-    return dict(rows)
-
-
 def build_units(
     store: Store, report_keys: Sequence[int], unit: str = "sentence", context: int = 0
 ) -> tuple[dict[str, Unit], dict[int, list[str]], dict[int, str]]:
     """(units by identity, each report's unit identities, report texts)."""
     if unit not in UNIT_KINDS:
         raise ValueError(f"unit must be one of {UNIT_KINDS}, not {unit!r}")
-    texts = load_report_texts(store, report_keys)
-    rows = store.con.execute(
-        """SELECT report_key, sentence_index, section, start_char, end_char, text FROM sentences
-           WHERE report_key IN (SELECT unnest(?)) ORDER BY report_key, sentence_index""",
-        [list(report_keys)],
-    ).fetchall()
+    texts = store.report_texts(report_keys)
+    rows = store.report_sentences(report_keys)
     by_report: dict[int, list[dict]] = {key: [] for key in report_keys}
     for key, index, section, start, end, text in rows:
         by_report[key].append({"index": index, "section": section, "start": start, "end": end, "text": text})

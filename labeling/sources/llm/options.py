@@ -1,0 +1,76 @@
+"""What defines an LLM run: the server to use (`BackendOptions`), everything stored with the run so
+that it can resume (`LabelOptions`), and the request to label with them (`LlmRequest`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from labeling.sources.selection import ReportSelection
+from prompts.render import DEFAULT_PROMPT
+
+
+class BackendOptions(BaseModel):
+    """Which LLM server to use and how to reach it (labeling, report writing, judging)."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: str = "local"
+    base_urls: list[str] = []
+    model: str | None = None
+    model_path: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    structured_output: str = "auto"
+    transport_retries: int = Field(default=4, ge=0, le=20)
+    timeout: float = Field(default=120.0, gt=0)
+    n_ctx: int = 4096
+
+
+class LabelOptions(BackendOptions):
+    """Everything that defines an LLM run; stored with the run (no secrets) so it can resume."""
+
+    unit: str = "sentence"
+    context: int = Field(default=0, ge=0, le=5)
+    prompt: str = DEFAULT_PROMPT
+    samples: int = Field(default=1, ge=1, le=20)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = 0
+    max_retries: int = Field(default=2, ge=0, le=10)
+    concurrency: int = Field(default=4, ge=1, le=512)
+    batch_size: int = Field(default=16, ge=1)
+    use_cache: bool = True
+    vocabulary: str | None = None
+    enable: list[str] = []
+    # which reports (the fields of a ReportSelection; stored runs keep these names)
+    dataset: str | None = None
+    report_ids: list[str] = []
+    limit: int | None = None
+
+    def selection(self) -> ReportSelection:
+        return ReportSelection(dataset=self.dataset, report_ids=self.report_ids, limit=self.limit)
+
+    def decoding(self, dialect: str) -> dict[str, Any]:
+        temperature = self.temperature if self.temperature is not None else (0.7 if self.samples > 1 else 0.0)
+        max_tokens = self.max_tokens or (2048 if self.unit == "report" else 384)
+        return {
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            "seed": self.seed,
+            "samples": self.samples,
+            "structured_output": dialect,
+            "unit": self.unit,
+            "context": self.context,
+        }
+
+
+class LlmRequest(BaseModel):
+    """Label with an LLM: a new run `name` (default: backend-model-time) with `options`, or finish
+    run `resume` (its stored options are used). `allow_remote`: reports may go to a server that is
+    not on this machine."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    options: LabelOptions = Field(default_factory=lambda: LabelOptions())
+    resume: str | None = None
+    allow_remote: bool = False

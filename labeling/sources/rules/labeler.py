@@ -1,0 +1,369 @@
+"""The rules labeler: medspaCy target rules built from the vocabulary's synonyms, ConText
+for negation, uncertainty, history and hypotheticals, and region resolution from the region,
+laterality and zone words of the same sentence. Deterministic; no model.
+
+Speed comes from three choices, none of which changes a label:
+- sentences were split at ingest and are stored with offsets, so no sentence splitter runs here
+  (each stored sentence is one spaCy doc, and ConText's scope is that sentence);
+- the sections were found at ingest too: only FINDINGS and IMPRESSION sentences are read when a
+  report has them (all sentences of a report without headers), which is what a sectionizer is for;
+- a sentence's labels depend on its text alone, so each distinct sentence text is processed once
+  per run and its labels are placed at every occurrence's offsets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+from schemas.vocabulary import Vocabulary
+
+# Bump when a change to the rules below changes labels; it is part of the run's provenance.
+RULES_VERSION = "4"
+
+# ConText rules added to medspaCy's defaults: how radiology reports state normal and hedged findings.
+EXTRA_CONTEXT_RULES: list[tuple[str, str, str]] = [
+    ("is normal", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("are normal", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("appears normal", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("appear normal", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("within normal limits", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("is unremarkable", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("are unremarkable", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("is not enlarged", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("has resolved", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("have resolved", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("no longer seen", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("no longer visualized", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("not identified", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("is not seen", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("are not seen", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("may represent", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
+    ("could represent", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
+    ("may reflect", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
+    ("could reflect", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
+    ("concerning for", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("suggestive of", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("questionable", "POSSIBLE_EXISTENCE", "FORWARD"),
+    ("possibly", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
+    ("likely", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
+    ("cannot be excluded", "POSSIBLE_EXISTENCE", "BACKWARD"),
+    ("can not be excluded", "POSSIBLE_EXISTENCE", "BACKWARD"),
+    ("not excluded", "POSSIBLE_EXISTENCE", "BACKWARD"),
+    ("versus", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
+    ("vs", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
+]
+
+# Phrases that name an organ rather than a finding: they carry a label in a normal statement
+# ("heart size is normal" -> enlarged cardiac silhouette absent) or with a word of ANCHOR_ABNORMAL
+# ("the heart is mildly enlarged" -> present, mild); otherwise they say nothing.
+NORMAL_ANCHORS: dict[str, str] = {
+    "heart size": "enlarged cardiac silhouette",
+    "cardiac size": "enlarged cardiac silhouette",
+    "cardiac silhouette": "enlarged cardiac silhouette",
+    "cardiomediastinal silhouette": "enlarged cardiac silhouette",
+    "heart": "enlarged cardiac silhouette",
+    "mediastinal contour": "mediastinal widening",
+    "mediastinal contours": "mediastinal widening",
+    "mediastinal silhouette": "mediastinal widening",
+    "mediastinum": "mediastinal widening",
+    "hilar contours": "enlarged hilum",
+    "hila": "enlarged hilum",
+}
+
+# Findings whose generic synonyms also name a sibling finding elsewhere in the body.
+SPECIFIC_FINDINGS: dict[str, tuple[str, ...]] = {
+    "rib fracture": ("clavicle fracture", "spinal fracture"),
+}
+
+# What makes an organ phrase abnormal ("the heart is mildly enlarged", "the hila are prominent").
+ANCHOR_ABNORMAL: dict[str, re.Pattern[str]] = {
+    "enlarged cardiac silhouette": re.compile(r"\b(?:enlarged|enlargement|increased in size|cardiomegaly)\b", re.I),
+    "mediastinal widening": re.compile(r"\b(?:widened|widening|wide)\b", re.I),
+    "enlarged hilum": re.compile(r"\b(?:enlarged|enlargement|prominent|prominence|full|fullness)\b", re.I),
+}
+
+SEVERITY_WORDS = [
+    (re.compile(r"\b(?:mild(?:ly)?|small|minimal|trace|tiny|slight(?:ly)?|subtle|minor)\b", re.I), "mild"),
+    (re.compile(r"\b(?:moderate(?:ly)?|medium)\b", re.I), "moderate"),
+    (re.compile(r"\b(?:severe(?:ly)?|large|extensive|marked(?:ly)?|massive|substantial)\b", re.I), "severe"),
+]
+TEMPORAL_WORDS = [
+    (re.compile(r"\b(?:resolved|resolution|cleared)\b", re.I), "resolved"),
+    (re.compile(r"\b(?:new|newly|developing|interval development)\b", re.I), "new"),
+    (re.compile(r"\b(?:increas(?:ed|ing)|wors(?:e|ened|ening)|progress(?:ed|ion|ing)|enlarging)\b", re.I), "worsened"),
+    (re.compile(r"\b(?:improv(?:ed|ing|ement)|decreas(?:ed|ing)|smaller|less)\b", re.I), "improved"),
+    (re.compile(r"\b(?:unchanged|stable|persistent|persists|again seen|similar|no change)\b", re.I), "unchanged"),
+]
+LATERALITY = re.compile(r"\b(?:(?P<left>left)|(?P<right>right)|(?P<both>bilateral(?:ly)?|both))\b", re.I)
+
+
+@dataclass(frozen=True)
+class SentenceLabel:
+    """A label found in one sentence; start/end are the matched text's offsets in the sentence."""
+
+    region: str | None
+    finding: str
+    status: str
+    severity: str | None
+    temporal: str | None
+    start: int
+    end: int
+
+
+def silence_pyrush() -> None:
+    """PyRuSH logs every token at DEBUG through loguru; that floods output and costs time."""
+    try:
+        from loguru import logger
+
+        logger.remove()
+        logger.add(lambda message: None, level="WARNING")
+    except ImportError:  # loguru comes with PyRuSH; without it there is nothing to silence
+        pass
+
+
+def _one_sentence(doc):
+    # Each doc is one stored sentence; ConText needs sentence boundaries to bound its scope.
+    for i, token in enumerate(doc):
+        token.is_sent_start = i == 0
+    return doc
+
+
+class RulesLabeler:
+    """Labels sentences with the vocabulary's findings, statuses and regions."""
+
+    def __init__(self, vocabulary: Vocabulary):
+        self.vocabulary = vocabulary
+        self._finding = {f.name: f for f in vocabulary.findings}
+        self._laterality = {r.name: r.laterality for r in vocabulary.regions}
+
+    # --- the pipeline --------------------------------------------------------------------------
+    def target_rules(self) -> list[tuple[str, str, bool]]:
+        """(phrase, finding, is_normal_anchor), in a stable order."""
+        rules = []
+        seen = set()
+        for finding in self.vocabulary.findings:
+            for phrase in (finding.name, *finding.synonyms):
+                key = phrase.lower()
+                if key not in seen and "/" not in phrase:
+                    seen.add(key)
+                    rules.append((phrase, finding.name, False))
+        for phrase, finding in NORMAL_ANCHORS.items():
+            if finding in self._finding and phrase not in seen:
+                seen.add(phrase)
+                rules.append((phrase, finding, True))
+        return rules
+
+    @cached_property
+    def sha256(self) -> str:
+        """Identity of the rule set: rules version, vocabulary, target and ConText rules."""
+        payload = json.dumps(
+            [
+                RULES_VERSION,
+                self.vocabulary.version,
+                self.target_rules(),
+                EXTRA_CONTEXT_RULES,
+                [(p.pattern, v) for p, v in SEVERITY_WORDS + TEMPORAL_WORDS],
+            ]
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+    @cached_property
+    def nlp(self):
+        silence_pyrush()
+        import spacy
+        from medspacy.context import ConTextRule
+        from medspacy.target_matcher import TargetRule
+        from spacy.language import Language
+
+        if not Language.has_factory("clala_one_sentence"):
+            Language.component("clala_one_sentence", func=_one_sentence)
+        nlp = spacy.blank("en")
+        nlp.add_pipe("clala_one_sentence")
+        matcher = nlp.add_pipe("medspacy_target_matcher")
+        matcher.add(
+            [
+                TargetRule(phrase, finding, metadata={"normal_anchor": anchor})
+                for phrase, finding, anchor in self.target_rules()
+            ]
+        )
+        context = nlp.add_pipe("medspacy_context")
+        context.add(
+            [
+                ConTextRule(literal, category, direction=direction)
+                for literal, category, direction in EXTRA_CONTEXT_RULES
+            ]
+        )
+        return nlp
+
+    # --- labeling --------------------------------------------------------------------------------
+    def label_sentences(
+        self, texts: Iterable[str], skipped: dict[str, int] | None = None, batch_size: int = 256
+    ) -> list[list[SentenceLabel]]:
+        texts = list(texts)
+        collapsed = [_collapse_whitespace(t) for t in texts]
+        with warnings.catch_warnings():
+            # medspaCy keeps a token Matcher beside its PhraseMatcher; with literal rules only it
+            # is empty, and spaCy warns about that on every document.
+            warnings.filterwarnings("ignore", message=r"\[W036\]")
+            docs = self.nlp.pipe((c for c, _ in collapsed), batch_size=batch_size)
+            return [
+                [
+                    replace(label, start=where[label.start], end=where[label.end - 1] + 1)
+                    for label in self._labels_of(doc, skipped)
+                ]
+                for doc, (_, where) in zip(docs, collapsed)
+            ]
+
+    def _labels_of(self, doc, skipped: dict[str, int] | None) -> list[SentenceLabel]:
+        text = doc.text
+        mentions = []  # (start, end, finding, status)
+        for ent in doc.ents:
+            if ent._.is_historical or ent._.is_hypothetical or ent._.is_family:
+                if skipped is not None:
+                    kind = (
+                        "historical" if ent._.is_historical else "hypothetical" if ent._.is_hypothetical else "family"
+                    )
+                    skipped[kind] = skipped.get(kind, 0) + 1
+                continue
+            anchor = (ent._.target_rule.metadata or {}).get("normal_anchor", False)
+            if ent._.is_negated:
+                status = "absent"
+            elif anchor and not ANCHOR_ABNORMAL[ent.label_].search(text):
+                continue  # an organ named with neither a normal nor an abnormal statement says nothing
+            elif ent._.is_uncertain:
+                status = "uncertain"
+            else:
+                status = "present"
+            mentions.append((ent.start_char, ent.end_char, ent.label_, status))
+        if not mentions:
+            return []
+        regions = self._assign_regions(text, mentions)
+        labels = []
+        for (start, end, finding, status), cells in zip(mentions, regions):
+            severity = _first_word(SEVERITY_WORDS, text) if status != "absent" else None
+            temporal = _first_word(TEMPORAL_WORDS, text)
+            if temporal == "resolved":
+                status, severity = "absent", None
+            for region in cells:
+                labels.append(SentenceLabel(region, finding, status, severity, temporal, start, end))
+        return labels
+
+    def _assign_regions(self, text: str, mentions: list[tuple[int, int, str, str]]) -> list[tuple[str, ...]]:
+        """The regions of each finding mention.
+
+        Each region phrase of the sentence goes to its nearest finding mention; a bare left,
+        right or bilateral goes the same way and selects sides of the finding's default regions.
+        A finding left without a location shares the location of the nearest located finding of
+        the sentence ("bibasilar opacities and atelectasis"), unless it is negated while that one
+        is not; else it gets its default regions. Regions a finding may not occupy are replaced
+        by its default regions on the same side.
+        """
+        phrases = self.vocabulary.find_regions(text)
+        taken = [(s, e) for s, e, _ in phrases]
+        sides = [
+            (m.start(), m.end(), m.lastgroup)
+            for m in LATERALITY.finditer(text)
+            if not any(s <= m.start() < e for s, e in taken)
+        ]
+        assigned: list[list[tuple[str, object]]] = [[] for _ in mentions]
+        for start, end, payload in [(s, e, ("regions", r)) for s, e, r in phrases] + [
+            (s, e, ("side", side)) for s, e, side in sides
+        ]:
+            nearest = min(range(len(mentions)), key=lambda i: _gap(mentions[i][0], mentions[i][1], start, end))
+            assigned[nearest].append(payload)
+        for i, found in enumerate(assigned):
+            specific = self._specific_finding(mentions[i][2], found)
+            if specific != mentions[i][2]:
+                mentions[i] = (mentions[i][0], mentions[i][1], specific, mentions[i][3])
+        resolved: list[tuple[str, ...] | None] = []
+        for (_, _, finding, _), found in zip(mentions, assigned):
+            resolved.append(self._regions_for(finding, found) if found else None)
+        for i, (start, end, finding, status) in enumerate(mentions):
+            if resolved[i] is not None:
+                continue
+            donors = [
+                j
+                for j in range(len(mentions))
+                if resolved[j] is not None and not (status == "absent" and mentions[j][3] != "absent")
+            ]
+            if donors:
+                j = min(donors, key=lambda j: _gap(mentions[j][0], mentions[j][1], start, end))
+                resolved[i] = self._regions_for(finding, [("regions", resolved[j])])
+            else:
+                resolved[i] = tuple(self._finding[finding].default_regions)
+        return [r or tuple(self._finding[m[2]].default_regions) for r, m in zip(resolved, mentions)]
+
+    def _specific_finding(self, finding: str, found: list[tuple[str, object]]) -> str:
+        """A generic word ("fracture") located where its finding cannot be but a sibling finding
+        can ("fracture of the right clavicle") means the sibling (clavicle fracture)."""
+        named = {r for kind, value in found if kind == "regions" for r in value}  # type: ignore[union-attr]
+        if not named or named & set(self._finding[finding].regions):
+            return finding
+        for sibling in SPECIFIC_FINDINGS.get(finding, ()):
+            if sibling in self._finding and named <= set(self._finding[sibling].regions):
+                return sibling
+        return finding
+
+    def _regions_for(self, finding: str, found: list[tuple[str, object]]) -> tuple[str, ...]:
+        spec = self._finding[finding]
+        allowed = set(spec.regions)
+        defaults = list(spec.default_regions)
+        chosen: list[str] = []
+        for kind, value in found:
+            if kind == "regions":
+                for region in value:  # type: ignore[union-attr]
+                    if region in allowed:
+                        chosen.append(region)
+                    else:
+                        side = self._laterality.get(region)
+                        chosen.extend(
+                            d
+                            for d in defaults
+                            if side in (None, "midline") or self._laterality.get(d) in (side, None, "midline")
+                        )
+            else:
+                sided = [
+                    d
+                    for d in defaults
+                    if value == "both"
+                    and self._laterality.get(d) in ("left", "right")
+                    or self._laterality.get(d) == value
+                ]
+                chosen.extend(sided or defaults)
+        return tuple(dict.fromkeys(chosen)) or tuple(defaults)
+
+
+def _collapse_whitespace(text: str) -> tuple[str, list[int]]:
+    """`text` with each run of whitespace made one space, and where each of its characters is in
+    `text`. Reports wrap lines mid-sentence ("is not\\n enlarged"); spaCy would keep the line
+    break as a token of its own, and phrase rules ("is not enlarged") would miss it."""
+    pieces: list[str] = []
+    where: list[int] = []
+    for match in _WORDS_AND_SPACES.finditer(text):
+        if match.group(0)[0].isspace():
+            pieces.append(" ")
+            where.append(match.start())
+        else:
+            pieces.append(match.group(0))
+            where.extend(range(match.start(), match.end()))
+    return "".join(pieces), where
+
+
+_WORDS_AND_SPACES = re.compile(r"\s+|\S+")
+
+
+def _gap(a_start: int, a_end: int, b_start: int, b_end: int) -> int:
+    return max(0, b_start - a_end, a_start - b_end)
+
+
+def _first_word(patterns: list[tuple[re.Pattern[str], str]], text: str) -> str | None:
+    for pattern, value in patterns:
+        if pattern.search(text):
+            return value
+    return None
