@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from labeling.review.labelstudio import LABEL_COLUMNS
 from labeling.store.run_records import record_run
-from labeling.store.store import Store
+from labeling.store.store import LABEL_COLUMNS, Store
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
 
@@ -104,7 +103,7 @@ def import_file(cli, db: Path, path: Path, tasks: list[dict], name: str = "revie
 def label_rows(db: Path, run: str) -> list[tuple]:
     with Store(db, read_only=True) as store:
         table = store.labels(run).to_pylist()
-    rows = [tuple(row[c] for c in ("report_key", *LABEL_COLUMNS)) for row in table]
+    rows = [tuple(row[c] for c in LABEL_COLUMNS) for row in table]
     return sorted(rows, key=lambda r: tuple((x is None, 0 if x is None else x) for x in r))
 
 

@@ -46,17 +46,6 @@ APPENDIX_HEADER = (
 )
 TASKS_FILE = "tasks.json"
 CONFIG_FILE = "labeling_config.xml"
-LABEL_COLUMNS = (
-    "region",
-    "finding",
-    "status",
-    "severity",
-    "temporal",
-    "evidence_start",
-    "evidence_end",
-    "evidence_text",
-    "confidence",
-)
 
 
 @dataclass

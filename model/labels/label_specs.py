@@ -45,7 +45,7 @@ from labeling.core.errors import InputError
 from labeling.core.formatting import finite
 from labeling.review import bin_counts, cell_bins, comparison_vocabulary, metrics_from_counts
 from labeling.store.run_records import RunHooks, RunResult, check_new_run_name, record_run, status_counts
-from labeling.store.store import LabelMatrix, Store, collapse_regions
+from labeling.store.store import LABEL_COLUMNS, LabelMatrix, Store, collapse_regions
 from model.labels.targets import UNCERTAIN_POLICIES, apply_uncertainty
 from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
 from schemas.runs import RunKind, RunSpec
@@ -495,21 +495,7 @@ def derived_label_table(store: Store, derived: DerivedMatrix, source: str) -> pa
     matrix = derived.matrix
     origin_rows = _source_rows(store, source, matrix.report_keys)
     rows, regs, finds = np.nonzero(matrix.codes != UNMENTIONED)
-    columns: dict[str, list[Any]] = {
-        name: []
-        for name in (
-            "report_key",
-            "region",
-            "finding",
-            "status",
-            "severity",
-            "temporal",
-            "evidence_start",
-            "evidence_end",
-            "evidence_text",
-            "confidence",
-        )
-    }
+    columns: dict[str, list[Any]] = {name: [] for name in LABEL_COLUMNS}
     for row, reg, fin in zip(rows.tolist(), regs.tolist(), finds.tolist()):
         key = int(matrix.report_keys[row])
         finding = matrix.findings[fin]

@@ -101,8 +101,7 @@ def generate_command(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
     device: DeviceOption = "auto",
 ) -> None:
-    """Write reports from a checkpoint: region sentences + predicted lesions -> FINDINGS/IMPRESSION, stored
-    with provenance."""
+    """Write reports from a checkpoint: region sentences + predicted lesions -> FINDINGS/IMPRESSION, stored with provenance."""  # noqa: E501 (one line: typer shows it as the command's help)
     from labeling.store.store import Store
     from model.reports.generation import GenerateRequest
 

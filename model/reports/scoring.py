@@ -381,7 +381,8 @@ def score_reports(store: Store, request: ScoreRequest) -> ReportScores:
     if not pairs:
         raise InputError(f"reference run {reference!r} covers none of the source reports of {name!r}")
     region = None
-    if store.has_region_labels(reference):
+    regional, _ = store.label_level_counts(reference)
+    if regional:
         region = _consistency(store, label_run, reference, pairs, "region", request.uncertain, vocab, notes)
     else:
         notes.append(f"reference {reference!r} has image-level labels only; label consistency is image level only")

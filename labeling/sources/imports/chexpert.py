@@ -161,7 +161,7 @@ def import_chexpert(store: Store, path: Path, name: str, vocabulary: Vocabulary,
                 f"{path}: study {study} matches reports of several datasets ({', '.join(datasets)}); pass --dataset"
             )
     keys = {study: min(key for _, key in matches) for study, matches in found.items()}
-    patients = store.report_patients(sorted(set(keys.values())))
+    patients = {key: patient for key, (patient, _) in store.report_identities(sorted(set(keys.values()))).items()}
 
     best: dict[tuple[int, str], str] = {}
     not_stored: dict[str, dict[str, int]] = {}

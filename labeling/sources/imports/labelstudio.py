@@ -20,14 +20,13 @@ from labeling.review.labelstudio import (
     CHOICE_FIELDS,
     CONFIDENCE,
     FINDING,
-    LABEL_COLUMNS,
     REGION,
     SEVERITY,
     STATUS,
     TEMPORAL,
 )
 from labeling.store.run_records import RunResult, record_run, status_counts
-from labeling.store.store import Store
+from labeling.store.store import LABEL_COLUMNS, Store
 from schemas.labels import STATUS_RANK, Severity, Temporal
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import Vocabulary
@@ -213,7 +212,7 @@ def import_labelstudio(
 
     if len(set(covered)) != len(covered):
         raise InputError(f"{path}: more than one task for the same report; export one task per report")
-    table = {column: [r[column] for r in rows.values()] for column in ("report_key", *LABEL_COLUMNS)}
+    table = {column: [r[column] for r in rows.values()] for column in LABEL_COLUMNS}
     spec = RunSpec(
         name=name,
         kind=RunKind.human,

@@ -4,8 +4,9 @@ The names below are imported on first use, so that importing the package stays c
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from labeling.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from labeling.sources.rules.labeler import RULES_VERSION, RulesLabeler, silence_pyrush
@@ -28,8 +29,4 @@ __all__ = [
     "silence_pyrush",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_WHERE[name]), name)
+__getattr__ = lazy_exports(__name__, _WHERE)

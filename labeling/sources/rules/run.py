@@ -18,22 +18,12 @@ from labeling.ingest.sections import FINDING_SECTIONS
 from labeling.sources.rules.labeler import RULES_VERSION, RulesLabeler, SentenceLabel
 from labeling.sources.selection import ReportSelection, select_reports
 from labeling.store.run_records import RunHooks, RunResult, resume_or_create
-from labeling.store.store import Store
+from labeling.store.store import LABEL_COLUMNS, Store
 from schemas.labels import STATUS_RANK
 from schemas.runs import RunKind, RunSpec, RunStatus
 from schemas.vocabulary import load_vocabulary
 
-LABEL_COLUMNS = (
-    "report_key",
-    "region",
-    "finding",
-    "status",
-    "severity",
-    "temporal",
-    "evidence_start",
-    "evidence_end",
-    "evidence_text",
-)
+RULES_COLUMNS = tuple(c for c in LABEL_COLUMNS if c != "confidence")  # the rules state no confidence
 
 
 class RulesRequest(BaseModel):
@@ -91,7 +81,7 @@ def label_batch(
             if held is None or STATUS_RANK[label.status] < STATUS_RANK[held[3]]:
                 cells[cell] = row
     rows = list(cells.values())
-    return pa.table({name: [r[i] for r in rows] for i, name in enumerate(LABEL_COLUMNS)})
+    return pa.table({name: [r[i] for r in rows] for i, name in enumerate(RULES_COLUMNS)})
 
 
 def _labeler(store: Store, request: RulesRequest) -> RulesLabeler:
