@@ -197,3 +197,35 @@ def test_the_command_line_imports_no_engine_until_a_command_runs():
 @pytest.mark.parametrize("package", sorted(PUBLIC_LABELING_PACKAGES))
 def test_public_labeling_packages_exist(package: str):
     assert (REPO / package.replace(".", "/") / "__init__.py").is_file()
+
+
+def test_every_label_source_has_the_same_call_shape():
+    """verb(store: Store, request, *, hooks: RunHooks | None = None) -> RunResult, for the LLM, the
+    rules, the imports, derived runs and model predictions (annotations as written: the modules
+    postpone their evaluation)."""
+    import inspect
+
+    from labeling.sources.imports import import_labels
+    from labeling.sources.llm import label_with_llm
+    from labeling.sources.rules import label_with_rules
+    from model.evaluate.predict import predict_run
+    from model.labels.label_specs import derive_run
+
+    def shape(verb) -> tuple:
+        signature = inspect.signature(verb)
+        parameters = list(signature.parameters.values())
+        return (
+            [(p.name, p.kind.name) for p in parameters],
+            str(parameters[0].annotation),
+            (str(parameters[2].annotation), parameters[2].default),
+            str(signature.return_annotation),
+        )
+
+    verbs = (label_with_llm, label_with_rules, import_labels, derive_run, predict_run)
+    expected = (
+        [("store", "POSITIONAL_OR_KEYWORD"), ("request", "POSITIONAL_OR_KEYWORD"), ("hooks", "KEYWORD_ONLY")],
+        "Store",
+        ("RunHooks | None", None),
+        "RunResult",
+    )
+    assert {verb.__name__: shape(verb) for verb in verbs} == {verb.__name__: expected for verb in verbs}

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labeling.core.errors import InputError
-from labeling.store.run_records import RunResult
+from labeling.store.run_records import RunHooks, RunResult
 from labeling.store.store import Store
 from schemas.vocabulary import load_vocabulary
 
@@ -68,12 +68,17 @@ class ImportRequest:
             raise InputError(f"{self.path}: not found")
 
 
-def import_labels(store: Store, request: ImportRequest) -> RunResult:
-    """Store the labels a request names as a new run (or, for synth-gold, two runs)."""
+def import_labels(store: Store, request: ImportRequest, *, hooks: RunHooks | None = None) -> RunResult:
+    """Store the labels a request names as a new run (or, for synth-gold, two runs). An import is
+    validated whole and stored in one transaction, so `hooks` hear of it once it is stored."""
     try:
         vocab = load_vocabulary(request.vocabulary, enable=request.enable)
     except (ValueError, FileNotFoundError) as exc:
         raise InputError(str(exc)) from None
     module, function, _ = IMPORT_KINDS[request.kind]
     importer = getattr(importlib.import_module(module), function)
-    return importer(store, request.path, request.name, vocab, request.dataset)
+    result: RunResult = importer(store, request.path, request.name, vocab, request.dataset)
+    if hooks:
+        hooks.start(result)
+        hooks.advance(result, result.reports)
+    return result
