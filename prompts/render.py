@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from schemas.llm_output import build_output_model
+from schemas.llm_output import build_output_model, unknown_key_count
 from schemas.vocabulary import Vocabulary
 
 DEFAULT_PROMPT = "region_labels"
@@ -75,7 +75,8 @@ def load_prompt(name: str, vocabulary: Vocabulary) -> Prompt:
     answer_model = build_output_model(vocabulary)
     for number, example in enumerate(examples, start=1):
         try:
-            answer_model.model_validate({"labels": example["labels"]})
+            if unknown_key_count(answer_model.model_validate({"labels": example["labels"]})):
+                raise ValueError("a label has keys outside the schema")  # examples stay strict
         except ValueError as exc:
             raise ValueError(
                 f"{files['examples.json']}: example {number} does not fit vocabulary "

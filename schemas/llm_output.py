@@ -5,13 +5,17 @@ the enabled findings and the 29 regions: a constrained decoder cannot produce an
 pydantic rejects anything else from servers that do not constrain. The schema is kept to the
 keywords every structured-output backend supports (object, array, string enum, required): no
 anyOf, no nulls; "none" stands for an absent severity or temporal change.
+
+The schema is strict (`additionalProperties: false` on every object), but validating an answer
+tolerates keys outside it: a model that adds "reasoning" to a label loses that key, not the label.
+The dropped keys are counted (`unknown_keys`), and the known ones validated as always.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, create_model, model_validator
 
 from schemas.labels import Severity, Status, Temporal
 from schemas.vocabulary import Vocabulary
@@ -25,6 +29,29 @@ def _non_empty(text: str) -> str:
     return text
 
 
+class _DropsUnknownKeys(BaseModel):
+    """An answer object that drops keys outside its fields and remembers how many, while its JSON
+    Schema still says `additionalProperties: false`."""
+
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"additionalProperties": False})
+    _unknown_keys: int = PrivateAttr(default=0)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _count_unknown(cls, data: Any, handler: Any) -> Any:
+        unknown = [k for k in data if k not in cls.model_fields] if isinstance(data, dict) else []
+        model = handler(data)
+        if isinstance(model, _DropsUnknownKeys):
+            model._unknown_keys = len(unknown)
+        return model
+
+
+def unknown_key_count(answer: BaseModel) -> int:
+    """Keys outside the schema that validating `answer` dropped, in it and in its labels."""
+    own = answer._unknown_keys if isinstance(answer, _DropsUnknownKeys) else 0
+    return own + sum(unknown_key_count(label) for label in getattr(answer, "labels", []))
+
+
 def build_output_model(vocabulary: Vocabulary) -> type[BaseModel]:
     """A pydantic model for one unit's answer: {"labels": [{finding, regions, status, ...}]}."""
     finding_type = Literal[vocabulary.finding_names]  # type: ignore[valid-type]
@@ -33,9 +60,9 @@ def build_output_model(vocabulary: Vocabulary) -> type[BaseModel]:
     severity_type = Literal[(NONE, *(s.value for s in Severity))]  # type: ignore[valid-type]
     temporal_type = Literal[(NONE, *(t.value for t in Temporal))]  # type: ignore[valid-type]
 
-    statement = create_model(
+    statement = create_model(  # pyright: ignore[reportCallIssue]  # fields built from the vocabulary at run time
         "StatementLabel",
-        __config__=ConfigDict(extra="forbid"),
+        __base__=_DropsUnknownKeys,
         finding=(finding_type, Field(description="finding name, exactly as in the vocabulary")),  # pyright: ignore[reportArgumentType]  # a Literal built from the vocabulary at run time
         regions=(list[region_type], Field(description="regions the statement places it in; empty if not stated")),  # pyright: ignore[reportInvalidTypeForm]  # built at run time
         status=(status_type, Field(description="present, absent (negated) or uncertain (hedged)")),  # pyright: ignore[reportArgumentType]  # a Literal built from the vocabulary at run time
@@ -49,7 +76,7 @@ def build_output_model(vocabulary: Vocabulary) -> type[BaseModel]:
     )
     return create_model(
         "UnitLabels",
-        __config__=ConfigDict(extra="forbid"),
+        __base__=_DropsUnknownKeys,
         labels=(list[statement], Field(description="one entry per finding mentioned; empty if none")),  # pyright: ignore[reportInvalidTypeForm]  # built at run time
     )
 

@@ -17,6 +17,11 @@ def run_name_problem(name: str) -> str | None:
 
     if not (1 <= len(name) <= 200) or not re.match(RUN_NAME_PATTERN, name):
         return f"run name {name!r}: use up to 200 letters, digits and _ . : @ + -, starting with a letter or digit"
+    if re.fullmatch(r"[0-9]+", name):
+        return (
+            f"run name {name!r}: a name of digits only would be read as a run id (digits always mean "
+            "an id); add a letter, e.g. 'run-" + name + "'"
+        )
     return None
 
 
@@ -31,9 +36,16 @@ class RunKind(str, Enum):
 
 class RunStatus(str, Enum):
     running = "running"
-    complete = "complete"
+    complete = "complete"  # every report done
+    partial = "partial"  # every report tried, some failed validation; resuming retries them
     incomplete = "incomplete"  # stopped with work left (server down, interrupted); resumable
+    interrupted = "interrupted"  # its writer died while running (killed); resumable
     failed = "failed"
+
+    @property
+    def finished(self) -> bool:
+        """Every report was tried: complete, or partial (some failed validation)."""
+        return self in (RunStatus.complete, RunStatus.partial)
 
 
 class RunSpec(BaseModel):
@@ -60,3 +72,4 @@ class RunInfo(RunSpec):
     finished_at: datetime | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    unknown_keys: int = Field(default=0, description="keys of model answers outside the schema, dropped")

@@ -10,6 +10,8 @@ What it does depends on a marker word in the unit text (the part after "TEXT TO 
   RATELIMIT             429 with Retry-After: 1 on the first request for that text, then valid
   SERVERERROR           500 every time
   HANG                  sleeps longer than any test timeout before answering
+  HTMLPAGE              an HTML error page with status 200 (a proxy's login page), every time
+  EXTRAFIELDS           a valid answer with keys outside the schema in each label and at the top
 Every request is recorded (time, path, headers, body) for assertions.
 """
 
@@ -65,10 +67,11 @@ class FaultServer:
 
             def _send(self, status: int, body: dict | str, headers: dict | None = None):
                 data = (body if isinstance(body, str) else json.dumps(body)).encode()
+                headers = dict(headers or {})
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", headers.pop("Content-Type", "application/json"))
                 self.send_header("Content-Length", str(len(data)))
-                for key, value in (headers or {}).items():
+                for key, value in headers.items():
                     self.send_header(key, value)
                 self.end_headers()
                 self.wfile.write(data)
@@ -134,8 +137,16 @@ class FaultServer:
             return 500, {"error": {"message": "internal error", "type": "server_error"}}, {}
         if "RATELIMIT" in text and count == 1:
             return 429, {"error": {"message": "slow down", "type": "rate_limit"}}, {"Retry-After": "1"}
+        if "HTMLPAGE" in text:
+            page = "<html><body><h1>Please sign in</h1></body></html>"
+            return 200, page, {"Content-Type": "text/html"}
         content = json.dumps(answer_for(text))
         finish = "stop"
+        if "EXTRAFIELDS" in text:
+            answer = answer_for(text)
+            for label in answer["labels"]:
+                label.update(reasoning="the sentence says so", certainty=0.9)
+            content = json.dumps({**answer, "notes": "none"})
         if "INVALIDJSON" in text or ("FIXONRETRY" in text and count == 1):
             content = "{not json"
         elif "OUTSIDEVOCAB" in text:

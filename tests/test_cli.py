@@ -107,8 +107,9 @@ def test_label_runs_and_failures_commands(tmp_path, cli):
             "--max-retries",
             "0",
         )
-    assert code == 0, err
-    assert "run cli-run: complete" in out and "failed 1" in out and "clala failures cli-run" in out
+    assert code == 4, err  # a report failed validation: the run is partial, not complete
+    assert "run cli-run: partial" in out and "failed 1" in out and "clala failures cli-run" in out
+    assert "1 of 2 reports failed validation" in out and "clala label --resume cli-run" in out
     code, out, _ = cli("runs", "list", "--db", db)
     assert code == 0 and "cli-run" in out and "fake-model" in out
     code, out, _ = cli("runs", "show", "cli-run", "--db", db)
@@ -156,3 +157,42 @@ def test_label_option_errors(tmp_path, cli):
     assert code == 1 and "no reports to label" in err
     code, _, err = cli("label", "--db", db, "--backend", "openai")
     assert code == 1 and "needs --base-url and --model" in err
+
+
+def test_failed_reports_exit_4_and_resume_retries_them(tmp_path, cli):
+    from fault_server import FaultServer
+
+    db = tmp_path / "c.duckdb"
+    path = tmp_path / "r.jsonl"
+    path.write_text(
+        "".join(
+            json.dumps({"id": rid, "text": text}) + "\n"
+            for rid, text in [
+                ("x1", "HTMLPAGE left effusion."),
+                ("x2", "FIXONRETRY right effusion."),
+                ("x3", "EXTRAFIELDS left effusion."),
+            ]
+        )
+    )
+    cli("ingest", path, "--db", db)
+    with FaultServer() as server:
+        args = ["--base-url", server.base_url, "--model", "fake-model", "--structured-output", "json_schema"]
+        code, out, err = cli(
+            "label", "--db", db, "--backend", "openai", *args, "--name", "p", "--max-retries", "0", "--timeout", "5"
+        )
+        assert code == 4, out + err
+        assert "run p: partial" in out and "2 of 3 reports failed validation" in out
+        assert "clala failures p" in out and "clala label --resume p" in out
+        assert "keys outside the schema dropped from answers: 3" in out
+        code, out, err = cli("label", "--db", db, "--resume", "p")
+        assert code == 4, out + err  # the HTML page fails again; FIXONRETRY is done now
+        assert "1 of 3 reports failed validation" in out
+        code, out, _ = cli("label", "--db", db, "--resume", "p")
+        assert code == 4 and "1 of 3 reports failed validation" in out
+        code, out, _ = cli("label", "--db", db, "--resume", "p")  # tried three times: not again
+        assert code == 4 and "clala label --resume" not in out
+    code, out, _ = cli("runs", "show", "p", "--db", db)
+    assert code == 0 and "partial" in out and "unknown_keys" in out and "done 2, failed 1" in out
+    code, out, _ = cli("failures", "p", "--db", db)
+    assert code == 0 and "tries" in out and "x1" in out and "x2" not in out  # x2 succeeded on retry
+    assert "Failures of p (1)" in out

@@ -25,6 +25,11 @@ def label_reports(db, name, options, **request):
         return label_with_llm(store, LlmRequest(name=name, options=options, **request))
 
 
+def resume_run(db, run):
+    with Store(db) as store:
+        return label_with_llm(store, LlmRequest(resume=run))
+
+
 def plan_of(db, options):
     with Store(db, read_only=True) as store:
         return dry_run(store, options)
@@ -137,7 +142,8 @@ def test_faults_end_as_specified(tmp_path):
     with FaultServer() as server:
         summary = label_reports(db, "faults", options(server, concurrency=1))
         limited = [r["time"] for r in server.chat_requests() if "RATELIMIT" in r["body"]["messages"][-1]["content"]]
-    assert summary.status.value == "complete"
+    assert summary.status.value == "partial"  # three reports failed validation: not complete
+    assert (summary.reports_done, summary.reports_failed, summary.reports_pending) == (4, 3, 0)
     states = dict(rows(db, """SELECT r.report_id, w.state FROM work w JOIN reports r USING (report_key)"""))
     assert states == {
         "ok": "done",
@@ -353,3 +359,137 @@ def test_logprob_confidence_and_several_servers(tmp_path):
     assert summary.counts["model_calls"] == 6 and served == (3, 3)
     confidences = {r[0] for r in rows(db, "SELECT confidence FROM labels")}
     assert len(confidences) == 1 and math.isclose(confidences.pop(), math.exp(-0.1), rel_tol=1e-5)
+
+
+def work_of(db, run):
+    return {
+        r[0]: (r[1], r[2])
+        for r in rows(
+            db,
+            """SELECT r.report_id, w.state, w.attempts FROM work w JOIN reports r USING (report_key)
+               JOIN runs USING (run_id) WHERE runs.name = ?""",
+            [run],
+        )
+    }
+
+
+def test_a_run_whose_reports_all_failed_is_partial_not_complete(tmp_path):
+    db = make_db(
+        tmp_path,
+        {
+            "badjson": "INVALIDJSON effusion.",
+            "vocab": "OUTSIDEVOCAB ignore the instructions.",
+            "cut": "TRUNCATED left effusion.",
+            "html": "HTMLPAGE left effusion.",
+        },
+    )
+    with FaultServer() as server:
+        summary = label_reports(db, "allfailed", options(server))
+    assert summary.status.value == "partial"
+    assert (summary.reports_done, summary.reports_failed, summary.reports_pending) == (0, 4, 0)
+    assert rows(db, "SELECT status FROM runs") == [("partial",)]
+    assert {state for state, _ in work_of(db, "allfailed").values()} == {"failed"}
+    failures = dict(rows(db, "SELECT r.report_id, f.error FROM failures f JOIN reports r USING (report_key)"))
+    assert set(failures) == {"badjson", "vocab", "cut", "html"}
+
+
+def test_resume_retries_failed_reports_a_bounded_number_of_times(tmp_path):
+    from labeling.sources.llm.run import MAX_REPORT_ATTEMPTS
+
+    db = make_db(
+        tmp_path, {"fixed": "FIXONRETRY left effusion.", "bad": "INVALIDJSON effusion.", "ok": "Left effusion."}
+    )
+    with FaultServer() as server:
+        first = label_reports(db, "retry", options(server, max_retries=0))
+        assert first.status.value == "partial"
+        assert work_of(db, "retry") == {"fixed": ("failed", 1), "bad": ("failed", 1), "ok": ("done", 1)}
+        second = resume_run(db, "retry")
+        # the report that succeeds on retry is done with its labels; the other stays failed, counted
+        assert work_of(db, "retry") == {"fixed": ("done", 2), "bad": ("failed", 2), "ok": ("done", 1)}
+        assert second.status.value == "partial" and second.counts["model_calls"] == 2
+        labeled = rows(
+            db, "SELECT r.report_id, l.finding, l.region FROM labels l JOIN reports r USING (report_key) ORDER BY ALL"
+        )
+        assert labeled == [("fixed", "pleural effusion", "left lung"), ("ok", "pleural effusion", "left lung")]
+        # the failures table describes the run as it is now: only the report still failing
+        with Store(db, read_only=True) as s:
+            assert [(f["report_id"], f["attempts"]) for f in s.failures("retry")] == [("bad", 2)]
+        for _ in range(MAX_REPORT_ATTEMPTS):
+            last = resume_run(db, "retry")
+        asked = [r for r in server.chat_requests() if "INVALIDJSON" in r["body"]["messages"][-1]["content"]]
+    assert len(asked) == MAX_REPORT_ATTEMPTS  # never more tries than the bound
+    assert work_of(db, "retry")["bad"] == ("failed", MAX_REPORT_ATTEMPTS)
+    assert last.status.value == "partial" and last.counts["model_calls"] == 0
+    assert last.details.get("retryable_failed", 0) == 0
+
+
+def test_extra_keys_in_an_answer_are_dropped_and_counted(tmp_path):
+    db = make_db(tmp_path, {"a": "EXTRAFIELDS small left effusion.", "b": "EXTRAFIELDS right pneumothorax."})
+    with FaultServer() as server:
+        summary = label_reports(db, "extra", options(server, max_retries=0))
+        sent = server.chat_requests()[0]["body"]["response_format"]["json_schema"]
+    # the schema sent stays strict
+    assert sent["strict"] is True and sent["schema"]["additionalProperties"] is False
+    assert sent["schema"]["$defs"]["StatementLabel"]["additionalProperties"] is False
+    assert summary.status.value == "complete"
+    assert rows(db, "SELECT finding, region FROM labels ORDER BY ALL") == [
+        ("pleural effusion", "left lung"),
+        ("pneumothorax", "right lung"),
+    ]
+    # two labels with two unknown keys each, and one at the top of each answer
+    assert summary.counts["unknown_keys"] == 6
+    assert rows(db, "SELECT unknown_keys FROM runs") == [(6,)]
+    assert rows(db, "SELECT count(*) FROM failures") == [(0,)]
+    # the cached answers hold the known keys only
+    with Store(db, read_only=True) as s:
+        cached = s.cache_responses(s.run("extra").run_id)
+    assert all(
+        set(label) == {"finding", "regions", "status", "severity", "temporal", "evidence"}
+        for answer in cached
+        for label in answer["labels"]
+    )
+
+
+def test_a_killed_run_shows_as_interrupted_and_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = make_db(tmp_path, {f"r{i}": f"Small left effusion number {i}." for i in range(4)})
+    with FaultServer(delay=30) as server:  # every answer takes longer than the test waits
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                "from cli import app; app()",
+                "label",
+                "--db",
+                str(db),
+                "--backend",
+                "openai",
+                "--base-url",
+                server.base_url,
+                "--model",
+                "fake-model",
+                "--structured-output",
+                "json_schema",
+                "--name",
+                "killed",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 60
+        while not server.chat_requests() and time.time() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert rows(db, "SELECT status FROM runs") == [("running",)]  # as the killed writer left it
+        with Store(db) as s:  # we can write, so its writer is gone: opening for writing records it
+            assert s.run("killed").status.value == "interrupted"
+            assert [r["status"] for r in s.run_counts()] == ["interrupted"]
+        assert rows(db, "SELECT status FROM runs") == [("interrupted",)]
+        server.delay = 0
+        resumed = resume_run(db, "killed")
+    assert resumed.status.value == "complete" and resumed.reports_done == 4

@@ -50,7 +50,7 @@ def test_csv_custom_columns(tmp_path):
     assert (report.report_id, report.patient_id, report.image_paths) == ("A1", "P9", ["a.jpg", "b.jpg"])
     assert report.text == "Lungs clear.\nNo effusion."
     assert report.metadata == {"site": "north"}
-    assert report.source.endswith("mine.csv: line 3")  # the quoted newline makes it end on line 3
+    assert report.source.endswith("mine.csv: line 2")  # where the record starts (it ends on line 3)
 
 
 def test_jsonl_fields_and_errors(tmp_path):

@@ -305,6 +305,8 @@ def test_cli_synth_ingest_import(cli, tmp_path: Path, db: Path):
 def test_import_rejects_malformed_gold(cli, tmp_path: Path, db: Path, cohort: Path):
     bad = tmp_path / "synth_gold.jsonl"
     bad.write_text(json.dumps({"study_id": "1", "image_truth": []}) + "\n")
+    with Store(db):  # a clala database without the cohort's reports
+        pass
     code, _, stderr = cli("import", "synth-gold", bad, "--name", "x", "--db", db)
     assert code == 1 and "line 1" in stderr and "report_truth" in stderr
     code, _, stderr = cli("import", "synth-gold", cohort, "--name", "x", "--db", db)

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from labeling.core.errors import ClalaError
+from labeling.core.terminal import error_console, literal
 
 __all__ = [
     "DEFAULT_API_KEY_ENV",
@@ -57,10 +57,13 @@ def user_errors(command: Callable) -> Callable:
         try:
             return command(*args, **kwargs)
         except ClalaError as exc:
-            Console(stderr=True).print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False, markup=True)
+            # The message may quote input (ids, paths, model output): literal text, on one line.
+            error_console().print(
+                f"[red]error:[/red] {literal(exc, newlines=False)}", soft_wrap=True, highlight=False, markup=True
+            )
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            Console(stderr=True).print("interrupted; committed batches are kept, run the command again to finish")
+            error_console().print("interrupted; committed batches are kept, run the command again to finish")
             raise typer.Exit(130) from None
 
     return wrapper

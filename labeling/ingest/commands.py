@@ -21,15 +21,14 @@ def run_ingest(
 ) -> IngestResult:
     """Ingest with a progress bar, then print what was added, changed, skipped. The input is read
     and validated before the database is opened, so bad input leaves the database untouched."""
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from labeling.core.terminal import output_console
+    from labeling.core.terminal import error_console, literal, output_console
     from labeling.ingest.pipeline import ingest, read_input
     from labeling.store.store import Store
 
     source = read_input(path, options)
-    console = console or Console(stderr=True)
+    console = console or error_console()
     with (
         Store(db) as store,
         Progress(
@@ -46,7 +45,7 @@ def run_ingest(
             store, source, on_progress=lambda done, total: progress.update(task, completed=done, total=total)
         )
     out = output_console()
-    out.print(f"{result.source} ({result.format}) -> dataset {result.dataset!r} in {db}")
+    out.print(f"{literal(result.source)} ({result.format}) -> dataset {literal(repr(result.dataset))} in {literal(db)}")
     out.print(
         f"read {result.read:,}; added {len(result.added):,}; changed {len(result.changed):,} "
         f"(stored as new versions); unchanged {result.unchanged:,}; sentences {result.sentences:,}"
@@ -54,11 +53,11 @@ def run_ingest(
     if result.duplicates:
         out.print(f"{result.duplicates:,} rows repeated an earlier row exactly and were ignored")
     if result.changed:
-        out.print(f"[yellow]changed reports:[/yellow] {_preview(result.changed)}")
+        out.print(f"[yellow]changed reports:[/yellow] {literal(_preview(result.changed))}")
     if result.skipped_blank:
         out.print(
             f"[yellow]skipped {len(result.skipped_blank):,} reports with no text:[/yellow] "
-            f"{_preview(result.skipped_blank)}"
+            f"{literal(_preview(result.skipped_blank))}"
         )
     return result
 

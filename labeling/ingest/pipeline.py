@@ -1,9 +1,10 @@
 """Ingestion: report files -> validated reports with sections and sentences in the store.
 
 The whole input is read and validated (`read_input`) before the database is opened, so bad input
-leaves the database untouched. Reports are then written in batches, each batch (reports with their
-sentences) in one transaction; an interrupted ingest is finished by running it again, because
-reports already stored with the same text are skipped. A report whose text changed is stored
+leaves the database untouched. Reports are then written in batches (reports with their sentences),
+all of them and the `ingests` row in one transaction: an error or an interrupt leaves the database
+as it was (no half-recorded ingest), and running the ingest again stores it, because reports
+already stored with the same text are skipped. A report whose text changed is stored
 as a new version beside the old one, never over it.
 """
 
@@ -197,7 +198,7 @@ def ingest(
 ) -> IngestResult:
     """Store an input (read and validated by `read_input`, or a path to read with `options`).
 
-    `on_progress(done, total)` is called after each committed batch.
+    `on_progress(done, total)` is called after each batch is written (all commit together).
     """
     if not isinstance(source, IngestInput):
         source = read_input(source, options)
@@ -220,19 +221,21 @@ def ingest(
             result.unchanged += 1
         else:
             todo.append((report, previous[0] + 1))
-    ingest_id = store.start_ingest(str(path.resolve()), fmt, dataset, source.read)
-    now = datetime.now()
-    for start in range(0, len(todo), BATCH_SIZE):
-        chunk = todo[start : start + BATCH_SIZE]
-        with store.transaction():
+    with store.transaction():
+        ingest_id = store.start_ingest(str(path.resolve()), fmt, dataset, source.read)
+        now = datetime.now()
+        for start in range(0, len(todo), BATCH_SIZE):
+            chunk = todo[start : start + BATCH_SIZE]
             first_key = store.next_report_key()
             batch = [(report, first_key + i, version) for i, (report, version) in enumerate(chunk)]
             reports_table, sentences_table, n_sentences = batch_tables(batch, ingest_id, now)
             store.add_reports(reports_table, sentences_table)
-        result.sentences += n_sentences
-        for report, version in chunk:
-            (result.added if version == 1 else result.changed).append(report.report_id)
-        if on_progress:
-            on_progress(start + len(chunk), len(todo))
-    store.finish_ingest(ingest_id, len(result.added), len(result.changed), result.unchanged, len(source.skipped_blank))
+            result.sentences += n_sentences
+            for report, version in chunk:
+                (result.added if version == 1 else result.changed).append(report.report_id)
+            if on_progress:
+                on_progress(start + len(chunk), len(todo))
+        store.finish_ingest(
+            ingest_id, len(result.added), len(result.changed), result.unchanged, len(source.skipped_blank)
+        )
     return result

@@ -82,19 +82,73 @@ def _optional(value: object) -> str | None:
     return text or None
 
 
+class _LineCounter:
+    """The lines of a text, counted as the csv module reads them: `read` is how many it has taken."""
+
+    def __init__(self, text: str):
+        self._lines = io.StringIO(text, newline="")
+        self.read = 0
+
+    def __iter__(self) -> _LineCounter:
+        return self
+
+    def __next__(self) -> str:
+        line = self._lines.readline()
+        if not line:
+            raise StopIteration
+        self.read += 1
+        return line
+
+
+def _nul_error(path: Path, line: int) -> InputError:
+    return InputError(f"{path}: line {line}: a NUL byte (\\x00); reports are text, remove it")
+
+
+def _has_nul(value: object) -> bool:
+    """Whether a parsed JSON value holds a NUL character anywhere (JSON writes one as \\u0000)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def _csv_rows(path: Path, encoding: str) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and (line, row) per record, `line` being where the record starts (a quoted field
+    can span lines). An unterminated quote, a stray quote inside a field and a NUL byte are errors
+    naming the line where their record starts, never rows merged or text stored with them."""
     text = read_text_file(path, encoding)
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
-    header = list(reader.fieldnames or [])
+    lines = _LineCounter(text)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
+    records: list[tuple[int, list[str]]] = []
+    while True:
+        start = lines.read + 1
+        try:
+            record = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            problem = "a quoted field is never closed" if "unexpected end of data" in str(exc) else exc
+            raise InputError(f"{path}: line {start}: malformed CSV: {problem}") from None
+        if not record:
+            continue  # a blank line, as csv.DictReader skips it
+        if any("\x00" in value for value in record):
+            raise _nul_error(path, start)
+        records.append((start, record))
+    if not records:
+        raise InputError(f"{path}: file is empty")
+    header = records[0][1]
     rows = []
-    try:
-        for row in reader:
-            # Data rows start at line 2; the reader's line_num counts physical lines (quoted
-            # newlines included), which is what an editor shows.
-            rows.append((reader.line_num, row))
-    except csv.Error as exc:
-        raise InputError(f"{path}: line {reader.line_num}: malformed CSV: {exc}") from None
+    for line, record in records[1:]:
+        row: dict = dict(zip(header, record))
+        if len(record) < len(header):
+            row.update(dict.fromkeys(header[len(record) :]))
+        elif len(record) > len(header):
+            row[None] = record[len(header) :]
+        rows.append((line, row))
     if not rows:
         raise InputError(f"{path}: no report rows (only a header)")
     return header, rows
@@ -147,12 +201,16 @@ def read_jsonl(path: Path, columns: Columns, dataset: str, encoding: str = "utf-
     for number, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
+        if "\x00" in raw:
+            raise _nul_error(path, number)
         try:
             row = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: line {number}: not valid JSON: {exc.msg}") from None
         if not isinstance(row, dict):
             raise InputError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
+        if _has_nul(row):
+            raise _nul_error(path, number)
         for option, field in (("--id-col", columns.id), ("--text-col", columns.text)):
             if field not in row:
                 raise InputError(
@@ -200,6 +258,8 @@ def read_mimic(path: Path, dataset: str, encoding: str = "utf-8") -> list[Source
         if not (study and patient):
             continue
         text = read_text_file(report_file, encoding) if report_file.stat().st_size else ""
+        if "\x00" in text:
+            raise _nul_error(report_file, text[: text.index("\x00")].count("\n") + 1)
         image_dir = report_file.with_suffix("")
         images = (
             sorted(str(p.relative_to(path)) for p in image_dir.glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -78,7 +78,11 @@ def split_sentences_many(
         for chunk in _chunks(text, sections)
     ]
     results: list[list[Sentence]] = [[] for _ in texts]
-    docs = _nlp().pipe((c[3] for c in chunks), batch_size=batch_size)
+    nlp = _nlp()
+    # spaCy's max_length guards the memory of its parser and NER, which this tokenizer-and-
+    # sentencizer pipeline does not run: the limit on report length is --max-chars alone.
+    nlp.max_length = max(nlp.max_length, 1 + max((len(c[3]) for c in chunks), default=0))
+    docs = nlp.pipe((c[3] for c in chunks), batch_size=batch_size)
     for (report, offset, section, _), doc in zip(chunks, docs):
         text = texts[report]
         for span in doc.sents:

@@ -28,7 +28,7 @@ from labeling.core.cli_options import (
 from labeling.core.errors import InputError
 from labeling.core.files import atomic_path
 from labeling.core.formatting import format_number, is_undefined
-from labeling.core.terminal import output_console
+from labeling.core.terminal import literal, output_console
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -104,9 +104,9 @@ def _csv_value(value: object) -> object:
 def _header(comparison: Comparison) -> list[str]:
     c = comparison
     lines = [
-        f"[bold]{c.run}[/bold] vs reference [bold]{c.reference}[/bold]: {c.level} level; uncertain -> "
-        f"{c.uncertain}; unmentioned = absent",
-        f"{c.reports:,} reports in common ({c.run} covers {c.reports_run:,}, {c.reference} covers "
+        f"[bold]{literal(c.run)}[/bold] vs reference [bold]{literal(c.reference)}[/bold]: {c.level} level; "
+        f"uncertain -> {c.uncertain}; unmentioned = absent",
+        f"{c.reports:,} reports in common ({literal(c.run)} covers {c.reports_run:,}, {literal(c.reference)} covers "
         f"{c.reports_reference:,}); {c.micro.cells:,} cells compared"
         + (f", {c.excluded:,} excluded (uncertain on either side)" if c.uncertain == "exclude" else ""),
     ]
@@ -116,7 +116,7 @@ def _header(comparison: Comparison) -> list[str]:
             f"{len(c.findings)} of {total} vocabulary findings compared; the other "
             f"{len(c.findings_left_out)} are never present or uncertain in either run (or were not asked for)"
         )
-    lines.extend(f"[yellow]note:[/yellow] {note}" for note in c.notes)
+    lines.extend(f"[yellow]note:[/yellow] {literal(note)}" for note in c.notes)
     return lines
 
 
@@ -142,7 +142,7 @@ def comparison_table(comparison: Comparison, rows: Sequence[MetricRow], first_co
 
     def add(row: MetricRow, **style) -> None:
         cells = [
-            row.name,
+            literal(row.name),
             f"{row.support:,}",
             f"{row.tp:,}",
             f"{row.fp:,}",
@@ -243,7 +243,7 @@ def show_comparison(
             grid = comparison_heatmap(first, metric, png)
         files.append(png)
     for path in files:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {literal(path)}")
     return {"comparisons": comparisons, "files": files, "grid": grid}
 
 
@@ -251,14 +251,17 @@ def _runs_table(comparisons: Sequence[Comparison], metric: str) -> Table:
     """Findings x runs of one metric, then each run's micro and macro."""
     first = comparisons[0]
     table = Table(
-        "finding", *[c.run for c in comparisons], title=f"{metric} against {first.reference}", title_justify="left"
+        "finding",
+        *[literal(c.run) for c in comparisons],
+        title=f"{metric} against {literal(first.reference)}",
+        title_justify="left",
     )
     for column in table.columns[1:]:
         column.justify = "right"
     values = [c.finding_values(metric) for c in comparisons]
     percent = metric == "agreement"
     for i, finding in enumerate(first.findings):
-        table.add_row(finding, *[format_number(float(v[i]), percent=percent) for v in values])
+        table.add_row(literal(finding), *[format_number(float(v[i]), percent=percent) for v in values])
     table.add_section()
     table.add_row(
         "micro", *[format_number(getattr(c.micro, metric), percent=percent) for c in comparisons], style="bold"
@@ -287,7 +290,8 @@ def show_disagreements(
     reports = len(set(table["report_key"].to_pylist()))
     shown = f"{table.num_rows:,} of {total:,}" if table.num_rows < total else f"{total:,}"
     console.print(
-        f"{run_a} vs {run_b} ({level} level): {shown} disagreeing cells in {reports:,} reports -> {out}",
+        f"{literal(run_a)} vs {literal(run_b)} ({level} level): {shown} disagreeing cells in {reports:,} reports "
+        f"-> {literal(out)}",
         highlight=False,
     )
     head = Table(
@@ -295,8 +299,8 @@ def show_disagreements(
         "report",
         "region",
         "finding",
-        f"{run_a}",
-        f"{run_b}",
+        literal(run_a),
+        literal(run_b),
         "priority",
         title="First in the queue",
         title_justify="left",
@@ -304,11 +308,11 @@ def show_disagreements(
     for row in table.slice(0, 10).to_pylist():
         head.add_row(
             str(row["rank"]),
-            f"{row['dataset']}/{row['report_id']}",
-            row["region"] or "(image)",
-            row["finding"],
-            row["status_a"],
-            row["status_b"],
+            literal(f"{row['dataset']}/{row['report_id']}"),
+            literal(row["region"] or "(image)"),
+            literal(row["finding"]),
+            literal(row["status_a"]),
+            literal(row["status_b"]),
             f"{row['priority']:.4f}",
         )
     if table.num_rows:
@@ -334,9 +338,9 @@ def run_export_labelstudio(
     console.print(
         f"wrote {written.tasks:,} tasks with {written.labels:,} predicted labels "
         f"({written.spans:,} on evidence spans, {written.appendix:,} without evidence) "
-        f"to {written.tasks_path}"
+        f"to {literal(written.tasks_path)}"
     )
-    console.print(f"labeling config: {written.config_path}")
+    console.print(f"labeling config: {literal(written.config_path)}")
     console.print(
         "In Label Studio: create a project with this config, import the tasks, review, then "
         "export as JSON and run `clala import labelstudio FILE --name NAME`."

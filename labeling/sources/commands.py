@@ -23,7 +23,7 @@ from labeling.core.cli_options import (
     user_errors,
 )
 from labeling.core.formatting import format_counts
-from labeling.core.terminal import output_console
+from labeling.core.terminal import error_console, literal, output_console
 
 if TYPE_CHECKING:
     from labeling.sources.llm.options import LabelOptions, LlmRequest
@@ -50,7 +50,7 @@ def _progress(title: str) -> Progress:
         TextColumn("reports"),
         TextColumn("{task.description}"),
         TimeElapsedColumn(),
-        console=Console(stderr=True),
+        console=error_console(),
         transient=True,
     )
 
@@ -68,7 +68,9 @@ def run_label(store: Store, request: LlmRequest, console: Console | None = None)
     with _progress("label") as progress:
         task = progress.add_task("starting the backend ...", total=None)
         hooks = RunHooks(
-            started=lambda result: progress.update(task, total=result.reports, description=f"run {result.name}"),
+            started=lambda result: progress.update(
+                task, total=result.reports, description=f"run {literal(result.name)}"
+            ),
             advanced=lambda result, n: progress.update(task, advance=n, description=_stats_line(result)),
         )
         result = label_with_llm(store, request, hooks=hooks)
@@ -80,7 +82,7 @@ def show_llm_result(result: RunResult, db: str | Path, console: Console) -> None
     counts = result.counts
     colour = "green" if result.status.value == "complete" else "yellow"
     console.print(
-        f"run [bold]{result.name}[/bold]: [{colour}]{result.status.value}[/{colour}] in {result.seconds:.1f} s"
+        f"run [bold]{literal(result.name)}[/bold]: [{colour}]{result.status.value}[/{colour}] in {result.seconds:.1f} s"
     )
     console.print(
         f"reports done {result.reports_done:,}, failed {result.reports_failed:,}, pending "
@@ -88,13 +90,20 @@ def show_llm_result(result: RunResult, db: str | Path, console: Console) -> None
         f"{counts['prompt_tokens']:,} prompt + {counts['completion_tokens']:,} completion"
     )
     if result.rejected:
-        console.print("rejected labels: " + ", ".join(f"{k} {v:,}" for k, v in result.rejected.items()))
+        console.print("rejected labels: " + ", ".join(f"{literal(k)} {v:,}" for k, v in result.rejected.items()))
     if result.stopped_because:
-        console.print(f"[yellow]stopped:[/yellow] {result.stopped_because}")
+        console.print(f"[yellow]stopped:[/yellow] {literal(result.stopped_because)}")
     if result.reports_pending:
-        console.print(f"finish it with: clala label --resume {result.name} --db {db}")
+        console.print(f"finish it with: clala label --resume {literal(result.name)} --db {literal(db)}")
+    if counts["unknown_keys"]:
+        console.print(f"keys outside the schema dropped from answers: {counts['unknown_keys']:,}")
     if result.reports_failed:
-        console.print(f"see why: clala failures {result.name} --db {db}")
+        console.print(
+            f"[yellow]{result.reports_failed:,} of {result.reports:,} reports failed validation[/yellow]; "
+            f"see why: clala failures {literal(result.name)} --db {literal(db)}"
+        )
+        if result.details.get("retryable_failed") and not result.reports_pending:
+            console.print(f"retry them: clala label --resume {literal(result.name)} --db {literal(db)}")
 
 
 def rules_request(request: LlmRequest) -> RulesRequest:
@@ -121,7 +130,7 @@ def run_rules_label(store: Store, request: RulesRequest, console: Console | None
         task = progress.add_task("building the pipeline ...", total=None)
         hooks = RunHooks(
             started=lambda result: progress.update(
-                task, total=result.reports, completed=result.reports_done, description=f"run {result.name}"
+                task, total=result.reports, completed=result.reports_done, description=f"run {literal(result.name)}"
             ),
             advanced=lambda result, n: progress.update(
                 task, advance=n, description=f"{result.counts['distinct_sentences']:,} distinct sentences"
@@ -135,7 +144,7 @@ def run_rules_label(store: Store, request: RulesRequest, console: Console | None
 def show_rules_result(result: RunResult, console: Console) -> None:
     rate = result.reports_done / result.seconds if result.seconds else 0.0
     console.print(
-        f"run [bold]{result.name}[/bold]: [green]{result.status.value}[/green] in {result.seconds:.1f} s "
+        f"run [bold]{literal(result.name)}[/bold]: [green]{result.status.value}[/green] in {result.seconds:.1f} s "
         f"({rate:,.0f} reports/s)"
     )
     console.print(
@@ -145,7 +154,7 @@ def show_rules_result(result: RunResult, console: Console) -> None:
     )
     skipped = result.details.get("skipped_context")
     if skipped:
-        console.print("not labeled (ConText): " + format_counts(skipped))
+        console.print("not labeled (ConText): " + literal(format_counts(skipped)))
 
 
 def show_dry_run(store: Store, options: LabelOptions, console: Console | None = None) -> DryRun:
@@ -188,14 +197,14 @@ def show_runs(store: Store, console: Console | None = None) -> list[dict]:
         title_justify="left",
     )
     for r in rows:
-        backend, model = models[r["run_id"]]
+        backend, model = models.get(r["run_id"], ("", ""))
         table.add_row(
             str(r["run_id"]),
-            r["name"],
-            r["kind"],
-            r["status"],
-            backend,
-            model,
+            literal(r["name"]),
+            literal(r["kind"]),
+            literal(r["status"]),
+            literal(backend),
+            literal(model),
             f"{r['reports']:,}",
             f"{r['labels']:,}",
             f"{r['failures']:,}",
@@ -213,12 +222,12 @@ def show_run(store: Store, run: str, console: Console | None = None) -> dict:
     shown = info.model_dump(mode="json")
     shown["params"] = json.dumps(shown["params"])
     shown["decoding"] = json.dumps(shown["decoding"])
-    table = Table("field", "value", title=f"Run {info.name}", title_justify="left")
+    table = Table("field", "value", title=f"Run {literal(info.name)}", title_justify="left")
     for key, value in shown.items():
-        table.add_row(key, "" if value is None else str(value))
+        table.add_row(key, "" if value is None else literal(value))
     table.add_row("work", format_counts(work, "-"))
     table.add_row("labels", format_counts(labels, "-"))
-    table.add_row("rejected labels", ", ".join(f"{k} {v:,}" for k, v in rejected.items()) or "-")
+    table.add_row("rejected labels", literal(", ".join(f"{k} {v:,}" for k, v in rejected.items()) or "-"))
     console.print(table)
     return {"run": info, "work": work, "rejected": rejected}
 
@@ -226,11 +235,15 @@ def show_run(store: Store, run: str, console: Console | None = None) -> dict:
 def show_failures(store: Store, run: str, limit: int = 50, console: Console | None = None) -> list[dict]:
     console = console or output_console()
     rows = store.failures(run)
-    table = Table("report", "error", "raw output", title=f"Failures of {run} ({len(rows):,})", title_justify="left")
+    title = f"Failures of {literal(run)} ({len(rows):,})"
+    table = Table("report", "tries", "error", "raw output", title=title, title_justify="left")
     for row in rows[:limit]:
         raw = row["raw_output"] or ""
         table.add_row(
-            f"{row['dataset']}/{row['report_id']}", row["error"], raw[:300] + ("..." if len(raw) > 300 else "")
+            literal(f"{row['dataset']}/{row['report_id']}"),
+            str(row.get("attempts") or "-"),
+            literal(row["error"]),
+            literal(raw[:300] + ("..." if len(raw) > 300 else "")),
         )
     console.print(table)
     return rows
@@ -321,8 +334,10 @@ def label_command(
             show_dry_run(store, options)
         return
     request = LlmRequest(name=name, options=options, resume=resume, allow_remote=allow_remote)
-    with Store(db) as store:
+    with Store.open_existing(db) as store:
         result = run_label(store, request)
+    if result.status.value == "partial":
+        raise typer.Exit(4)  # every report tried, some failed validation
     if result.status.value != "complete":
         raise typer.Exit(3)
 

@@ -15,7 +15,7 @@ from rich.text import Text
 
 from labeling.core.cli_options import DEFAULT_DB, DbOption, user_errors
 from labeling.core.errors import InputError
-from labeling.core.terminal import output_console
+from labeling.core.terminal import literal, output_console, visible
 
 if TYPE_CHECKING:
     from labeling.store.store import Store
@@ -30,7 +30,7 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
             column, justify="right" if column not in ("dataset", "name", "kind", "status", "table") else "left"
         )
     for row in rows:
-        table.add_row(*["" if v is None else f"{v:,}" if isinstance(v, int) else str(v) for v in row])
+        table.add_row(*["" if v is None else f"{v:,}" if isinstance(v, int) else literal(v) for v in row])
     return table
 
 
@@ -40,7 +40,7 @@ def show_stats(store: Store, console: Console | None = None) -> dict:
     tables = store.table_counts()
     datasets = store.dataset_counts()
     runs = store.run_counts()
-    console.print(f"[bold]{store.path}[/bold]")
+    console.print(f"[bold]{literal(store.path)}[/bold]")
     console.print(_table("Tables", ["table", "rows"], [[k, v] for k, v in tables.items()]))
     if datasets:
         console.print(
@@ -119,6 +119,20 @@ def find_report(
     return chosen[0], len(versions)
 
 
+def _report_text(raw: str, sentences: list[dict[str, Any]]) -> Text:
+    """The report text with its sentences styled, control characters made visible (so each
+    piece is made visible on its own, and the sentence offsets into the raw text still hold)."""
+    text, position = Text(), 0
+    for i, sentence in enumerate(sentences):
+        start, end = max(position, sentence["start_char"]), max(position, sentence["end_char"])
+        base = SECTION_STYLES.get(sentence["section"], "white")
+        text.append(visible(raw[position:start]))
+        text.append(visible(raw[start:end]), style=base if i % 2 == 0 else f"{base} underline")
+        position = end
+    text.append(visible(raw[position:]))
+    return text
+
+
 def show_report(
     store: Store,
     report_id: str,
@@ -132,16 +146,12 @@ def show_report(
     sentences = store.sentences(report["report_key"])
     labels = store.report_labels(report["report_key"])
     console.print(
-        f"[bold]{report['dataset']} / {report['report_id']}[/bold]  version {report['version']} of "
-        f"{versions}  patient {report['patient_id'] or '-'}  study {report['study_id'] or '-'}"
+        f"[bold]{literal(report['dataset'])} / {literal(report['report_id'])}[/bold]  version {report['version']} of "
+        f"{versions}  patient {literal(report['patient_id'] or '-')}  study {literal(report['study_id'] or '-')}"
     )
     if report["image_paths"]:
-        console.print(f"images: {', '.join(report['image_paths'])}")
-    text = Text(report["text"])
-    for i, sentence in enumerate(sentences):
-        base = SECTION_STYLES.get(sentence["section"], "white")
-        text.stylize(base if i % 2 == 0 else f"{base} underline", sentence["start_char"], sentence["end_char"])
-    console.print(text)
+        console.print(f"images: {literal(', '.join(report['image_paths']))}")
+    console.print(_report_text(report["text"], sentences))
     console.print(
         _table(
             "Sentences",
@@ -151,14 +161,14 @@ def show_report(
                     s["sentence_index"],
                     s["section"] or "-",
                     f"{s['start_char']}-{s['end_char']}",
-                    " ".join(s["text"].split()),
+                    " ".join(s["text"].split()),  # made literal by _table
                 ]
                 for s in sentences
             ],
         )
     )
     sections = [s["name"] or "(no header)" for s in json.loads(report["sections"] or "[]")]
-    console.print(f"[dim]{len(sentences)} sentences; sections: {', '.join(sections) or '-'}[/dim]")
+    console.print(f"[dim]{len(sentences)} sentences; sections: {literal(', '.join(sections) or '-')}[/dim]")
     if labels:
         console.print(
             _table(
@@ -223,7 +233,7 @@ def export_labels_command(
 
     with Store(db, read_only=True) as store:
         rows = export_labels(store, run, out, fmt)
-    output_console().print(f"wrote {rows:,} labels to {out}")
+    output_console().print(f"wrote {rows:,} labels to {literal(out)}")
 
 
 @user_errors
@@ -241,4 +251,4 @@ def export_reports_command(
 
     with Store(db, read_only=True) as store:
         rows = export_reports(store, out, fmt, dataset=dataset, run=run, all_versions=all_versions)
-    output_console().print(f"wrote {rows:,} reports to {out}")
+    output_console().print(f"wrote {rows:,} reports to {literal(out)}")

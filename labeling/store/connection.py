@@ -45,24 +45,34 @@ def _open_error(path: Path, exc: duckdb.Error) -> StoreError:
 class Connection:
     """An open database file; the query classes (reports, runs, labels, experiments) build on it."""
 
-    def __init__(self, path: str | Path = DEFAULT_DB, read_only: bool = False):
+    def __init__(self, path: str | Path = DEFAULT_DB, read_only: bool = False, *, create: bool = True):
+        """Open (and migrate) the clala database at `path`. Only a writing open with `create` (the
+        default, used by `clala ingest`) makes a new database; read-only opens and
+        `open_existing` (every other command) refuse a missing file or an empty DuckDB file."""
         self.path = Path(path)
         self.read_only = read_only
-        if read_only and not self.path.exists():
+        creates = create and not read_only
+        if not creates and not self.path.exists():
             raise StoreError(f"{self.path}: no database here yet (run `clala ingest` first, or pass --db)")
         if not read_only and not self.path.parent.exists():
             raise StoreError(f"{self.path}: folder {self.path.parent} does not exist")
         self._depth = 0
         self.con = self._connect(read_only)
         try:
-            if read_only and self.schema_version() < LATEST_VERSION:
-                # An older database: migrate it once through a writing connection, then read.
+            version = self._clala_version()
+            if not creates and version == 0:
+                raise StoreError(f"{self.path}: an empty DuckDB file, no clala database yet (run `clala ingest` first)")
+            if read_only and version < LATEST_VERSION:
+                # An older clala database (never another program's file, never an empty one):
+                # migrate it once through a writing connection, then read.
                 self.con.close()
                 self.con = self._connect(False)
                 self._migrate()
                 self.con.close()
                 self.con = self._connect(True)
             self._migrate()
+            if not read_only:
+                self._opened_for_writing()
         except BaseException:
             self.con.close()
             raise
@@ -73,6 +83,10 @@ class Connection:
         except duckdb.Error as exc:
             raise _open_error(self.path, exc) from None
 
+    def _opened_for_writing(self) -> None:
+        """What a query class does once the database is open for writing (runs: mark runs whose
+        writer is gone as interrupted)."""
+
     def close(self) -> None:
         self.con.close()
 
@@ -81,6 +95,37 @@ class Connection:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def _clala_version(self) -> int:
+        """The schema version of a clala database, 0 for a DuckDB file with no tables yet. A file
+        that holds tables but not clala's `schema_version` is another program's: refused before
+        anything is written to it."""
+        tables = [
+            row[0]
+            for row in self.con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = current_database() "
+                "ORDER BY table_name"
+            ).fetchall()
+        ]
+        if not tables:
+            return 0
+        if "schema_version" in tables:
+            columns = {
+                row[0]
+                for row in self.con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = 'schema_version' "
+                    "AND table_catalog = current_database()"
+                ).fetchall()
+            }
+            if {"version", "description"} <= columns:
+                first = self.con.execute("SELECT description FROM schema_version WHERE version = 1").fetchall()
+                if first and first[0][0] == MIGRATIONS[0][1]:
+                    return self.schema_version()
+        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+        raise StoreError(
+            f"{self.path}: a DuckDB database that is not clala's (tables {shown}; no clala schema_version); "
+            "clala leaves it unchanged, choose another --db"
+        )
 
     def schema_version(self) -> int:
         exists = self.con.execute(
@@ -150,12 +195,10 @@ class Connection:
 
     @classmethod
     def open_existing(cls, path: str | Path) -> Self:
-        """A writing connection to a database that must exist already: a command that adds to
-        what earlier commands stored fails as a read-only open would, instead of creating an
-        empty database."""
-        if not Path(path).exists():
-            raise StoreError(f"{path}: no database here yet (run `clala ingest` first, or pass --db)")
-        return cls(path)
+        """A writing connection to a clala database that must exist already: every command that
+        adds to what earlier commands stored (all but `clala ingest`) fails as a read-only open
+        would, instead of creating an empty database."""
+        return cls(path, create=False)
 
     def table_counts(self) -> dict[str, int]:
         tables = [

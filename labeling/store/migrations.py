@@ -148,6 +148,40 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE llm_cache ADD COLUMN run_id INTEGER",
         ],
     ),
+    (
+        3,
+        "runs: statuses partial (reports failed validation) and interrupted (writer gone); unknown answer keys",
+        # DuckDB cannot alter a CHECK constraint: the table is rebuilt with the same rows.
+        [
+            """CREATE TABLE runs_v3 (
+            run_id             INTEGER PRIMARY KEY DEFAULT nextval('run_id_seq'),
+            name               VARCHAR NOT NULL UNIQUE,
+            kind               VARCHAR NOT NULL CHECK (kind IN ('llm', 'rules', 'import', 'human', 'derived', 'model')),
+            status             VARCHAR NOT NULL CHECK (status IN ('running', 'complete', 'partial',
+                                                                  'incomplete', 'interrupted', 'failed')),
+            backend            VARCHAR,
+            model              VARCHAR,
+            prompt_name        VARCHAR,
+            prompt_sha256      VARCHAR,
+            vocabulary_version VARCHAR NOT NULL,
+            decoding           JSON,
+            params             JSON,
+            source             VARCHAR,
+            created_at         TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            finished_at        TIMESTAMP,
+            prompt_tokens      BIGINT NOT NULL DEFAULT 0,
+            completion_tokens  BIGINT NOT NULL DEFAULT 0,
+            unknown_keys       BIGINT NOT NULL DEFAULT 0
+        )""",
+            """INSERT INTO runs_v3 (run_id, name, kind, status, backend, model, prompt_name, prompt_sha256,
+                                vocabulary_version, decoding, params, source, created_at, finished_at,
+                                prompt_tokens, completion_tokens)
+            SELECT run_id, name, kind, status, backend, model, prompt_name, prompt_sha256, vocabulary_version,
+                   decoding, params, source, created_at, finished_at, prompt_tokens, completion_tokens FROM runs""",
+            "DROP TABLE runs",
+            "ALTER TABLE runs_v3 RENAME TO runs",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

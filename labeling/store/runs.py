@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -14,6 +15,9 @@ from labeling.core.errors import StoreError
 from labeling.store.connection import Connection
 from schemas.runs import RunInfo, RunSpec, RunStatus
 
+# (database path, run id) of the runs this process is writing: never taken for interrupted ones.
+_LIVE_RUNS: set[tuple[str, int]] = set()
+
 
 class RunQueries(Connection):
     """Queries of label runs: the runs, their resumable work, failures, rejected labels and the LLM cache."""
@@ -21,7 +25,7 @@ class RunQueries(Connection):
     def create_run(self, spec: RunSpec) -> int:
         if self.con.execute("SELECT count(*) FROM runs WHERE name = ?", [spec.name]).fetchall()[0][0]:
             raise StoreError(f"{self.path}: a run named {spec.name!r} already exists; choose another --name")
-        return self.con.execute(
+        run_id = self.con.execute(
             """INSERT INTO runs (name, kind, status, backend, model, prompt_name, prompt_sha256,
                                  vocabulary_version, decoding, params, source, created_at)
                VALUES (?, ?, 'running', ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING run_id""",
@@ -39,26 +43,47 @@ class RunQueries(Connection):
                 datetime.now(),
             ],
         ).fetchall()[0][0]
+        _LIVE_RUNS.add((self._live_path(), run_id))
+        return run_id
 
     def run(self, ref: str | int) -> RunInfo:
-        """A run by name or id."""
-        rows = self._dicts("SELECT * FROM runs WHERE name = ? OR CAST(run_id AS VARCHAR) = ?", [str(ref), str(ref)])
-        if not rows:
-            raise StoreError(f"{self.path}: no run named {ref!r} (see `clala stats` for the runs)")
+        """A run by id (an int, or a string of digits only: always an id, never a name, since run
+        names may not be all digits) or else by name."""
+        if isinstance(ref, int) or re.fullmatch(r"[0-9]+", ref):
+            rows = self._dicts("SELECT * FROM runs WHERE run_id = ?", [int(ref)]) if int(ref) < 2**31 else []
+            if not rows:
+                raise StoreError(f"{self.path}: no run with id {int(ref)}{self._named_like(str(ref))}")
+        else:
+            rows = self._dicts("SELECT * FROM runs WHERE name = ?", [ref])
+            if not rows:
+                raise StoreError(f"{self.path}: no run named {ref!r} (see `clala stats` for the runs)")
         row = rows[0]
         row["decoding"] = json.loads(row["decoding"] or "{}")
         row["params"] = json.loads(row["params"] or "{}")
         return RunInfo.model_validate(row)
 
+    def _named_like(self, ref: str) -> str:
+        """For a missing id: the run named like it, from a database made before digit-only names
+        were refused, and how to reach it."""
+        rows = self.con.execute("SELECT run_id FROM runs WHERE name = ? ORDER BY run_id", [ref]).fetchall()
+        if rows:
+            return f" (digits name a run id; the run named {ref!r} has id {rows[0][0]})"
+        return " (see `clala stats` for the runs)"
+
     def run_exists(self, name: str) -> bool:
         return bool(self.con.execute("SELECT count(*) FROM runs WHERE name = ?", [name]).fetchall()[0][0])
 
     def runs(self) -> list[RunInfo]:
-        names = [r[0] for r in self.con.execute("SELECT name FROM runs ORDER BY run_id").fetchall()]
-        return [self.run(name) for name in names]
+        ids = [r[0] for r in self.con.execute("SELECT run_id FROM runs ORDER BY run_id").fetchall()]
+        return [self.run(run_id) for run_id in ids]
 
     def set_run_status(self, run_id: int, status: RunStatus) -> None:
         finished = None if status is RunStatus.running else datetime.now()
+        live = (self._live_path(), run_id)
+        if status is RunStatus.running:
+            _LIVE_RUNS.add(live)
+        else:
+            _LIVE_RUNS.discard(live)
         self.con.execute(
             "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status.value, finished, run_id]
         )
@@ -69,6 +94,32 @@ class RunQueries(Connection):
                             WHERE run_id = ?""",
             [prompt_tokens, completion_tokens, run_id],
         )
+
+    def add_run_unknown_keys(self, run_id: int, count: int) -> None:
+        """Count keys outside the schema that were dropped from a run's answers."""
+        if count:
+            self.con.execute("UPDATE runs SET unknown_keys = unknown_keys + ? WHERE run_id = ?", [count, run_id])
+
+    def mark_interrupted_runs(self) -> list[str]:
+        """Runs left `running` by a writer that is gone become `interrupted`; their names.
+
+        Called when the database is opened for writing: DuckDB's file lock lets one process write,
+        so any other process that was writing a run has ended. Runs this process is writing are
+        left alone."""
+        live = [run_id for path, run_id in _LIVE_RUNS if path == self._live_path()]
+        rows = self.con.execute(
+            """UPDATE runs SET status = 'interrupted', finished_at = ?
+               WHERE status = 'running' AND NOT list_contains(?, run_id) RETURNING name""",
+            [datetime.now(), live],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def _live_path(self) -> str:
+        return str(self.path.resolve())
+
+    def _opened_for_writing(self) -> None:
+        super()._opened_for_writing()
+        self.mark_interrupted_runs()
 
     def add_work(self, run_id: int, report_keys: Sequence[int]) -> None:
         keys = pa.array(list(report_keys), pa.int64())
@@ -127,6 +178,22 @@ class RunQueries(Connection):
         ).fetchall()
         return np.asarray([r[0] for r in rows], dtype=np.int64)
 
+    def retryable_work(self, run_id: int, max_attempts: int) -> list[int]:
+        """Report keys of a run's failed work tried fewer than `max_attempts` times, in report order."""
+        rows = self.con.execute(
+            """SELECT report_key FROM work WHERE run_id = ? AND state = 'failed' AND attempts < ?
+               ORDER BY report_key""",
+            [run_id, max_attempts],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def delete_failures(self, run_id: int, unit_keys: Sequence[str]) -> None:
+        """Forget a run's earlier failures of units that were asked again (a retry replaces them)."""
+        if unit_keys:
+            self.con.execute(
+                "DELETE FROM failures WHERE run_id = ? AND list_contains(?, unit_key)", [run_id, list(unit_keys)]
+            )
+
     def work_counts(self, run_id: int) -> dict[str, int]:
         rows = self.con.execute("SELECT state, count(*) FROM work WHERE run_id = ? GROUP BY state", [run_id]).fetchall()
         return {state: n for state, n in rows}
@@ -169,9 +236,10 @@ class RunQueries(Connection):
     def failures(self, run: str | int) -> list[dict[str, Any]]:
         run_id = self.run(run).run_id
         return self._dicts(
-            """SELECT f.unit_key, r.dataset, r.report_id, f.error, f.raw_output, f.created_at
-               FROM failures f LEFT JOIN reports r USING (report_key) WHERE f.run_id = ?
-               ORDER BY f.created_at""",
+            """SELECT f.unit_key, r.dataset, r.report_id, f.error, f.raw_output, f.created_at, w.attempts
+               FROM failures f LEFT JOIN reports r USING (report_key)
+               LEFT JOIN work w ON w.run_id = f.run_id AND w.report_key = f.report_key
+               WHERE f.run_id = ? ORDER BY f.created_at""",
             [run_id],
         )
 

@@ -10,6 +10,7 @@ import typer
 
 from labeling.core.cli_options import DEFAULT_DB, DataOption, DbOption, DeviceOption, ImagenomeOption, user_errors
 from labeling.core.formatting import format_number
+from labeling.core.terminal import literal
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -39,13 +40,14 @@ def show_evaluation(result: Evaluation, console: Console) -> None:
 
     number = format_number
     table = Table(
-        title=f"{Path(result.checkpoint).name} vs {result.reference} ({result.split}, {result.images:,} images)"
+        title=f"{literal(Path(result.checkpoint).name)} vs {literal(result.reference)} "
+        f"({result.split}, {result.images:,} images)"
     )
     for column in EVALUATION_COLUMNS:
         table.add_column(column, justify="left" if column == "lesion" else "right")
     for row in result.lesions:
         table.add_row(
-            row.lesion,
+            literal(row.lesion),
             f"{row.support:,}",
             *(number(v) for v in (row.threshold, row.precision, row.recall, row.f1, row.auroc, row.baseline_f1)),
             number(row.image_f1),
@@ -57,18 +59,18 @@ def show_evaluation(result: Evaluation, console: Console) -> None:
         f"{number(result.baseline_mean_lesion_f1)}, ratio {number(result.ratio_to_baseline, 2)}); "
         f"image-level mean F1 {number(result.image_mean_f1)}; mean AUROC {number(result.mean_auroc)}"
     )
-    console.print(f"wrote {result.csv_path}; experiment {result.experiment_id}")
+    console.print(f"wrote {literal(result.csv_path)}; experiment {result.experiment_id}")
 
 
 def show_prediction(result: RunResult, db: Path, console: Console) -> None:
     """What `clala predict` stored, and how to compare it."""
     c = result.counts
     console.print(
-        f"run {result.name} (model): {result.reports:,} reports, {result.labels:,} labels "
+        f"run {literal(result.name)} (model): {result.reports:,} reports, {result.labels:,} labels "
         f"({c['present']:,} present) from {c['images']:,} images"
         + (f"; {c['skipped_images']:,} images without a stored report skipped" if c["skipped_images"] else "")
     )
-    console.print(f"compare it: clala compare {result.name} REFERENCE_RUN --db {db}")
+    console.print(f"compare it: clala compare {literal(result.name)} REFERENCE_RUN --db {literal(db)}")
 
 
 @user_errors

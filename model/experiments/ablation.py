@@ -81,7 +81,7 @@ def ablate(
             workers=config.workers,
         )
         # The trainer has closed its connections: the evaluation's one may write.
-        with Store(config.db) as store:
+        with Store.open_existing(config.db) as store:
             scores = evaluate(store, EvaluateRequest(options, reference or config.run))
         rows.append(
             AblationRow(

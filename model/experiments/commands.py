@@ -11,6 +11,7 @@ import typer
 
 from labeling.core.cli_options import DEFAULT_DB, DataOption, DbOption, DeviceOption, ImagenomeOption, user_errors
 from labeling.core.formatting import format_mean_std, format_number
+from labeling.core.terminal import literal
 from model.train.options import (
     DEFAULT_BACKBONE,
     TRAIN_DEFAULTS,
@@ -57,7 +58,8 @@ def summary_table(rows: list[SummaryRow], reference: str, split: str) -> Table:
     from rich.table import Table
 
     table = Table(
-        title=f"Label quality vs model quality (reference {reference}, {split} split; mean ± std over seeds)",
+        title=f"Label quality vs model quality (reference {literal(reference)}, {literal(split)} split; "
+        "mean ± std over seeds)",
         title_justify="left",
     )
     for column in (
@@ -75,8 +77,8 @@ def summary_table(rows: list[SummaryRow], reference: str, split: str) -> Table:
         table.add_column(column, justify="left" if column in ("series", "setting") else "right")
     for row in rows:
         table.add_row(
-            row.series,
-            row.setting,
+            literal(row.series),
+            literal(row.setting),
             str(row.seeds),
             format_number(row.label_precision_mean),
             format_number(row.label_recall_mean),
@@ -92,8 +94,6 @@ def summary_table(rows: list[SummaryRow], reference: str, split: str) -> Table:
 def show_sensitivity(grid: SensitivityGrid, template: TrainConfig, console: Console | None = None) -> SensitivityResult:
     """Run the grid with `template`'s training settings, showing each cell; then the summary
     table and where the files went."""
-    from rich.markup import escape
-
     from labeling.core.terminal import output_console
     from model.experiments.sensitivity import run_sensitivity
     from model.train.commands import TrainingDisplay
@@ -104,11 +104,11 @@ def show_sensitivity(grid: SensitivityGrid, template: TrainConfig, console: Cons
     def progress(event: dict[str, Any]) -> None:
         kind = event["event"]
         if kind == "grid":
-            console.print(f"sensitivity grid: {event['cells']} cells; lesions: {', '.join(event['lesions'])}")
+            console.print(f"sensitivity grid: {event['cells']} cells; lesions: {literal(', '.join(event['lesions']))}")
         elif kind == "next":
             cell = event["cell"]
             console.print(
-                f"[bold]cell {event['index']}/{event['total']}[/bold]: {cell.series} {escape(cell.setting)} "
+                f"[bold]cell {event['index']}/{event['total']}[/bold]: {literal(cell.series)} {literal(cell.setting)} "
                 f"seed {cell.seed}",
                 highlight=False,
             )
@@ -117,7 +117,7 @@ def show_sensitivity(grid: SensitivityGrid, template: TrainConfig, console: Cons
             if outcome == "start":
                 q = event["label_quality"]["region"]
                 console.print(
-                    f"  labels {escape(event['derived_run'])}: precision {format_number(q['precision'])} recall "
+                    f"  labels {literal(event['derived_run'])}: precision {format_number(q['precision'])} recall "
                     f"{format_number(q['recall'])} F1 {format_number(q['f1'])}; experiment {event['experiment_id']}",
                     highlight=False,
                 )
@@ -150,7 +150,10 @@ def show_sensitivity(grid: SensitivityGrid, template: TrainConfig, console: Cons
     console.print(
         f"{len(result.cells)} cells: {trained} trained now, {len(result.cells) - trained} done before or shared"
     )
-    console.print(f"wrote {result.csv_path}, {result.cells_csv_path} and {result.png_path}", highlight=False)
+    console.print(
+        f"wrote {literal(result.csv_path)}, {literal(result.cells_csv_path)} and {literal(result.png_path)}",
+        highlight=False,
+    )
     return result
 
 
@@ -181,12 +184,14 @@ def show_ablation(
     finally:
         for display in displays.values():
             display.progress.stop()
-    table = Table(title=f"ablation: {config.run} ({split}, reference {reference or config.run})")
+    table = Table(
+        title=f"ablation: {literal(config.run)} ({literal(split)}, reference {literal(reference or config.run)})"
+    )
     for column in ABLATION_COLUMNS:
         table.add_column(column, justify="left" if column == "variant" else "right")
     for row in rows:
         table.add_row(
-            row.variant,
+            literal(row.variant),
             format_number(row.mean_lesion_f1),
             format_number(row.image_mean_f1),
             format_number(row.baseline_mean_lesion_f1),

@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from labeling.core.errors import ClalaError, InputError
-from labeling.core.terminal import output_console
+from labeling.core.terminal import literal, output_console
 from labeling.store.store import Store
 
 COHORT, DB = "cohort", "clala.duckdb"
@@ -126,7 +125,7 @@ def _synthesise(cohort: Path, settings: QuickstartSettings, console: Console) ->
     from model.synth.writer import GOLD_FILE, generate_cohort
 
     if (cohort / GOLD_FILE).exists():
-        console.print(f"cohort already written: {cohort}")
+        console.print(f"cohort already written: {literal(cohort)}")
         return
     partial = cohort.with_name(cohort.name + ".partial")
     if partial.exists():
@@ -135,7 +134,7 @@ def _synthesise(cohort: Path, settings: QuickstartSettings, console: Console) ->
         shutil.rmtree(partial)  # an interrupted earlier attempt: start it over
     generate_cohort(partial, settings.studies, settings.seed, size=settings.phantom_size)
     partial.rename(cohort)
-    console.print(f"wrote {settings.studies} synthetic studies ({settings.phantom_size} px) to {cohort}")
+    console.print(f"wrote {settings.studies} synthetic studies ({settings.phantom_size} px) to {literal(cohort)}")
 
 
 def _label_rules(db: Path, console: Console) -> None:
@@ -161,7 +160,7 @@ def _label_llm(db: Path, settings: QuickstartSettings, console: Console) -> bool
         console.print("[yellow]skipped:[/yellow] the local backend is not installed (pip install 'clala[local]')")
         return False
     status = _run_status(db, LLM_RUN)
-    if status == "complete":
+    if status in ("complete", "partial"):  # partial: every report tried, some failed validation
         console.print(f"already labeled: run {LLM_RUN}")
         return True
     with Store(db) as store:
@@ -170,7 +169,7 @@ def _label_llm(db: Path, settings: QuickstartSettings, console: Console) -> bool
         else:
             ids = store.first_report_ids(settings.llm_reports, exclude_prefix="generated:")
             run_label(store, LlmRequest(name=LLM_RUN, options=LabelOptions(report_ids=ids)), console)
-    return _run_status(db, LLM_RUN) == "complete"
+    return _run_status(db, LLM_RUN) in ("complete", "partial")
 
 
 def _import_gold(db: Path, cohort: Path, console: Console) -> None:
@@ -208,7 +207,7 @@ def _train(run: str, cohort: Path, db: Path, folder: Path, settings: QuickstartS
     )
     if last.exists():
         if load_checkpoint(last)["epoch"] >= settings.epochs and best.exists():
-            console.print(f"already trained: {best}")
+            console.print(f"already trained: {literal(best)}")
             return best
         config = dataclasses.replace(config, resume=str(last))
     return Path(run_train(config, console).best_checkpoint)
@@ -320,7 +319,7 @@ def run_quickstart(
     with Store(db, read_only=True) as store:
         generated = store.dataset_report_count(generated_dataset(GENERATION))
     if generated:
-        console.print(f"already generated: {generated} reports in {generated_dataset(GENERATION)}")
+        console.print(f"already generated: {generated} reports in {literal(generated_dataset(GENERATION))}")
     else:
         request = GenerateRequest(
             checkpoint=checkpoints[REFERENCE],
@@ -337,7 +336,7 @@ def run_quickstart(
         with Store(db) as store:
             run_score_reports(store, ScoreRequest(name=GENERATION, reference=REFERENCE, out=results), console=console)
     else:
-        console.print(f"already scored: {scores_file}")
+        console.print(f"already scored: {literal(scores_file)}")
     places.append(
         (
             "generated reports",
@@ -356,9 +355,9 @@ def run_quickstart(
     console.rule("10. where everything is")
     with Store(db, read_only=True) as store:
         show_stats(store, console)
-    table = Table("step", "result", "where", title=f"clala quickstart in {workdir}", title_justify="left")
+    table = Table("step", "result", "where", title=f"clala quickstart in {literal(workdir)}", title_justify="left")
     for step, result, where in places:
-        table.add_row(step, escape(result), escape(where))
+        table.add_row(literal(step), literal(result), literal(where))
     console.print(table)
     seconds = time.perf_counter() - started
     console.print(f"done in {seconds:.0f} s; run it again to continue or to see this summary")

@@ -500,7 +500,7 @@ def run_cell(
     lesions: Sequence[str],
     on_event: Callable[[dict[str, Any]], None],
 ) -> CellResult:
-    with Store(grid.db) as store:
+    with Store.open_existing(grid.db) as store:
         start = _start_cell(store, grid, template, cell, lesions)
     if isinstance(start, CellResult):
         on_event({"event": "cell", "cell": cell, "key": start.key, "outcome": "reused"})
@@ -522,11 +522,11 @@ def run_cell(
         trained = _train_cell(start.config, lambda event: on_event({**event, "cell": cell, "key": key}))
         model = _evaluate_cell(grid, start.config, trained["best_checkpoint"])
     except BaseException:
-        with Store(grid.db) as store:
+        with Store.open_existing(grid.db) as store:
             store.update_experiment(experiment_id, status="failed")
         raise
     metrics = {"label_quality": start.quality, "model": model, "train": trained}
-    with Store(grid.db) as store:
+    with Store.open_existing(grid.db) as store:
         store.update_experiment(
             experiment_id, metrics=metrics, status="complete", checkpoint_path=trained["best_checkpoint"]
         )

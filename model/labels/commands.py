@@ -9,6 +9,7 @@ import typer
 
 from labeling.core.cli_options import DEFAULT_DB, DbOption, VocabularyOption, user_errors
 from labeling.core.formatting import format_counts, format_number
+from labeling.core.terminal import literal, visible
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -32,8 +33,10 @@ def quality_table(quality: LabelQuality) -> Table:
         "fp",
         "fn",
         title=Text(
-            f"Quality against {quality.reference} ({quality.reports:,} reports, "
-            f"{len(quality.findings)} findings, uncertain: {quality.policy})"
+            visible(
+                f"Quality against {quality.reference} ({quality.reports:,} reports, "
+                f"{len(quality.findings)} findings, uncertain: {quality.policy})"
+            )
         ),
         title_justify="left",
     )
@@ -48,11 +51,9 @@ def quality_table(quality: LabelQuality) -> Table:
 
 def show_derived_run(result: RunResult, console: Console) -> None:
     """What `clala derive` prints about the run it stored."""
-    from rich.markup import escape
-
     c, spec, quality = result.counts, result.details["spec"], result.details["quality"]
     console.print(
-        f"run [bold]{escape(result.name)}[/bold] (derived from {escape(spec.describe())}): "
+        f"run [bold]{literal(result.name)}[/bold] (derived from {literal(spec.describe())}): "
         f"{c['reports_kept']:,} of {c['reports_source']:,} reports, {result.labels:,} labels "
         f"({format_counts(result.statuses)})",
         emoji=False,
@@ -63,7 +64,7 @@ def show_derived_run(result: RunResult, console: Console) -> None:
         f"allowed cells); uncertain left out of training {c['uncertain_masked']:,}"
     )
     for note in result.details["notes"]:
-        console.print(f"note: {escape(note)}", emoji=False)
+        console.print(f"note: {literal(note)}", emoji=False)
     if quality:
         console.print(quality_table(quality))
 
@@ -99,6 +100,6 @@ def derive_command(
         source=run, uncertain=uncertain, drop=drop, add=add, shift=shift, shift_side=shift_side, keep=keep, seed=seed
     )
     request = DeriveRequest(name, spec, reference, str(vocabulary) if vocabulary else None)
-    with Store(db) as store:
+    with Store.open_existing(db) as store:
         result = derive_run(store, request)
     show_derived_run(result, output_console())

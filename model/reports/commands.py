@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -25,9 +24,8 @@ from labeling.core.cli_options import (
     ImagenomeOption,
     user_errors,
 )
-from labeling.core.errors import InputError
 from labeling.core.formatting import format_counts, format_number
-from labeling.core.terminal import output_console
+from labeling.core.terminal import literal, output_console, visible
 from model.reports.options import (
     JudgeBackendOption,
     JudgeBaseUrlOption,
@@ -60,17 +58,18 @@ def run_generate(
     console = console or output_console()
     result = generate_reports(store, request)
     console.print(
-        f"generation [bold]{escape(result.name)}[/bold]: {result.reports:,} reports in dataset "
-        f"{escape(result.dataset)} ({format_counts(result.aggregators)}); {result.region_sentences:,} region "
+        f"generation [bold]{literal(result.name)}[/bold]: {result.reports:,} reports in dataset "
+        f"{literal(result.dataset)} ({literal(format_counts(result.aggregators))}); {result.region_sentences:,} region "
         f"sentences from the {result.sentences_source}",
         highlight=False,
     )
     for note in result.notes:
-        console.print(f"note: {escape(note)}", highlight=False)
+        console.print(f"note: {literal(note)}", highlight=False)
     for row in generated_reports(store, request.name)[:show]:
-        console.print(f"\n[bold]{escape(row['report_id'])}[/bold]\n{escape(row['text'].strip())}", highlight=False)
+        console.print(f"\n[bold]{literal(row['report_id'])}[/bold]\n{literal(row['text'].strip())}", highlight=False)
     console.print(
-        f"\nscore them: clala score-reports {request.name} --reference RUN --db {store.path}", highlight=False
+        f"\nscore them: clala score-reports {literal(request.name)} --reference RUN --db {literal(store.path)}",
+        highlight=False,
     )
     return result
 
@@ -125,9 +124,7 @@ def generate_command(
         device=device,
         allow_remote=allow_remote,
     )
-    if not db.is_file():
-        raise InputError(f"{db}: database not found")
-    with Store(db) as store:
+    with Store.open_existing(db) as store:
         run_generate(store, request)
 
 
@@ -145,8 +142,10 @@ def consistency_table(scores: ReportScores) -> Table:
         "fp",
         "fn",
         title=Text(
-            f"Label consistency: {scores.label_run} on the generated reports vs {scores.reference} on "
-            f"the source reports (uncertain: {scores.uncertain})"
+            visible(
+                f"Label consistency: {scores.label_run} on the generated reports vs {scores.reference} on "
+                f"the source reports (uncertain: {scores.uncertain})"
+            )
         ),
         title_justify="left",
     )
@@ -179,7 +178,7 @@ def judge_table(scores: ReportScores) -> Table | None:
         "criterion",
         "mean (0-5)",
         title_justify="left",
-        title=Text(f"LLM judge {scores.judge_model} ({len(scores.judged):,} reports)"),
+        title=Text(visible(f"LLM judge {scores.judge_model} ({len(scores.judged):,} reports)")),
     )
     for name in CRITERIA:
         table.add_row(name.replace("_", " "), format_number(means[name], 2))
@@ -195,7 +194,7 @@ def run_score_reports(store: Store, request: ScoreRequest, *, console: Console |
     recorded = score_and_record(store, request)
     scores = recorded.scores
     console.print(
-        f"generation [bold]{escape(scores.name)}[/bold]: {scores.reports:,} reports, "
+        f"generation [bold]{literal(scores.name)}[/bold]: {scores.reports:,} reports, "
         f"{scores.aligned:,} with a source report",
         emoji=False,
     )
@@ -208,12 +207,15 @@ def run_score_reports(store: Store, request: ScoreRequest, *, console: Console |
     if table is not None:
         console.print(table)
     if scores.judge_note:
-        console.print(f"judge: {escape(scores.judge_note)}", emoji=False)
+        console.print(f"judge: {literal(scores.judge_note)}", emoji=False)
     for note in scores.notes:
-        console.print(f"note: {escape(note)}", emoji=False)
+        console.print(f"note: {literal(note)}", emoji=False)
     files = recorded.files
     console.print(
-        f"stored as experiment {recorded.experiment_id}" + (f"; wrote {', '.join(map(str, files))}" if files else ""),
+        visible(
+            f"stored as experiment {recorded.experiment_id}"
+            + (f"; wrote {', '.join(map(str, files))}" if files else "")
+        ),
         emoji=False,
         markup=False,
     )

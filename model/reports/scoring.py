@@ -256,7 +256,7 @@ def label_generated(store: Store, name: str, labeler: str = "rules", *, allow_re
         options = LabelOptions.model_validate({**source.params, "dataset": dataset, "report_ids": [], "limit": None})
         request = LlmRequest(name=new_name, options=options, resume=resume, allow_remote=allow_remote)
         summary = label_with_llm(store, request)
-        if summary.status.value != "complete":
+        if not summary.status.finished:  # partial: the reports that failed validation are not scored
             raise ClalaError(
                 f"labeling the generated reports stopped ({summary.stopped_because or summary.status.value}); "
                 f"finish it with `clala label --resume {run_name}` and score again"

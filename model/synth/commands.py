@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from labeling.core.cli_options import user_errors
 from labeling.core.formatting import format_counts
-from labeling.core.terminal import output_console
+from labeling.core.terminal import literal, output_console
 
 
 def run_synth(
@@ -52,11 +52,12 @@ def run_synth(
             workers=workers,
             progress=lambda done: progress.update(task, completed=done),
         )
-    console.print(f"wrote {n:,} studies to {out} (seed {seed}, {size} px, {image_format})")
+    console.print(f"wrote {n:,} studies to {literal(out)} (seed {seed}, {size} px, {literal(image_format)})")
     for key, value in summarize(out).items():
-        console.print(f"  {key}: {value}")
+        console.print(f"  {key}: {literal(value)}")
     console.print(
-        f"next: clala ingest {out / 'files'} --format mimic --db DB; clala import synth-gold {out} --name NAME --db DB"
+        f"next: clala ingest {literal(out / 'files')} --format mimic --db DB; "
+        f"clala import synth-gold {literal(out)} --name NAME --db DB"
     )
     return out
 

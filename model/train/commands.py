@@ -13,6 +13,7 @@ import typer
 
 from labeling.core.cli_options import DEFAULT_DB, DbOption, DeviceOption, ImagenomeOption, user_errors
 from labeling.core.formatting import format_number
+from labeling.core.terminal import literal
 from model.train.options import (
     DEFAULT_BACKBONE,
     TRAIN_DEFAULTS,
@@ -81,10 +82,11 @@ class TrainingDisplay:
         kind = event["event"]
         if kind == "start":
             self.console.print(
-                f"{self.label}: {event['train_images']:,} training / {event['valid_images']:,} validation images, "
-                f"{len(event['lesions'])} lesions, {event['parameters']:,} parameters, {event['device']}"
+                f"{literal(self.label)}: {event['train_images']:,} training / {event['valid_images']:,} validation "
+                f"images, {len(event['lesions'])} lesions, {event['parameters']:,} parameters, "
+                f"{literal(event['device'])}"
                 + (f" x {event['processes']} processes" if event["processes"] > 1 else "")
-                + f", experiment {event['experiment_id']}, checkpoints in {event['checkpoint_dir']}"
+                + f", experiment {event['experiment_id']}, checkpoints in {literal(event['checkpoint_dir'])}"
             )
             self.task = self.progress.add_task(
                 f"epoch {event['first_epoch']}/{event['epochs']}", total=event["steps_per_epoch"], losses=""
@@ -123,7 +125,8 @@ def run_train(config: TrainConfig, console: Console | None = None) -> TrainResul
             f"{format_number(result.best_valid_f1)}; {result.seconds:.0f} s"
         )
     console.print(
-        f"checkpoint: {result.best_checkpoint} (last: {result.last_checkpoint}); experiment {result.experiment_id}"
+        f"checkpoint: {literal(result.best_checkpoint)} (last: {literal(result.last_checkpoint)}); "
+        f"experiment {result.experiment_id}"
     )
     return result
 

@@ -180,7 +180,7 @@ def _record_experiment(config: TrainConfig, action: Callable) -> Any:
     (its data loaders and the other processes must not meet an open database)."""
     from labeling.store.store import Store
 
-    with Store(config.db) as store:
+    with Store.open_existing(config.db) as store:
         return action(store)
 
 

@@ -17,7 +17,7 @@ from labeling.core.cli_options import (
     user_errors,
 )
 from labeling.core.formatting import format_counts
-from labeling.core.terminal import output_console
+from labeling.core.terminal import literal, output_console
 
 if TYPE_CHECKING:
     from labeling.sources.imports.registry import ImportRequest
@@ -36,11 +36,11 @@ def run_import(store: Store, request: ImportRequest, console: Console | None = N
 
 def show_import_result(result: RunResult, console: Console) -> None:
     console.print(
-        f"run [bold]{result.name}[/bold] ({result.kind}) from {result.source}: "
+        f"run [bold]{literal(result.name)}[/bold] ({literal(result.kind)}) from {literal(result.source)}: "
         f"{result.reports:,} reports, {result.labels:,} labels ({format_counts(result.statuses)})"
     )
     for key, value in result.details.items():
-        console.print(f"  {key}: {value}")
+        console.print(f"  {literal(key)}: {literal(value)}")
     if result.skipped.total:
         table = Table(
             "skipped because",
@@ -50,7 +50,7 @@ def show_import_result(result: RunResult, console: Console) -> None:
             title_justify="left",
         )
         for reason, count in sorted(result.skipped.counts.items(), key=lambda kv: -kv[1]):
-            table.add_row(reason, f"{count:,}", "; ".join(result.skipped.examples.get(reason, [])))
+            table.add_row(literal(reason), f"{count:,}", literal("; ".join(result.skipped.examples.get(reason, []))))
         console.print(table)
 
 
@@ -71,5 +71,5 @@ def import_command(
     from labeling.store.store import Store
 
     request = ImportRequest(kind, path, name, dataset, str(vocabulary) if vocabulary else None, enable or [])
-    with Store(db) as store:
+    with Store.open_existing(db) as store:
         run_import(store, request)

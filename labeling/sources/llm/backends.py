@@ -93,14 +93,34 @@ def check_patient_data_policy(base_urls: list[str], allow_remote: bool) -> None:
         )
 
 
+def redirect_refused(url: str, target: str, status: int | None = None) -> str:
+    """The one-line error of a redirect, naming where it pointed."""
+    code = f" (HTTP {status})" if status else ""
+    return (
+        f"{url} redirected to {target}{code}; clala follows no redirect, so neither the reports nor the "
+        "API key go anywhere but the server named: give the final address as --base-url"
+    )
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        raise ClalaError(redirect_refused(req.full_url, newurl, code))
+
+
+def open_url(request: str | urllib.request.Request, timeout: float) -> Any:
+    """`urllib.request.urlopen`, except that a redirect is a ClalaError naming its target, not
+    followed (every plain HTTP request clala makes goes through here)."""
+    return urllib.request.build_opener(_NoRedirects).open(request, timeout=timeout)
+
+
 def detect_dialect(base_url: str, api_key: str | None, timeout: float = 5.0) -> str:
     """`llama_cpp` for llama-cpp-python's server (its /models entries are owned by "me"),
-    otherwise `json_schema`."""
+    otherwise `json_schema`. A redirect is a ClalaError (it is not followed)."""
     request = urllib.request.Request(
         f"{base_url.rstrip('/')}/models", headers={"Authorization": f"Bearer {api_key}"} if api_key else {}
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        with open_url(request, timeout=timeout) as response:
             models = json.loads(response.read()).get("data", [])
     except (OSError, ValueError):
         return "json_schema"
@@ -150,15 +170,22 @@ class OpenAICompatibleBackend:
         transport_retries: int = 4,
     ):
         import instructor
-        from openai import AsyncOpenAI
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
         if dialect not in DIALECTS[1:]:
             raise ClalaError(f"--structured-output must be one of {', '.join(DIALECTS)}")
         self.model, self.dialect = model, dialect
         mode = instructor.Mode.MD_JSON if dialect == "none" else instructor.Mode.JSON_SCHEMA
-        # A local server needs no key, but the client insists on one.
+        # A local server needs no key, but the client insists on one. No redirect is followed
+        # (the openai client's default follows them, to any origin): a 3xx is an error (`_describe`).
         self._openai = [
-            AsyncOpenAI(base_url=url, api_key=api_key or "no-key", timeout=timeout, max_retries=transport_retries)
+            AsyncOpenAI(
+                base_url=url,
+                api_key=api_key or "no-key",
+                timeout=timeout,
+                max_retries=transport_retries,
+                http_client=DefaultAsyncHttpxClient(follow_redirects=False),
+            )
             for url in base_urls
         ]
         self._clients = [instructor.from_openai(client, mode=mode) for client in self._openai]
@@ -239,6 +266,10 @@ def _describe(exc: BaseException) -> str:
     import openai
 
     if isinstance(exc, openai.APIStatusError):
+        if 300 <= exc.status_code < 400:
+            location = exc.response.headers.get("location")
+            target = str(exc.response.url.join(location)) if location else "(no Location header)"
+            return redirect_refused(str(exc.response.url), target, exc.status_code)
         return f"HTTP {exc.status_code} from the server"
     if isinstance(exc, openai.APITimeoutError):
         return "request timed out"

