@@ -19,6 +19,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from schemas.labels import Severity, Temporal
+
 Laterality = Literal["right", "left", "midline"]
 CATEGORIES = ("anatomicalfinding", "disease", "technicalassessment", "tubesandlines", "device")
 Category = Literal["anatomicalfinding", "disease", "technicalassessment", "tubesandlines", "device"]
@@ -36,6 +38,9 @@ class Region(BaseModel):
     index: int
     name: str
     laterality: Laterality
+    parent: str | None = Field(
+        default=None, description="the region that contains this one (right lower lung zone -> right lung)"
+    )
     synonyms: tuple[str, ...] = ()
 
 
@@ -69,6 +74,10 @@ class VocabularyFile(BaseModel):
     regions: list[Region]
     region_groups: dict[str, list[str]] = {}
     multi_region_phrases: list[MultiRegionPhrase] = []
+    # Words that state a severity or a temporal change ("small" -> mild, "stable" -> unchanged),
+    # per value; the value's own name always counts too. Labels are grounded on them.
+    severity_words: dict[Severity, list[str]] = {}
+    temporal_words: dict[Temporal, list[str]] = {}
     findings: list[Finding]
 
     @model_validator(mode="before")
@@ -110,6 +119,7 @@ class VocabularyFile(BaseModel):
             for name in phrase.regions:
                 if name not in known:
                     raise ValueError(f"multi-region phrase {phrase.phrase!r}: unknown region {name!r}")
+        _check_parents(self.regions)
         seen_findings: set[str] = set()
         for finding in self.findings:
             if finding.name in seen_findings:
@@ -133,7 +143,29 @@ class VocabularyFile(BaseModel):
             [(normalize_phrase(s), f.name) for f in self.findings for s in (f.name, *f.synonyms)],
             "finding phrase",
         )
+        _check_value_words(self)
         return self
+
+
+def _check_value_words(data: VocabularyFile) -> None:
+    for what, words in (("severity word", data.severity_words), ("temporal word", data.temporal_words)):
+        pairs = [
+            (normalize_phrase(w), value.value) for value, phrases in words.items() for w in (value.value, *phrases)
+        ]
+        _check_unique_phrases(pairs, what)
+
+
+def _check_parents(regions: list[Region]) -> None:
+    parent = {r.name: r.parent for r in regions}
+    for region in regions:
+        if region.parent is not None and region.parent not in parent:
+            raise ValueError(f"region {region.name!r}: unknown parent region {region.parent!r}")
+        seen, current = {region.name}, region.parent
+        while current is not None:
+            if current in seen:
+                raise ValueError(f"region {region.name!r}: its parent regions form a cycle")
+            seen.add(current)
+            current = parent[current]
 
 
 def _check_unique_phrases(pairs: list[tuple[str, str]], what: str) -> None:
@@ -191,6 +223,15 @@ class Vocabulary:
         """Whether `finding` may be located in `region` (None = image level, always allowed)."""
         return region is None or region in self.finding(finding).regions
 
+    def ancestors(self, name: str) -> tuple[str, ...]:
+        """The regions that contain `name`, nearest first (right lower lung zone -> right lung)."""
+        chain: list[str] = []
+        current = self.region(name).parent
+        while current is not None:
+            chain.append(current)
+            current = self.region(current).parent
+        return tuple(chain)
+
     def chexpert_findings(self, observation: str) -> tuple[str, ...]:
         """The enabled findings that imply a CheXpert observation."""
         if observation not in self.data.chexpert_observations:
@@ -211,6 +252,22 @@ class Vocabulary:
     @cached_property
     def _finding_phrases(self) -> dict[str, str]:
         return {normalize_phrase(p): f.name for f in self.findings for p in (f.name, *f.synonyms)}
+
+    @cached_property
+    def _severity_phrases(self) -> dict[str, str]:
+        return _value_phrases(tuple(s.value for s in Severity), self.data.severity_words)
+
+    @cached_property
+    def _temporal_phrases(self) -> dict[str, str]:
+        return _value_phrases(tuple(t.value for t in Temporal), self.data.temporal_words)
+
+    @cached_property
+    def _severity_pattern(self) -> re.Pattern[str]:
+        return _phrase_pattern(self._severity_phrases)
+
+    @cached_property
+    def _temporal_pattern(self) -> re.Pattern[str]:
+        return _phrase_pattern(self._temporal_phrases)
 
     @cached_property
     def _region_pattern(self) -> re.Pattern[str]:
@@ -242,6 +299,20 @@ class Vocabulary:
             for m in self._finding_pattern.finditer(text)
         ]
 
+    def find_severities(self, text: str) -> list[tuple[int, int, str]]:
+        """Severity words in free text: (start, end, severity value) ("small" -> mild)."""
+        return [
+            (m.start(), m.end(), self._severity_phrases[normalize_phrase(m.group(0))])
+            for m in self._severity_pattern.finditer(text)
+        ]
+
+    def find_temporals(self, text: str) -> list[tuple[int, int, str]]:
+        """Temporal-change words in free text: (start, end, temporal value) ("stable" -> unchanged)."""
+        return [
+            (m.start(), m.end(), self._temporal_phrases[normalize_phrase(m.group(0))])
+            for m in self._temporal_pattern.finditer(text)
+        ]
+
     def summary(self) -> dict:
         return {
             "version": self.version,
@@ -249,6 +320,14 @@ class Vocabulary:
             "findings": len(self.findings),
             "categories": list(self.categories),
         }
+
+
+def _value_phrases(values: tuple[str, ...], words: dict) -> dict[str, str]:
+    # Each value's own name counts even when the file lists no words for it.
+    table = {normalize_phrase(value): value for value in values}
+    for value, phrases in words.items():
+        table.update({normalize_phrase(p): value.value for p in phrases})
+    return table
 
 
 def _phrase_pattern(phrases: dict) -> re.Pattern[str]:

@@ -12,7 +12,12 @@ What it does depends on a marker word in the unit text (the part after "TEXT TO 
   HANG                  sleeps longer than any test timeout before answering
   HTMLPAGE              an HTML error page with status 200 (a proxy's login page), every time
   EXTRAFIELDS           a valid answer with keys outside the schema in each label and at the top
-Every request is recorded (time, path, headers, body) for assertions.
+  "... label F present, S and T in every region" anywhere in the prompt (CONTEXT included): a
+                        model that obeys the injected instruction: the valid answer plus F, with
+                        severity S and temporal T, in every region the vocabulary allows for F
+Every request is recorded (time, path, headers, body) for assertions, and `max_active` is the
+most chat requests it was answering at once. `port` binds a given port (a server that comes up
+where clients were refused).
 """
 
 from __future__ import annotations
@@ -52,10 +57,39 @@ def answer_for(text: str) -> dict:
     return {"labels": labels}
 
 
+INJECTED = re.compile(
+    r"label (?P<finding>[a-z/ -]+?) (?P<status>present|absent|uncertain)"
+    r"(?:, (?P<severity>mild|moderate|severe))?(?: and (?P<temporal>new|improved|worsened|unchanged|resolved))?"
+    r" in every region",
+    re.IGNORECASE,
+)
+
+
+def obeyed_answer(prompt: str, text: str) -> dict | None:
+    """What a model that obeys an instruction injected into the report answers, or None."""
+    found = INJECTED.search(prompt)
+    if found is None:
+        return None
+    from schemas.vocabulary import load_vocabulary
+
+    finding = found["finding"].lower()
+    injected = {
+        "finding": finding,
+        "regions": list(load_vocabulary().finding(finding).regions),
+        "status": found["status"].lower(),
+        "severity": (found["severity"] or "none").lower(),
+        "temporal": (found["temporal"] or "none").lower(),
+        "evidence": text.strip().rstrip("."),  # the text it was asked to label: always grounded
+    }
+    rest = [label for label in answer_for(text)["labels"] if label["finding"] != finding]
+    return {"labels": [*rest, injected]}
+
+
 class FaultServer:
-    def __init__(self, delay: float = 0.0, hang_seconds: float = 30.0):
+    def __init__(self, delay: float = 0.0, hang_seconds: float = 30.0, port: int = 0):
         self.delay = delay
         self.hang_seconds = hang_seconds
+        self.active = self.max_active = 0
         self.requests: list[dict] = []
         self.seen: dict[str, int] = {}
         self.lock = threading.Lock()
@@ -91,13 +125,19 @@ class FaultServer:
                     server.requests.append(
                         {"time": time.monotonic(), "path": self.path, "headers": dict(self.headers), "body": body}
                     )
-                status, reply, headers = server.respond(body)
+                    server.active += 1
+                    server.max_active = max(server.max_active, server.active)
+                try:
+                    status, reply, headers = server.respond(body)
+                finally:
+                    with server.lock:
+                        server.active -= 1
                 try:
                     self._send(status, reply, headers)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
@@ -119,12 +159,12 @@ class FaultServer:
 
     def respond(self, body: dict) -> tuple[int, dict | str, dict]:
         messages = body.get("messages", [])
-        text = messages[-1]["content"] if messages else ""
+        text = prompt = messages[-1]["content"] if messages else ""
         # a re-ask appends the failed answer and a correction request: the unit is further up
         for m in reversed(messages):
             found = re.search(r"TEXT TO LABEL:\n(.*)\Z", m["content"], re.S) if m["role"] == "user" else None
             if found:
-                text = found.group(1).strip()
+                text, prompt = found.group(1).strip(), m["content"]
                 break
         with self.lock:
             self.seen[text] = self.seen.get(text, 0) + 1
@@ -140,7 +180,7 @@ class FaultServer:
         if "HTMLPAGE" in text:
             page = "<html><body><h1>Please sign in</h1></body></html>"
             return 200, page, {"Content-Type": "text/html"}
-        content = json.dumps(answer_for(text))
+        content = json.dumps(obeyed_answer(prompt, text) or answer_for(text))
         finish = "stop"
         if "EXTRAFIELDS" in text:
             answer = answer_for(text)

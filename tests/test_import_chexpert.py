@@ -171,3 +171,22 @@ def test_chexpert_bad_input_stores_nothing(tmp_path, cli, mimic_db, header, rows
     with Store(mimic_db, read_only=True) as store:
         assert store.runs() == []
     assert mimic_db.read_bytes() == before
+
+
+def test_mimic_rows_without_header_by_position(tmp_path, cli, mimic_db):
+    # MIMIC's file with its header line cut off: positions say where the ids and labels are.
+    path = tmp_path / "chexpert-noheader.csv"
+    path.write_text("\n".join(",".join(r) for r in ROWS) + "\n")
+    columns = ",".join(f"{name}={index}" for index, name in enumerate(HEADER))
+    code, out, err = cli(
+        "import", "chexpert", path, "--name", "chexpert", "--no-header", "--columns", columns, "--db", mimic_db
+    )
+    assert code == 0, err
+    assert label_rows(mimic_db, "chexpert") == EXPECTED
+    with Store(mimic_db, read_only=True) as store:
+        params = store.run("chexpert").params
+    assert params["matched_by"] == "study_id" and params["positions"]["Edema"] == 5
+    assert params["skipped"] == {
+        "study not in the database": 1,
+        "subject_id differs from the stored report's patient": 1,
+    }

@@ -4,7 +4,8 @@ from labeling.sources.llm.resolver import resolve_unit
 from labeling.sources.llm.units import Occurrence
 from schemas.vocabulary import load_vocabulary
 
-TEXT = "FINDINGS: Small right pleural effusion. Heart size is normal."
+TEXT = "FINDINGS: Small right pleural effusion at the right costophrenic angle. Heart size is normal."
+SENTENCE = "Small right pleural effusion at the right costophrenic angle."
 VOCAB = load_vocabulary()
 
 
@@ -26,7 +27,7 @@ def at(sentence):
 
 
 def test_regions_from_answer_evidence_or_defaults():
-    occ = at("Small right pleural effusion.")
+    occ = at(SENTENCE)
     stated, _ = resolve_unit(
         [{"labels": [item(regions=["right costophrenic angle"], severity="mild")]}], occ, TEXT, VOCAB
     )
@@ -48,7 +49,7 @@ def test_regions_from_answer_evidence_or_defaults():
 
 
 def test_rejections_are_reported_with_reasons():
-    occ = at("Small right pleural effusion.")
+    occ = at(SENTENCE)
     labels, rejected = resolve_unit(
         [
             {
@@ -67,7 +68,7 @@ def test_rejections_are_reported_with_reasons():
 
 
 def test_samples_vote_and_confidence_is_agreement():
-    occ = at("Small right pleural effusion.")
+    occ = at(SENTENCE)
     samples = [{"labels": [item()]}, {"labels": [item()]}, {"labels": [item(status="uncertain")]}, {"labels": []}]
     [label] = resolve_unit(samples, occ, TEXT, VOCAB)[0]
     assert (label.status.value, label.confidence) == ("present", 0.5)
@@ -78,7 +79,7 @@ def test_samples_vote_and_confidence_is_agreement():
 
 
 def test_single_sample_confidence_from_logprobs():
-    occ = at("Small right pleural effusion.")
+    occ = at(SENTENCE)
     [label] = resolve_unit([{"labels": [item()], "mean_logprob": -0.1}], occ, TEXT, VOCAB)[0]
     assert label.confidence == pytest.approx(0.904837, rel=1e-5)
     [label] = resolve_unit([{"labels": [item()]}], occ, TEXT, VOCAB)[0]

@@ -4,8 +4,9 @@ a reviewed export as a run of kind `human`, is `labeling.sources.imports.labelst
 One task per report the run covers. Each label is one text region (the same region id ties the
 parts together, as Label Studio does for per-region controls):
 - `finding`: a `<Labels>` span whose label is the finding name;
-- `region`, `status`, `severity`, `temporal`: per-region `<Choices>` (no region choice = an
-  image-level label);
+- `region`, `status`, `severity`, `temporal`: per-region `<Choices>`; status is a required radio
+  group, the others single-choice checkboxes that can be unchecked (no region = an image-level
+  label, no severity or change = none stated);
 - `confidence`: a per-region `<Number>`.
 A label with evidence is a span over that evidence in the report. A label without evidence is a
 span over its line in an appendix that follows the report in the task text ("labels without
@@ -41,6 +42,14 @@ FINDING, REGION, STATUS, SEVERITY, TEMPORAL, CONFIDENCE = (
     "confidence",
 )
 CHOICE_FIELDS = (REGION, STATUS, SEVERITY, TEMPORAL)
+# Region, severity and change are optional: single-choice checkboxes (`choice="single"`), which a
+# reviewer can uncheck (radio buttons, `single-radio`, cannot be cleared once set, not even when
+# the value came from the prediction).
+CHOICE_HINTS = {
+    REGION: " (uncheck for an image-level label)",
+    SEVERITY: " (uncheck: none stated)",
+    TEMPORAL: " (uncheck: none stated)",
+}
 APPENDIX_HEADER = (
     "\n\n--- Labels without evidence in the report (select a line to edit it; select this line to add one) ---"
 )
@@ -77,10 +86,11 @@ def labeling_config(findings: list[str], regions: list[str]) -> str:
         TEMPORAL: [t.value for t in Temporal],
     }
     for name in CHOICE_FIELDS:
-        ET.SubElement(per_region, "Header", value=name + (" (none: image level)" if name == REGION else ""))
-        attributes = {"name": name, "toName": TEXT, "perRegion": "true", "choice": "single-radio", "showInline": "true"}
+        ET.SubElement(per_region, "Header", value=name + CHOICE_HINTS.get(name, ""))
+        attributes = {"name": name, "toName": TEXT, "perRegion": "true", "choice": "single", "showInline": "true"}
         if name == STATUS:
-            attributes["required"] = "true"
+            # Every label has a status: radio buttons, required.
+            attributes.update(choice="single-radio", required="true")
         choices = ET.SubElement(per_region, "Choices", attributes)
         for value in options[name]:
             ET.SubElement(choices, "Choice", value=value)

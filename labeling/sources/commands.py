@@ -249,8 +249,19 @@ def show_failures(store: Store, run: str, limit: int = 50, console: Console | No
     return rows
 
 
+# The `clala label` parameter of a LabelOptions field, where the names differ.
+CLI_NAMES = {"base_urls": "base_url", "use_cache": "no_cache", "report_ids": "report"}
+
+
+def _given_on_command_line(ctx: typer.Context, parameter: str) -> bool:
+    # by name: typer's click may not be the `click` package
+    source = ctx.get_parameter_source(parameter)
+    return source is not None and source.name != "DEFAULT"
+
+
 @user_errors
 def label_command(
+    ctx: typer.Context,
     db: DbOption = DEFAULT_DB,
     name: Annotated[str | None, typer.Option(help="run name (default: backend-model-time)")] = None,
     backend: Annotated[
@@ -284,6 +295,10 @@ def label_command(
     batch_size: Annotated[
         int, typer.Option("--batch-size", help="reports per committed batch (at least --concurrency)")
     ] = 16,
+    give_up_after: Annotated[
+        int,
+        typer.Option("--give-up-after", help="stop the run (resumable) after this many transport failures in a row"),
+    ] = 5,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ask the model even for cached units")] = False,
     dataset: Annotated[str | None, typer.Option(help="only this dataset's reports")] = None,
     report: Annotated[list[str] | None, typer.Option("--report", help="only these report ids")] = None,
@@ -293,7 +308,13 @@ def label_command(
     allow_remote: Annotated[
         bool, typer.Option("--allow-remote", help="allow sending reports to a server that is not on this machine")
     ] = False,
-    resume: Annotated[str | None, typer.Option(help="finish an interrupted run")] = None,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            help="finish an interrupted run; --base-url, --api-key-env, --timeout, --concurrency, --batch-size, "
+            "--give-up-after and --max-retries may change, options that change what labels mean may not"
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="count units, cache hits and tokens; call nothing")
     ] = False,
@@ -302,31 +323,35 @@ def label_command(
     from labeling.sources.llm.options import LabelOptions, LlmRequest
     from labeling.store.store import Store
 
+    given = dict(
+        backend=backend,
+        base_urls=base_url or [],
+        model=model,
+        model_path=str(model_path) if model_path else None,
+        api_key_env=api_key_env,
+        structured_output=structured_output,
+        unit=unit,
+        context=context,
+        prompt=prompt,
+        samples=samples,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        max_retries=max_retries,
+        timeout=timeout,
+        concurrency=concurrency,
+        batch_size=batch_size,
+        give_up_after=give_up_after,
+        use_cache=not no_cache,
+        vocabulary=str(vocabulary) if vocabulary else None,
+        enable=enable or [],
+        dataset=dataset,
+        report_ids=report or [],
+        limit=limit,
+    )
+    if resume:  # only the options given on the command line: the run's own are used for the rest
+        given = {k: v for k, v in given.items() if _given_on_command_line(ctx, CLI_NAMES.get(k, k))}
     try:
-        options = LabelOptions(
-            backend=backend,
-            base_urls=base_url or [],
-            model=model,
-            model_path=str(model_path) if model_path else None,
-            api_key_env=api_key_env,
-            structured_output=structured_output,
-            unit=unit,
-            context=context,
-            prompt=prompt,
-            samples=samples,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            max_retries=max_retries,
-            timeout=timeout,
-            concurrency=concurrency,
-            batch_size=batch_size,
-            use_cache=not no_cache,
-            vocabulary=str(vocabulary) if vocabulary else None,
-            enable=enable or [],
-            dataset=dataset,
-            report_ids=report or [],
-            limit=limit,
-        )
+        options = LabelOptions.model_validate(given)
     except ValueError as exc:
         raise ClalaError(f"invalid option: {' '.join(str(exc).split())}") from None
     if dry_run:
@@ -344,19 +369,26 @@ def label_command(
 
 @user_errors
 def runs_list_command(db: DbOption = DEFAULT_DB) -> None:
-    """All runs with their status and counts."""
-    from labeling.store.store import Store
+    """All runs with their status and counts (while a run writes: what its status file says)."""
+    from labeling.store.commands import reading_store_or_status
 
-    with Store(db, read_only=True) as store:
+    store = reading_store_or_status(db)
+    if store is None:
+        return
+    with store:
         show_runs(store)
 
 
 @user_errors
 def runs_show_command(run: Annotated[str, typer.Argument(help="run name or id")], db: DbOption = DEFAULT_DB) -> None:
-    """A run's provenance: model, prompt sha256, vocabulary, decoding, work, labels, rejections."""
-    from labeling.store.store import Store
+    """A run's provenance: model, prompt sha256, vocabulary, decoding, work, labels, rejections
+    (while it runs: its progress from the status file beside the database)."""
+    from labeling.store.commands import reading_store_or_status
 
-    with Store(db, read_only=True) as store:
+    store = reading_store_or_status(db, run=run, listing=False)
+    if store is None:
+        return
+    with store:
         show_run(store, run)
 
 

@@ -5,6 +5,7 @@ Each view takes the open store; the commands open it once (read-only)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -14,10 +15,11 @@ from rich.table import Table
 from rich.text import Text
 
 from labeling.core.cli_options import DEFAULT_DB, DbOption, user_errors
-from labeling.core.errors import InputError
+from labeling.core.errors import InputError, StoreError
 from labeling.core.terminal import literal, output_console, visible
 
 if TYPE_CHECKING:
+    from labeling.store.status_file import RunStatusRecord
     from labeling.store.store import Store
 
 SECTION_STYLES = {"findings": "green", "impression": "cyan"}
@@ -27,7 +29,10 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> Table:
     table = Table(title=title, title_justify="left")
     for column in columns:
         table.add_column(
-            column, justify="right" if column not in ("dataset", "name", "kind", "status", "table") else "left"
+            column,
+            justify="right"
+            if column not in ("dataset", "name", "kind", "status", "table", "field", "value")
+            else "left",
         )
     for row in rows:
         table.add_row(*["" if v is None else f"{v:,}" if isinstance(v, int) else literal(v) for v in row])
@@ -180,6 +185,59 @@ def show_report(
     return {"report": report, "sentences": sentences, "labels": labels}
 
 
+# How Connection says that another process holds DuckDB's lock (labeling/store/connection.py).
+_IN_USE = re.compile(r"database is in use by another process(?: \(PID (\d+)\))?")
+
+
+def reading_store_or_status(db: str | Path, *, run: str | None = None, listing: bool = True) -> Store | None:
+    """The database opened read-only; or, when another process is writing it, None after showing
+    what its status file says (`run`: only that run, by name or id; `listing`: as a row of the
+    runs table, else field by field). Without a status file about it, the in-use error."""
+    from labeling.store.status_file import provenance, read_status, status_path
+    from labeling.store.store import Store
+
+    try:
+        return Store(db, read_only=True)
+    except StoreError as exc:
+        in_use = _IN_USE.search(str(exc))
+        if in_use is None:
+            raise
+        record = read_status(db)
+        if record is None:
+            raise StoreError(f"{exc} (no status file {status_path(db)} says what it is doing)") from None
+        if run is not None and run not in (record.name, str(record.run_id)):
+            raise StoreError(
+                f"{exc}; its status file {status_path(db)} is about run {record.name!r} (id {record.run_id}), "
+                f"not {run!r}"
+            ) from None
+        lock_pid = int(in_use.group(1)) if in_use.group(1) else None
+        show_status_record(record, provenance(record, db, lock_pid), listing=listing)
+        return None
+
+
+def show_status_record(record: RunStatusRecord, source: str, *, listing: bool, console: Console | None = None) -> None:
+    """A status file's run: a row of the runs table (`listing`) or field by field, titled with
+    where it comes from (`source`)."""
+    console = console or output_console()
+    fields = {
+        "id": str(record.run_id),
+        "name": record.name,
+        "kind": record.kind,
+        "status": record.status,
+        "reports": record.reports,
+        "done": record.done,
+        "failed": record.failed,
+        "pending": record.pending,
+    }
+    if listing:
+        console.print(_table(literal(f"Runs ({source})"), list(fields), [list(fields.values())]))
+        return
+    fields.update(pid=str(record.pid), host=record.host, created=record.created, started=record.started)
+    fields["updated"] = record.updated
+    title = literal(f"Run {record.name} ({source})")
+    console.print(_table(title, ["field", "value"], [[k, v] for k, v in fields.items()]))
+
+
 @user_errors
 def reports_list_command(
     db: DbOption = DEFAULT_DB,
@@ -214,9 +272,10 @@ def reports_show_command(
 @user_errors
 def stats_command(db: DbOption = DEFAULT_DB) -> None:
     """Counts per table, per dataset and per run."""
-    from labeling.store.store import Store
-
-    with Store(db, read_only=True) as store:
+    store = reading_store_or_status(db)  # while a run writes: what its status file says
+    if store is None:
+        return
+    with store:
         show_stats(store)
 
 

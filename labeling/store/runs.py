@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from labeling.core.errors import StoreError
 from labeling.store.connection import Connection
+from labeling.store.status_file import note_run
 from schemas.runs import RunInfo, RunSpec, RunStatus
 
 # (database path, run id) of the runs this process is writing: never taken for interrupted ones.
@@ -44,6 +45,7 @@ class RunQueries(Connection):
             ],
         ).fetchall()[0][0]
         _LIVE_RUNS.add((self._live_path(), run_id))
+        note_run(self, run_id, force=True)  # the status file beside the database, for readers kept out
         return run_id
 
     def run(self, ref: str | int) -> RunInfo:
@@ -87,6 +89,11 @@ class RunQueries(Connection):
         self.con.execute(
             "UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status.value, finished, run_id]
         )
+        note_run(self, run_id, force=True)
+
+    def set_run_params(self, run_id: int, params: Mapping[str, Any]) -> None:
+        """Replace a run's parameters (a resumed LLM run appends its transport to `resumes`)."""
+        self.con.execute("UPDATE runs SET params = ? WHERE run_id = ?", [json.dumps(params), run_id])
 
     def add_run_tokens(self, run_id: int, prompt_tokens: int, completion_tokens: int) -> None:
         self.con.execute(
@@ -134,6 +141,7 @@ class RunQueries(Connection):
                 }
             ),
         )
+        note_run(self, run_id, force=True)
 
     def work(self, run_id: int, states: Sequence[str] = ("pending",)) -> list[int]:
         """Report keys of a run's work in the given states, in report order."""
@@ -151,6 +159,7 @@ class RunQueries(Connection):
                WHERE run_id = ? AND report_key IN (SELECT unnest(?))""",
             [state, error, datetime.now(), run_id, list(report_keys)],
         )
+        note_run(self, run_id)  # progress: at most every few seconds
 
     def add_done_work(self, run_id: int, report_keys: Sequence[int]) -> None:
         """Record reports a run has covered in full (sources that finish each report at once)."""
@@ -169,6 +178,7 @@ class RunQueries(Connection):
                 }
             ),
         )
+        note_run(self, run_id, force=True)
 
     def covered_reports(self, run: str | int) -> np.ndarray:
         """Report keys a run has finished (labeled, possibly with no label at all), sorted."""

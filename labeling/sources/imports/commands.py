@@ -65,11 +65,36 @@ def import_command(
     dataset: Annotated[str | None, typer.Option(help="match reports of this dataset only")] = None,
     vocabulary: VocabularyOption = None,
     enable: EnableOption = None,
+    no_header: Annotated[
+        bool,
+        typer.Option(
+            "--no-header",
+            help="chexpert: the CSV has no header row; columns by position, by default the CheXpert "
+            "labeler's order (Reports, No Finding, Enlarged Cardiomediastinum, ..., Support Devices)",
+        ),
+    ] = False,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="chexpert with --no-header: column positions from 0, NAME=POSITION,... "
+            "(names: study_id, subject_id, report_id, Reports = the report text, CheXpert observations), "
+            'e.g. "report_id=0,Cardiomegaly=1,Edema=2"'
+        ),
+    ] = None,
 ) -> None:
     """Import existing labels (scene graphs, CheXpert, MeSH, Label Studio, synthetic gold) as a run."""
     from labeling.sources.imports.registry import ImportRequest
     from labeling.store.store import Store
 
-    request = ImportRequest(kind, path, name, dataset, str(vocabulary) if vocabulary else None, enable or [])
+    request = ImportRequest(
+        kind,
+        path,
+        name,
+        dataset,
+        str(vocabulary) if vocabulary else None,
+        enable or [],
+        no_header=no_header,
+        columns=columns,
+    )
     with Store.open_existing(db) as store:
         run_import(store, request)

@@ -5,6 +5,11 @@ Per task the latest annotation that was not cancelled is read (tasks with none a
 and are counted). Report identity comes from `data.report_key` and must agree with the database;
 a task for a report this database does not hold, malformed JSON, or a label that does not fit the
 vocabulary is an InputError naming the file and task: a review is imported whole or not at all.
+A region, severity or change the reviewer cleared (its result left out, or with no choice) is
+none: an image-level label, no severity, no change. The run names the runs whose predictions
+were reviewed (`predictions_from`), read from Label Studio's JSON export as it is (task
+`predictions` as ids, each annotation's own `prediction`). Label Studio's JSON-MIN, CSV and TSV
+exports lose the region ids that hold a label together, and are refused naming the export to choose.
 """
 
 from __future__ import annotations
@@ -39,8 +44,12 @@ def _latest_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
     return max(kept, key=lambda a: (str(a.get("updated_at") or a.get("created_at") or ""), str(a.get("id", ""))))
 
 
-def _single(value: dict[str, Any], key: str, where: str) -> Any:
+def _single(value: dict[str, Any], key: str, where: str, *, optional: bool = False) -> Any:
+    """The one value of a result's list (`labels`, `choices`); None for an empty list when the
+    control may be cleared (a reviewer unchecked it)."""
     values = value.get(key)
+    if optional and values == []:
+        return None
     if not isinstance(values, list) or len(values) != 1:
         raise InputError(f"{where}: expected one {key[:-1] if key.endswith('s') else key}, got {values!r}")
     return values[0]
@@ -66,7 +75,7 @@ def _annotation_regions(annotation: dict[str, Any], where: str) -> list[tuple[st
         elif name == CONFIDENCE:
             entry[CONFIDENCE] = value.get("number")
         else:
-            entry[name] = _single(value, "choices", f"{where}, region {region_id}")
+            entry[name] = _single(value, "choices", f"{where}, region {region_id}", optional=True)
     return list(regions.items())
 
 
@@ -133,6 +142,28 @@ def _task_labels(annotation: dict[str, Any], report_text: str, vocab: Vocabulary
     return labels
 
 
+# Label Studio's other exports of the same project, told apart from its JSON export by their
+# shape, so that the error says which export to choose instead of naming a missing key.
+CHOOSE_JSON = "export the project again choosing JSON (not JSON-MIN, CSV or TSV) in Label Studio's Export dialog"
+MIN_RECORD_KEYS = {"annotation_id", "annotator", "report_key", FINDING, STATUS}
+
+
+def _tabular_export(raw: bytes) -> str | None:
+    """`CSV` or `TSV` when the first line is the header of Label Studio's CSV or TSV export
+    (the task's data fields, the control names, `annotation_id`, ...), else None."""
+    first = raw[:65536].split(b"\n", 1)[0].decode("utf-8", "replace").strip().lstrip("\ufeff")
+    for separator, kind in (("\t", "TSV"), (",", "CSV")):
+        fields = {f.strip().strip('"') for f in first.split(separator)}
+        if "annotation_id" in fields and fields & {"report_key", FINDING, "text"}:
+            return kind
+    return None
+
+
+def _is_min_record(task: dict[str, Any]) -> bool:
+    """A JSON-MIN record: the task's data fields and the results keyed by control name, flat."""
+    return "data" not in task and "annotations" not in task and bool(MIN_RECORD_KEYS & task.keys())
+
+
 def _read_tasks(path: Path) -> tuple[bytes, list[dict[str, Any]]]:
     """The file's bytes and its tasks, or InputError."""
     if path.is_dir():
@@ -141,11 +172,42 @@ def _read_tasks(path: Path) -> tuple[bytes, list[dict[str, Any]]]:
     try:
         tasks = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        tabular = _tabular_export(raw)
+        if tabular:
+            raise InputError(
+                f"{path}: this is a Label Studio {tabular} export, which keeps no region ids or spans; {CHOOSE_JSON}"
+            ) from None
         where = f"line {exc.lineno}: {exc.msg}" if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise InputError(f"{path}: not valid JSON ({where}); export the project as JSON from Label Studio") from None
     if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
         raise InputError(f"{path}: expected a JSON list of tasks (Label Studio's JSON export)")
+    if any(_is_min_record(t) for t in tasks):
+        # JSON-MIN drops the result ids that tie a finding span to its region, status, severity
+        # and change, and a single choice loses its span: the labels cannot be put back together.
+        raise InputError(
+            f"{path}: this is a Label Studio JSON-MIN export (flat records without the region ids that "
+            f"tie each finding to its region and status); {CHOOSE_JSON}"
+        )
     return raw, tasks
+
+
+def _model_versions(task: dict[str, Any]) -> tuple[set[str], bool]:
+    """The model versions of the predictions a task was reviewed from, and whether the task has
+    predictions whose version the file does not say. Label Studio's own JSON export lists
+    `predictions` as ids and puts the prediction an annotation started from under the
+    annotation's `prediction`; tasks as `clala export-labelstudio` wrote them (or older exports)
+    hold whole prediction objects."""
+    versions: set[str] = set()
+    predictions = task.get("predictions") or []
+    for prediction in predictions:
+        if isinstance(prediction, dict) and prediction.get("model_version") is not None:
+            versions.add(str(prediction["model_version"]))
+    for annotation in task.get("annotations") or []:
+        prediction = annotation.get("prediction") if isinstance(annotation, dict) else None
+        if isinstance(prediction, dict) and prediction.get("model_version") is not None:
+            versions.add(str(prediction["model_version"]))
+    only_ids = any(not isinstance(p, dict) for p in predictions)
+    return versions, only_ids and not versions
 
 
 def _task_report(task: dict[str, Any], reports: dict[int, dict[str, Any]], where: str, store: Store) -> dict[str, Any]:
@@ -180,7 +242,7 @@ def import_labelstudio(
     result = RunResult(name=name, kind=RunKind.human.value, source=str(path.resolve()))
     rows: dict[tuple[int, str | None, str], dict[str, Any]] = {}
     covered: list[int] = []
-    merged = 0
+    merged = version_unknown = 0
     model_versions: set[str] = set()
     for number, task in enumerate(tasks, start=1):
         task_id = task.get("id", f"#{number}")
@@ -193,11 +255,9 @@ def import_labelstudio(
         if annotation is None:
             result.skipped.add("task with no submitted annotation: report not covered", f"task {task_id}")
             continue
-        model_versions.update(
-            str(p.get("model_version"))
-            for p in task.get("predictions") or []
-            if isinstance(p, dict) and p.get("model_version") is not None
-        )
+        versions, unknown = _model_versions(task)
+        model_versions.update(versions)
+        version_unknown += unknown
         covered.append(report["report_key"])
         for label in _task_labels(
             annotation, report["text"], vocabulary, f"{where}, annotation {annotation.get('id')}"
@@ -224,6 +284,7 @@ def import_labelstudio(
             "tasks": len(tasks),
             "annotated": len(covered),
             "predictions_from": sorted(model_versions),
+            "tasks_with_unnamed_predictions": version_unknown,
         },
     )
     record_run(store, spec, covered, table)
@@ -234,6 +295,12 @@ def import_labelstudio(
         "tasks": f"{len(tasks):,} read, {len(covered):,} annotated",
         "labels with evidence": sum(r["evidence_start"] is not None for r in rows.values()),
     }
+    if model_versions:
+        result.details["reviewed predictions of"] = ", ".join(sorted(model_versions))
+    if version_unknown:
+        result.details["annotated tasks whose prediction is named by id only (annotated from scratch)"] = (
+            version_unknown
+        )
     if merged:
         result.details["labels merged into an existing cell (present > uncertain > absent)"] = merged
     return result

@@ -10,11 +10,15 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labeling.core.errors import InputError
 from labeling.store.run_records import RunHooks, RunResult
 from labeling.store.store import Store
 from schemas.vocabulary import load_vocabulary
+
+if TYPE_CHECKING:
+    from labeling.sources.imports.chexpert import ChexpertColumns
 
 # kind -> (module, function, what it reads)
 IMPORT_KINDS: dict[str, tuple[str, str, str]] = {
@@ -50,8 +54,10 @@ IMPORT_KINDS: dict[str, tuple[str, str, str]] = {
 @dataclass(frozen=True)
 class ImportRequest:
     """Import the labels of `kind` at `path` as run `name`; `dataset`: match reports of this dataset
-    only; `vocabulary`/`enable`: the vocabulary the labels must fit. The kind and the path are
-    checked when the request is made, before any database is opened."""
+    only; `vocabulary`/`enable`: the vocabulary the labels must fit; `no_header`/`columns`
+    (chexpert only): a CSV without a header row, and its column positions
+    (`--columns "Reports=0,Cardiomegaly=3"`). The kind, the path and the options are checked when
+    the request is made, before any database is opened."""
 
     kind: str
     path: Path
@@ -59,13 +65,24 @@ class ImportRequest:
     dataset: str | None = None
     vocabulary: str | None = None
     enable: list[str] = field(default_factory=list)
+    no_header: bool = False
+    columns: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in IMPORT_KINDS:
             raise InputError(f"unknown import kind {self.kind!r}; choose one of {', '.join(IMPORT_KINDS)}")
+        if (self.no_header or self.columns is not None) and self.kind != "chexpert":
+            raise InputError(f"--no-header and --columns apply to `clala import chexpert` only, not {self.kind}")
+        self.chexpert_columns()  # checks the options now
         object.__setattr__(self, "path", Path(self.path))
         if not self.path.exists():
             raise InputError(f"{self.path}: not found")
+
+    def chexpert_columns(self) -> ChexpertColumns:
+        from labeling.sources.imports.chexpert import ChexpertColumns, parse_positions
+
+        positions = parse_positions(self.columns) if self.columns is not None else None
+        return ChexpertColumns(no_header=self.no_header, positions=positions)
 
 
 def import_labels(store: Store, request: ImportRequest, *, hooks: RunHooks | None = None) -> RunResult:
@@ -77,7 +94,8 @@ def import_labels(store: Store, request: ImportRequest, *, hooks: RunHooks | Non
         raise InputError(str(exc)) from None
     module, function, _ = IMPORT_KINDS[request.kind]
     importer = getattr(importlib.import_module(module), function)
-    result: RunResult = importer(store, request.path, request.name, vocab, request.dataset)
+    options = {"columns": request.chexpert_columns()} if request.kind == "chexpert" else {}
+    result: RunResult = importer(store, request.path, request.name, vocab, request.dataset, **options)
     if hooks:
         hooks.start(result)
         hooks.advance(result, result.reports)

@@ -12,22 +12,29 @@ pydantic model whatever the dialect, in one place (`OpenAICompatibleBackend.ask`
 
 instructor owns validation and re-asking (instructor's JSON_SCHEMA mode, or MD_JSON for
 `none`); the request's `response_format` is replaced through `extra_body` so that it is exactly
-the dialect chosen here. The openai client owns transport retries: exponential backoff with
-jitter on 429, 5xx, timeouts and connection errors, honouring Retry-After.
+the dialect chosen here. Transport retries are clala's own (`OpenAICompatibleBackend.ask`, the
+openai client's own retries are off): exponential backoff with jitter on 408, 409, 429, 5xx,
+timeouts and connection errors, honouring Retry-After, as the openai client does; done here so
+that each attempt is seen by the backend's `TransportWatch`, which tells a run when the server
+is gone (GIVE_UP_AFTER failures in a row) long before every request has used up its retries.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import ipaddress
 import itertools
 import json
 import logging
 import math
 import os
+import random
+import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import urlparse
 
 from pydantic import BaseModel
@@ -67,6 +74,43 @@ class UnitFailed(Exception):
 
 class TransportFailed(Exception):
     """No usable answer from the server (down, timing out, rate-limited past the retries)."""
+
+
+# A run gives up after this many transport failures in a row (`--give-up-after`), once the
+# streak is at least GIVE_UP_SECONDS old: a server restarting for a second is ridden out.
+GIVE_UP_AFTER = 5
+GIVE_UP_SECONDS = 3.0
+# The openai client's backoff: 0.5 s doubling up to 8 s, a quarter of jitter; Retry-After up to 60 s.
+RETRY_DELAY = (0.5, 8.0)
+MAX_RETRY_AFTER = 60.0
+
+
+class TransportWatch:
+    """Transport failures in a row, over every request a backend makes.
+
+    An attempt that got no HTTP response at all (connection refused or reset, a timeout) counts
+    at once; a request still answered 408/409/429/5xx after its retries counts once; any other
+    answer ends the streak. After `limit` failures in a row, the first at least GIVE_UP_SECONDS
+    ago, the watch trips: `reason` says why and `on_trip(reason)` is called, once."""
+
+    def __init__(self, limit: int = GIVE_UP_AFTER, on_trip: Callable[[str], None] | None = None):
+        self.limit, self.on_trip = limit, on_trip
+        self.streak = 0
+        self.streak_started = 0.0
+        self.reason: str | None = None
+
+    def failed(self, why: str) -> None:
+        now = time.monotonic()
+        if self.streak == 0:
+            self.streak_started = now
+        self.streak += 1
+        if self.reason is None and self.streak >= self.limit and now - self.streak_started >= GIVE_UP_SECONDS:
+            self.reason = f"{why}; {self.streak} transport failures in a row over {now - self.streak_started:.1f} s"
+            if self.on_trip:
+                self.on_trip(self.reason)
+
+    def answered(self) -> None:
+        self.streak = 0
 
 
 class ServerRefused(Exception):
@@ -175,15 +219,18 @@ class OpenAICompatibleBackend:
         if dialect not in DIALECTS[1:]:
             raise ClalaError(f"--structured-output must be one of {', '.join(DIALECTS)}")
         self.model, self.dialect = model, dialect
+        self.transport_retries = transport_retries
+        self.watch = TransportWatch()  # a run replaces it with its own (its limit, its stop)
         mode = instructor.Mode.MD_JSON if dialect == "none" else instructor.Mode.JSON_SCHEMA
         # A local server needs no key, but the client insists on one. No redirect is followed
         # (the openai client's default follows them, to any origin): a 3xx is an error (`_describe`).
+        # Retries are made in `ask`, so that the watch sees every attempt.
         self._openai = [
             AsyncOpenAI(
                 base_url=url,
                 api_key=api_key or "no-key",
                 timeout=timeout,
-                max_retries=transport_retries,
+                max_retries=0,
                 http_client=DefaultAsyncHttpxClient(follow_redirects=False),
             )
             for url in base_urls
@@ -214,52 +261,107 @@ class OpenAICompatibleBackend:
             extra["logprobs"] = True
         if seed is not None:
             extra["seed"] = seed
-        client = next(self._next)
-        try:
-            parsed, completion = await client.chat.completions.create_with_completion(
-                model=self.model,
-                messages=cast("list[ChatCompletionMessageParam]", messages),  # role/content dicts
-                response_model=answer_model,
-                max_retries=reasks,
-                temperature=temperature,
-                max_tokens=max_tokens,
-                **extra,
+        request = {
+            "model": self.model,
+            "messages": cast("list[ChatCompletionMessageParam]", messages),  # role/content dicts
+            "response_model": answer_model,
+            "max_retries": reasks,
+            "temperature": temperature,
+            "max_tokens": max_tokens,
+            **extra,
+        }
+        for attempt in range(self.transport_retries + 1):
+            try:
+                # each attempt goes to the next server: a retry may find one that is up
+                parsed, completion = await next(self._next).chat.completions.create_with_completion(**request)
+            except IncompleteOutputException as exc:
+                self.watch.answered()
+                completion = exc.last_completion
+                raise UnitFailed(
+                    f"answer cut off at max_tokens={max_tokens}",
+                    _text_of(completion),
+                    *_usage(getattr(completion, "usage", None)),
+                ) from None
+            except InstructorRetryException as exc:
+                cause = exc.__cause__
+                if not _retryable(cause):
+                    self.watch.answered()  # the server answered, if not usefully
+                    _raise_final(exc, cause)
+                no_response = isinstance(cause, openai.APIConnectionError)  # refused, reset, timed out
+                if no_response:
+                    self.watch.failed(_describe(cause or exc))
+                if attempt == self.transport_retries:
+                    if not no_response:
+                        self.watch.failed(_describe(cause or exc))
+                    raise TransportFailed(_describe(cause or exc)) from None
+                await asyncio.sleep(_retry_delay(attempt, cause))
+                continue
+            self.watch.answered()
+            total = getattr(parsed, "_total_usage", None) or getattr(completion, "usage", None)
+            return Answer(
+                parsed=parsed,
+                raw=_text_of(completion) or "",
+                prompt_tokens=_usage(total)[0],
+                completion_tokens=_usage(total)[1],
+                mean_logprob=_mean_logprob(completion),
             )
-        except IncompleteOutputException as exc:
-            completion = exc.last_completion
-            raise UnitFailed(
-                f"answer cut off at max_tokens={max_tokens}",
-                _text_of(completion),
-                *_usage(getattr(completion, "usage", None)),
-            ) from None
-        except InstructorRetryException as exc:
-            cause = exc.__cause__
-            if isinstance(cause, (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)):
-                raise TransportFailed(_describe(cause)) from None
-            if isinstance(cause, openai.APIStatusError):
-                if cause.status_code in (408, 409) or cause.status_code >= 500:
-                    raise TransportFailed(_describe(cause)) from None
-                raise ServerRefused(_describe(cause)) from None
-            if isinstance(cause, openai.OpenAIError):
-                raise TransportFailed(_describe(cause)) from None
-            error = " ".join(str(cause or exc).split())[:2000]
-            raise UnitFailed(
-                f"invalid after {exc.n_attempts} attempt(s): {error}",
-                _text_of(exc.last_completion),
-                *_usage(exc.total_usage),
-            ) from None
-        total = getattr(parsed, "_total_usage", None) or getattr(completion, "usage", None)
-        return Answer(
-            parsed=parsed,
-            raw=_text_of(completion) or "",
-            prompt_tokens=_usage(total)[0],
-            completion_tokens=_usage(total)[1],
-            mean_logprob=_mean_logprob(completion),
-        )
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def close(self) -> None:
         for client in self._openai:
             await client.close()
+
+
+def _retryable(cause: BaseException | None) -> bool:
+    """Whether a request that failed this way is tried again (what the openai client retries)."""
+    import openai
+
+    if isinstance(cause, openai.APIConnectionError):  # timeouts included
+        return True
+    return isinstance(cause, openai.APIStatusError) and (
+        cause.status_code in (408, 409, 429) or cause.status_code >= 500
+    )
+
+
+def _raise_final(exc: BaseException, cause: BaseException | None) -> NoReturn:
+    """The error of a request that is not retried: refused by the server, or answered invalidly."""
+    import openai
+
+    if isinstance(cause, openai.APIStatusError):
+        raise ServerRefused(_describe(cause)) from None
+    if isinstance(cause, openai.OpenAIError):
+        raise TransportFailed(_describe(cause or exc)) from None
+    error = " ".join(str(cause or exc).split())[:2000]
+    raise UnitFailed(
+        f"invalid after {getattr(exc, 'n_attempts', 1)} attempt(s): {error}",
+        _text_of(getattr(exc, "last_completion", None)),
+        *_usage(getattr(exc, "total_usage", None)),
+    ) from None
+
+
+def _retry_delay(attempt: int, cause: BaseException | None) -> float:
+    """Seconds before try `attempt + 2`: the server's Retry-After (up to a minute), else backoff."""
+    import openai
+
+    if isinstance(cause, openai.APIStatusError):
+        headers = cause.response.headers
+        try:
+            if headers.get("retry-after-ms"):
+                wait = float(headers["retry-after-ms"]) / 1000
+            elif headers.get("retry-after"):
+                value = headers["retry-after"]
+                try:
+                    wait = float(value)
+                except ValueError:
+                    wait = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            else:
+                wait = None
+        except (TypeError, ValueError):
+            wait = None
+        if wait is not None and math.isfinite(wait) and 0 < wait <= MAX_RETRY_AFTER:
+            return wait
+    first, most = RETRY_DELAY
+    return min(first * 2.0**attempt, most) * (1 - 0.25 * random.random())
 
 
 def _describe(exc: BaseException) -> str:

@@ -39,6 +39,7 @@ class LabelOptions(BackendOptions):
     max_retries: int = Field(default=2, ge=0, le=10)
     concurrency: int = Field(default=4, ge=1, le=512)
     batch_size: int = Field(default=16, ge=1)
+    give_up_after: int = Field(default=5, ge=1, le=10_000)  # transport failures in a row that stop the run
     use_cache: bool = True
     vocabulary: str | None = None
     enable: list[str] = []
@@ -46,6 +47,8 @@ class LabelOptions(BackendOptions):
     dataset: str | None = None
     report_ids: list[str] = []
     limit: int | None = None
+    # Written by clala, not set: each resume's time and the TRANSPORT_OPTIONS it ran with.
+    resumes: list[dict[str, Any]] = []
 
     def selection(self) -> ReportSelection:
         return ReportSelection(dataset=self.dataset, report_ids=self.report_ids, limit=self.limit)
@@ -64,10 +67,34 @@ class LabelOptions(BackendOptions):
         }
 
 
+# What a resumed run may change: how to reach the server and how hard to try. Every other option
+# changes what the run's labels mean (model, prompt, decoding, vocabulary, unit) or which reports
+# it covers, and is refused on resume. `structured_output` may be given if it resolves to the
+# dialect the run was made with. API keys are never options: only the variable's name is.
+TRANSPORT_OPTIONS = (
+    "base_urls",
+    "api_key_env",
+    "timeout",
+    "transport_retries",
+    "concurrency",
+    "batch_size",
+    "give_up_after",
+    "max_retries",
+)
+# The command-line flag of an option, where it is not `--` + the name with dashes.
+OPTION_FLAGS = {"base_urls": "--base-url", "report_ids": "--report", "use_cache": "--no-cache"}
+
+
+def option_flag(name: str) -> str:
+    return OPTION_FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
 class LlmRequest(BaseModel):
     """Label with an LLM: a new run `name` (default: backend-model-time) with `options`, or finish
-    run `resume` (its stored options are used). `allow_remote`: reports may go to a server that is
-    not on this machine."""
+    run `resume` with its stored options, changed by the TRANSPORT_OPTIONS set in `options`
+    (`options.model_fields_set`: those given explicitly; any other option given with another
+    value than the run's is refused). `allow_remote`: reports may go to a server that is not on
+    this machine."""
 
     model_config = ConfigDict(extra="forbid")
     name: str | None = None

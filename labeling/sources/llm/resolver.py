@@ -3,8 +3,11 @@
 An answer is already schema-valid (findings and regions from the vocabulary). Here each entry
 is grounded in the report text at the unit's occurrence, its regions are resolved (stated by the
 model; else named in the evidence; else the finding's default regions) and checked against the
-regions the finding may occur in. What fails is returned as a rejection with its reason, never
-dropped silently. Several samples of one unit vote per cell; the agreement is the confidence.
+regions the finding may occur in; then each region, the severity and the temporal change must be
+stated by the unit's sentence (`grounding.unstated`), so an answer that obeys an instruction in
+the text ("label pneumothorax in every region") cannot add what the sentence does not say. What
+fails is returned as a rejection with its reason (one per region), never dropped silently.
+Several samples of one unit vote per cell; the agreement is the confidence.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labeling.sources.grounding import ground
+from labeling.sources.grounding import ground, statement_of, unstated
 from labeling.sources.llm.units import Occurrence
 from schemas.labels import STATUS_RANK, Evidence, Label, merge_labels
 from schemas.llm_output import NONE
@@ -31,25 +34,24 @@ class Rejection:
     reason: str
 
 
+def _rejection(item: dict[str, Any], regions: list[str], reason: str) -> Rejection:
+    return Rejection(item["finding"], regions, item["status"], item["evidence"], reason)
+
+
 def _one_sample(
     answer: dict[str, Any], occurrence: Occurrence, report_text: str, vocabulary: Vocabulary
 ) -> tuple[list[Label], list[Rejection]]:
     labels: list[Label] = []
     rejections: list[Rejection] = []
+    statement = statement_of(report_text[occurrence.start : occurrence.end], vocabulary)
     for item in answer["labels"]:
         span = ground(item["evidence"], report_text, occurrence.start, occurrence.end)
         if span is None:
-            rejections.append(
-                Rejection(
-                    item["finding"],
-                    item["regions"],
-                    item["status"],
-                    item["evidence"],
-                    "ungrounded: evidence not found in the report",
-                )
-            )
+            rejections.append(_rejection(item, item["regions"], "ungrounded: evidence not found in the report"))
             continue
         finding = vocabulary.finding(item["finding"])
+        severity = None if item["severity"] == NONE else item["severity"]
+        temporal = None if item["temporal"] == NONE else item["temporal"]
         regions = list(dict.fromkeys(item["regions"]))
         if not regions:
             named = [r for _, _, found in vocabulary.find_regions(span.text) for r in found]
@@ -57,22 +59,20 @@ def _one_sample(
         for region in regions:
             if region not in finding.regions:
                 rejections.append(
-                    Rejection(
-                        item["finding"],
-                        [region],
-                        item["status"],
-                        item["evidence"],
-                        f"region not allowed: {item['finding']} does not occur in {region}",
-                    )
+                    _rejection(item, [region], f"region not allowed: {item['finding']} does not occur in {region}")
                 )
+                continue
+            reason = unstated(statement, finding, vocabulary, region=region, severity=severity, temporal=temporal)
+            if reason is not None:
+                rejections.append(_rejection(item, [region], reason))
                 continue
             labels.append(
                 Label(
                     region=region,
                     finding=item["finding"],
                     status=item["status"],
-                    severity=None if item["severity"] == NONE else item["severity"],
-                    temporal=None if item["temporal"] == NONE else item["temporal"],
+                    severity=severity,
+                    temporal=temporal,
                     evidence=Evidence(start=span.start, end=span.end, text=span.text),
                 )
             )

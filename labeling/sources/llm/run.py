@@ -1,14 +1,18 @@
 """The LLM label source: a run over reports, resumable, cached, concurrent.
 
 A run is created with one `work` row per report. Reports are processed in batches: the batch's
-units are looked up in the cache, the rest are asked of the backend concurrently, and then, in
-one transaction, the new answers are cached and every report of the batch is settled: its
-labels written and its work marked done, or its failure recorded, or (server unreachable) left
-pending. A killed run resumes with `--resume RUN` from the reports not yet done; the answers
-already cached are not asked again, so the labels equal those of an uninterrupted run. Resuming
-also retries the reports that failed validation, each at most MAX_REPORT_ATTEMPTS times in all.
-A run ends `complete` when every report is done, `partial` when some failed validation, and
-`incomplete` when some are still pending.
+units are looked up in the cache, the rest are asked of the backend concurrently. Each valid
+answer is cached (with its tokens) the moment it arrives, so a kill loses at most the calls in
+flight. Once a batch's calls have all returned, every report of the batch is settled in one
+transaction: its labels written and its work marked done, or its failure recorded, or (server
+unreachable) left pending. A killed run resumes with `--resume RUN` from the reports not yet
+done; the answers already cached are not asked again, so the labels equal those of an
+uninterrupted run. Resuming also retries the reports that failed validation, each at most
+MAX_REPORT_ATTEMPTS times in all, and may change how the server is reached (TRANSPORT_OPTIONS),
+never what the labels mean. After `give_up_after` transport failures in a row (the backend's
+TransportWatch) the calls in flight are cancelled and the run stops. A run ends `complete` when
+every report is done, `partial` when some failed validation, and `incomplete` when some are still
+pending.
 """
 
 from __future__ import annotations
@@ -22,13 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from labeling.core.errors import ClalaError
+from labeling.core.errors import ClalaError, InputError
 from labeling.sources.llm.backends import (
     BACKENDS,
     DIALECTS,
+    Answer,
     OpenAICompatibleBackend,
     ServerRefused,
     TransportFailed,
+    TransportWatch,
     UnitFailed,
     VllmBackend,
     api_key_from_env,
@@ -36,7 +42,13 @@ from labeling.sources.llm.backends import (
     detect_dialect,
 )
 from labeling.sources.llm.local_server import LocalLlamaServer
-from labeling.sources.llm.options import BackendOptions, LabelOptions, LlmRequest
+from labeling.sources.llm.options import (
+    TRANSPORT_OPTIONS,
+    BackendOptions,
+    LabelOptions,
+    LlmRequest,
+    option_flag,
+)
 from labeling.sources.llm.resolver import resolve_unit
 from labeling.sources.llm.units import UNIT_KINDS, Unit, build_units, cache_key
 from labeling.sources.selection import select_reports
@@ -45,7 +57,7 @@ from labeling.store.store import Store
 from prompts.render import load_prompt
 from schemas.labels import merge_labels
 from schemas.llm_output import build_output_model, output_json_schema, unknown_key_count
-from schemas.runs import RunKind, RunSpec, RunStatus
+from schemas.runs import RunInfo, RunKind, RunSpec, RunStatus
 from schemas.vocabulary import load_vocabulary
 
 # The engine's own figures, kept in RunResult.counts.
@@ -62,6 +74,8 @@ ENGINE_COUNTS = (
 # retried by `--resume` until it has been tried this many times.
 MAX_REPORT_ATTEMPTS = 3
 FAILURES = (UnitFailed, TransportFailed, ServerRefused)
+# Options that say which reports a run covers: fixed when it is created.
+SELECTION_OPTIONS = ("dataset", "report_ids", "limit")
 
 
 @dataclass
@@ -89,16 +103,23 @@ class PreparedBatch:
 
 @dataclass
 class Outcomes:
-    """A batch's answers sorted out: what to cache, units that failed, transport trouble."""
+    """A batch's answers sorted out: units that failed, transport trouble (answers were cached
+    as they arrived)."""
 
-    fresh: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     transport: dict[str, str] = field(default_factory=dict)  # unit identity -> error
     refused: str | None = None
+    asked: list[str] = field(default_factory=list)  # cache keys this batch got an answer for
+
+
+@dataclass
+class Unsaved:
+    """What arrived since the last flush: answers to cache, tokens spent, keys dropped."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    unknown_keys: int = 0  # keys outside the schema dropped from fresh answers
-    asked: list[str] = field(default_factory=list)  # cache keys this batch got an answer for
+    unknown_keys: int = 0
 
 
 @contextmanager
@@ -154,6 +175,16 @@ class LabelRun:
         self.failed_units: dict[str, UnitFailed] = {}
         self.inflight: dict[str, asyncio.Future] = {}  # cache key -> call, shared by overlapping batches
         self.settled: set[str] = set()  # cache keys whose call was already accounted for
+        self.gave_up: str | None = None  # why the transport watch stopped the run
+        self.unsaved: Unsaved | None = None  # arrived, not yet written
+        self.flush_error: Exception | None = None
+        backend.watch = TransportWatch(options.give_up_after, on_trip=self._give_up)
+
+    def _give_up(self, reason: str) -> None:
+        """The server is gone: cancel every call in flight or waiting (their units stay pending)."""
+        self.gave_up = reason
+        for call in self.inflight.values():
+            call.cancel()
 
     def keys_of(self, unit: Unit) -> list[str]:
         return [
@@ -161,10 +192,10 @@ class LabelRun:
             for s in range(self.options.samples)
         ]
 
-    async def _ask(self, unit: Unit, sample: int, semaphore: asyncio.Semaphore) -> Any:
+    async def _ask(self, unit: Unit, sample: int, key: str, semaphore: asyncio.Semaphore) -> Any:
         async with semaphore:
             try:
-                return await self.backend.ask(
+                answer = await self.backend.ask(
                     self.prompt.messages(unit.text, unit.context),
                     self.answer_model,
                     self.schema,
@@ -173,8 +204,68 @@ class LabelRun:
                     reasks=self.options.max_retries,
                     seed=None if self.decoding["seed"] is None else self.decoding["seed"] + sample,
                 )
+            except UnitFailed as exc:
+                self._spent(exc.prompt_tokens, exc.completion_tokens)
+                return exc
             except FAILURES as exc:
                 return exc
+        self._keep(key, answer)
+        return answer
+
+    def _keep(self, key: str, answer: Answer) -> None:
+        """Cache a valid answer as it arrives, with its tokens: a kill loses at most the calls in
+        flight."""
+        unsaved = self._unsaved_now()
+        unsaved.entries.append(
+            {
+                "cache_key": key,
+                "model": self.model,
+                "response": _response_of(answer),
+                "prompt_tokens": answer.prompt_tokens,
+                "completion_tokens": answer.completion_tokens,
+            }
+        )
+        unsaved.unknown_keys += unknown_key_count(answer.parsed)
+        unsaved.prompt_tokens += answer.prompt_tokens
+        unsaved.completion_tokens += answer.completion_tokens
+
+    def _spent(self, prompt_tokens: int, completion_tokens: int) -> None:
+        unsaved = self._unsaved_now()
+        unsaved.prompt_tokens += prompt_tokens
+        unsaved.completion_tokens += completion_tokens
+
+    def _unsaved_now(self) -> Unsaved:
+        """What arrived since the last flush; the first arrival schedules the flush for the event
+        loop's next turn, so answers that arrive together share one commit (a commit costs about
+        5 ms, an answer in a shared one under 1 ms) and none waits longer than that turn."""
+        if self.unsaved is None:
+            self.unsaved = Unsaved()
+            asyncio.get_running_loop().call_soon(self._flush)
+        return self.unsaved
+
+    def _flush(self) -> None:
+        """Write what arrived, in one transaction. One process writes the database, from this
+        loop's thread, and no batch is settled while this runs, so it is the only one open."""
+        unsaved, self.unsaved = self.unsaved, None
+        if unsaved is None or self.flush_error:
+            return
+        try:
+            with self.store.transaction():
+                self.store.cache_put(unsaved.entries, self.run_id, replace=not self.options.use_cache)
+                self.store.add_run_tokens(self.run_id, unsaved.prompt_tokens, unsaved.completion_tokens)
+                self.store.add_run_unknown_keys(self.run_id, unsaved.unknown_keys)
+        except Exception as exc:  # raised by `_flushed`: a loop callback's error would only be logged
+            self.flush_error = exc
+            return
+        self.result.counts["unknown_keys"] += unsaved.unknown_keys
+        self.result.counts["prompt_tokens"] += unsaved.prompt_tokens
+        self.result.counts["completion_tokens"] += unsaved.completion_tokens
+
+    def _flushed(self) -> None:
+        """Everything that arrived is written (or its error raised)."""
+        self._flush()
+        if self.flush_error:
+            raise self.flush_error
 
     async def execute(self, hooks: RunHooks) -> RunResult:
         started = time.monotonic()
@@ -192,7 +283,12 @@ class LabelRun:
             if i + 1 < len(batches):
                 prepared.append(self._prepare(batches[i + 1], semaphore))
             current = prepared.popleft()
-            stop = self._settle(current, await asyncio.gather(*current.calls))
+            # cancelled calls (the transport watch gave up) come back as CancelledError
+            outcomes = await asyncio.gather(*current.calls, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException) and not isinstance(outcome, (*FAILURES, asyncio.CancelledError)):
+                    raise outcome  # not a failure of the server's: a bug or the store
+            stop = self._settle(current, outcomes)
             result.seconds = time.monotonic() - started
             hooks.advance(result, len(batch))
             if stop:
@@ -202,6 +298,7 @@ class LabelRun:
         for call in leftover:
             call.cancel()
         await asyncio.gather(*leftover, return_exceptions=True)
+        self._flushed()  # the answers of cancelled batches that did arrive
         counts = self.store.work_counts(self.run_id)
         result.reports_done = counts.get("done", 0)
         result.reports_failed = counts.get("failed", 0)
@@ -235,7 +332,7 @@ class LabelRun:
         for identity, sample in todo:
             key = keys[identity][sample]
             if key not in self.inflight:
-                self.inflight[key] = asyncio.ensure_future(self._ask(units[identity], sample, semaphore))
+                self.inflight[key] = asyncio.ensure_future(self._ask(units[identity], sample, key, semaphore))
                 self.result.counts["model_calls"] += 1
             calls.append(self.inflight[key])
         self.result.counts["units"] += len(units)
@@ -243,19 +340,18 @@ class LabelRun:
         return PreparedBatch(batch, units, report_units, texts, keys, cached, todo, calls)
 
     def _collect(self, prepared: PreparedBatch, outcomes: list[Any]) -> Outcomes:
-        """Sort a batch's answers into fresh cache entries, failed units and transport trouble."""
+        """Sort a batch's answers into failed units and transport trouble."""
         collected = Outcomes()
         for (identity, sample), outcome in zip(prepared.todo, outcomes):
             key = prepared.keys[identity][sample]
             first_time = key not in self.settled  # a call shared with the previous batch counts once
             self.settled.add(key)
             self.inflight.pop(key, None)
+            if isinstance(outcome, asyncio.CancelledError):
+                outcome = TransportFailed(self.gave_up or "cancelled")
             if first_time and not isinstance(outcome, (TransportFailed, ServerRefused)):
                 collected.asked.append(key)
             if isinstance(outcome, UnitFailed):
-                if first_time:
-                    collected.prompt_tokens += outcome.prompt_tokens
-                    collected.completion_tokens += outcome.completion_tokens
                 if identity not in self.failed_units:
                     self.failed_units[identity] = outcome
                     collected.failures.append(
@@ -272,21 +368,7 @@ class LabelRun:
                     collected.refused = str(outcome)
                 collected.transport[identity] = str(outcome)
                 continue
-            response = {**outcome.parsed.model_dump(), "mean_logprob": outcome.mean_logprob}
-            prepared.cached[key] = {"response": response}
-            if first_time:
-                collected.prompt_tokens += outcome.prompt_tokens
-                collected.completion_tokens += outcome.completion_tokens
-                collected.unknown_keys += unknown_key_count(outcome.parsed)
-                collected.fresh.append(
-                    {
-                        "cache_key": key,
-                        "model": self.model,
-                        "response": response,
-                        "prompt_tokens": outcome.prompt_tokens,
-                        "completion_tokens": outcome.completion_tokens,
-                    }
-                )
+            prepared.cached[key] = {"response": _response_of(outcome)}
         return collected
 
     def _report_labels(
@@ -322,10 +404,10 @@ class LabelRun:
 
     def _settle(self, prepared: PreparedBatch, outcomes: list[Any]) -> str | None:
         """Commit a batch whose calls have all returned; a reason to stop, or None."""
+        self._flushed()
         collected = self._collect(prepared, outcomes)
         transport = collected.transport
         with self.store.transaction():
-            self.store.cache_put(collected.fresh, self.run_id, replace=not self.options.use_cache)
             self.store.delete_failures(self.run_id, collected.asked)  # a retry replaces the earlier failure
             self.store.add_failures(self.run_id, collected.failures)
             done, failed, waiting = [], [], []
@@ -348,17 +430,19 @@ class LabelRun:
             self.store.set_work(self.run_id, done, "done")
             self.store.set_work(self.run_id, failed, "failed", "a unit failed validation; see `clala failures`")
             self.store.set_work(self.run_id, waiting, "pending", next(iter(transport.values()), None))
-            self.store.add_run_tokens(self.run_id, collected.prompt_tokens, collected.completion_tokens)
-            self.store.add_run_unknown_keys(self.run_id, collected.unknown_keys)
         self.result.counts["unit_failures"] += len(collected.failures)
-        self.result.counts["unknown_keys"] += collected.unknown_keys
-        self.result.counts["prompt_tokens"] += collected.prompt_tokens
-        self.result.counts["completion_tokens"] += collected.completion_tokens
         if collected.refused:
             return f"the server refused the request ({collected.refused}); fix it and resume"
+        if self.gave_up:
+            return f"the server is unreachable ({self.gave_up}); resume when it is back"
         if prepared.todo and all(identity in transport for identity, _ in prepared.todo):
             return f"the server is unreachable ({next(iter(transport.values()))}); resume when it is back"
         return None
+
+
+def _response_of(answer: Answer) -> dict[str, Any]:
+    """An answer as cached: its labels and its mean token log-probability."""
+    return {**answer.parsed.model_dump(), "mean_logprob": answer.mean_logprob}
 
 
 def _new_run_spec(name: str, options: LabelOptions, model: str, dialect: str) -> RunSpec:
@@ -384,10 +468,7 @@ def _checked_options(store: Store, request: LlmRequest) -> tuple[LabelOptions, l
     if request.options.unit not in UNIT_KINDS:
         raise ClalaError(f"--unit must be one of {', '.join(UNIT_KINDS)}")
     if request.resume:
-        run = store.run(request.resume)
-        if run.kind is not RunKind.llm:
-            raise ClalaError(f"run {run.name!r} is a {run.kind.value} run, not an LLM run")
-        return LabelOptions.model_validate(run.params), []
+        return _resumed_options(store.run(request.resume), request.options), []
     options = request.options
     try:
         load_vocabulary(options.vocabulary, enable=options.enable)
@@ -398,6 +479,71 @@ def _checked_options(store: Store, request: LlmRequest) -> tuple[LabelOptions, l
     return options, select_reports(store, options.selection())
 
 
+def _resumed_options(run: RunInfo, given: LabelOptions) -> LabelOptions:
+    """The options a resumed run works with: its own, with the transport of its latest resume,
+    changed by the TRANSPORT_OPTIONS in `given`. Any other option given with another value than
+    the run's is refused (InputError naming the option and both values), as is a prompt template
+    or vocabulary file that changed since the run was made: nothing has been changed yet."""
+    if run.kind is not RunKind.llm:
+        raise ClalaError(f"run {run.name!r} is a {run.kind.value} run, not an LLM run")
+    stored = LabelOptions.model_validate(run.params)
+    fixed = sorted(given.model_fields_set - set(TRANSPORT_OPTIONS) - {"structured_output", "resumes"})
+    for name in fixed:
+        before, after = getattr(stored, name), getattr(given, name)
+        if after != before:
+            what = "which reports it covers" if name in SELECTION_OPTIONS else "what its labels mean"
+            raise InputError(
+                f"{option_flag(name)}: run {run.name!r} was made with {before!r}; resuming it with {after!r} "
+                f"would change {what}; resume without {option_flag(name)}, or start a new run with --name"
+            )
+    latest = stored.resumes[-1] if stored.resumes else {}
+    transport = {name: latest.get(name, getattr(stored, name)) for name in TRANSPORT_OPTIONS}
+    transport.update({name: getattr(given, name) for name in given.model_fields_set if name in TRANSPORT_OPTIONS})
+    if "structured_output" in given.model_fields_set:  # checked against the run's dialect once resolved
+        transport["structured_output"] = given.structured_output
+    options = stored.model_copy(update=transport)
+    try:
+        vocabulary = load_vocabulary(options.vocabulary, enable=options.enable)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ClalaError(str(exc)) from None
+    if vocabulary.version != run.vocabulary_version:
+        raise InputError(
+            f"run {run.name!r} was made with vocabulary {run.vocabulary_version}, which is now "
+            f"{vocabulary.version} (its file changed); its labels would mean something else: start a new run"
+        )
+    prompt = load_prompt(options.prompt, vocabulary)
+    if run.prompt_sha256 and prompt.sha256 != run.prompt_sha256:
+        raise InputError(
+            f"run {run.name!r} was made with prompt {options.prompt} sha256 {run.prompt_sha256[:12]}, which now "
+            f"renders as {prompt.sha256[:12]} (its template changed); its labels would mean something else: "
+            "start a new run"
+        )
+    return options
+
+
+def _check_resumed_backend(run: RunInfo, model: str, dialect: str) -> None:
+    """The server reached on resume must be the run's model, in the run's structured-output dialect."""
+    if model != run.model:
+        raise InputError(f"run {run.name!r} was made with model {run.model!r}, not {model!r}")
+    made_with = run.decoding.get("structured_output")
+    if made_with and dialect != made_with:
+        raise InputError(
+            f"--structured-output: run {run.name!r} was made with {made_with!r}; resuming it with {dialect!r} "
+            f"would change what its labels mean; resume with --structured-output {made_with}"
+        )
+
+
+def _record_resume(store: Store, run: RunInfo, options: LabelOptions, dialect: str) -> None:
+    """Append this resume, with the transport it runs with (the key variable's name, never a key),
+    to the run's parameters."""
+    record = {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **{name: getattr(options, name) for name in TRANSPORT_OPTIONS},
+        "structured_output": dialect,
+    }
+    store.set_run_params(run.run_id, {**run.params, "resumes": [*options.resumes, record]})
+
+
 def label_with_llm(store: Store, request: LlmRequest, *, hooks: RunHooks | None = None) -> RunResult:
     """Label reports with an LLM as a new run `request.name`, or finish run `request.resume`."""
     hooks = hooks or RunHooks()
@@ -405,8 +551,8 @@ def label_with_llm(store: Store, request: LlmRequest, *, hooks: RunHooks | None 
     with open_backend(options, request.allow_remote) as (backend, model):
         if request.resume:
             stored = store.run(request.resume)
-            if model != stored.model:
-                raise ClalaError(f"run {stored.name!r} was made with model {stored.model!r}, not {model!r}")
+            _check_resumed_backend(stored, model, backend.dialect)
+            _record_resume(store, stored, options, backend.dialect)
         name = request.name or f"{options.backend}-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
         run, _ = resume_or_create(
             store,

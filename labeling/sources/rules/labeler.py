@@ -9,6 +9,11 @@ Speed comes from three choices, none of which changes a label:
   report has them (all sentences of a report without headers), which is what a sectionizer is for;
 - a sentence's labels depend on its text alone, so each distinct sentence text is processed once
   per run and its labels are placed at every occurrence's offsets.
+
+Cost stays linear in text length: a sentence longer than MAX_PIECE_CHARS (no real report
+sentence comes near it) is labeled in pieces cut at clause boundaries, because medspaCy's
+entity setting, ConText's modifier-target pairs and the region assignment all grow with the
+square of a doc's length (a 99,000-character sentence took 99.5 s).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from functools import cached_property
 from schemas.vocabulary import Vocabulary
 
 # Bump when a change to the rules below changes labels; it is part of the run's provenance.
-RULES_VERSION = "4"
+RULES_VERSION = "5"
 
 # ConText rules added to medspaCy's defaults: how radiology reports state normal and hedged findings.
 EXTRA_CONTEXT_RULES: list[tuple[str, str, str]] = [
@@ -100,6 +105,13 @@ TEMPORAL_WORDS = [
     (re.compile(r"\b(?:improv(?:ed|ing|ement)|decreas(?:ed|ing)|smaller|less)\b", re.I), "improved"),
     (re.compile(r"\b(?:unchanged|stable|persistent|persists|again seen|similar|no change)\b", re.I), "unchanged"),
 ]
+# The longest doc the pipeline sees: sentences above it are cut into pieces at clause
+# boundaries. IU X-ray's longest sentence is 293 characters; at 1,000 a piece costs about twice
+# a short sentence per character (bench/rules_long_text.py).
+MAX_PIECE_CHARS = 1000
+# Where a clause ends: after a comma, semicolon or colon and its space (the text's whitespace is
+# collapsed to single spaces before it is cut).
+_CLAUSE_END = re.compile(r"[,;:] ")
 LATERALITY = re.compile(r"\b(?:(?P<left>left)|(?P<right>right)|(?P<both>bilateral(?:ly)?|both))\b", re.I)
 
 
@@ -137,8 +149,9 @@ def _one_sentence(doc):
 class RulesLabeler:
     """Labels sentences with the vocabulary's findings, statuses and regions."""
 
-    def __init__(self, vocabulary: Vocabulary):
+    def __init__(self, vocabulary: Vocabulary, *, max_piece_chars: int = MAX_PIECE_CHARS):
         self.vocabulary = vocabulary
+        self.max_piece_chars = max_piece_chars  # the longest doc the pipeline sees (see clause_pieces)
         self._finding = {f.name: f for f in vocabulary.findings}
         self._laterality = {r.name: r.laterality for r in vocabulary.regions}
 
@@ -169,6 +182,7 @@ class RulesLabeler:
                 self.target_rules(),
                 EXTRA_CONTEXT_RULES,
                 [(p.pattern, v) for p, v in SEVERITY_WORDS + TEMPORAL_WORDS],
+                self.max_piece_chars,
             ]
         )
         return hashlib.sha256(payload.encode()).hexdigest()
@@ -205,20 +219,26 @@ class RulesLabeler:
     def label_sentences(
         self, texts: Iterable[str], skipped: dict[str, int] | None = None, batch_size: int = 256
     ) -> list[list[SentenceLabel]]:
-        texts = list(texts)
         collapsed = [_collapse_whitespace(t) for t in texts]
+        pieces = [clause_pieces(text, self.max_piece_chars) for text, _ in collapsed]
         with warnings.catch_warnings():
             # medspaCy keeps a token Matcher beside its PhraseMatcher; with literal rules only it
             # is empty, and spaCy warns about that on every document.
             warnings.filterwarnings("ignore", message=r"\[W036\]")
-            docs = self.nlp.pipe((c for c, _ in collapsed), batch_size=batch_size)
-            return [
-                [
-                    replace(label, start=where[label.start], end=where[label.end - 1] + 1)
-                    for label in self._labels_of(doc, skipped)
-                ]
-                for doc, (_, where) in zip(docs, collapsed)
-            ]
+            docs = self.nlp.pipe(
+                (text[start:end] for (text, _), spans in zip(collapsed, pieces) for start, end in spans),
+                batch_size=batch_size,
+            )
+            labeled = []
+            for (_, where), spans in zip(collapsed, pieces):
+                labels = []
+                for (offset, _), doc in zip(spans, docs):
+                    labels.extend(
+                        replace(label, start=where[offset + label.start], end=where[offset + label.end - 1] + 1)
+                        for label in self._labels_of(doc, skipped)
+                    )
+                labeled.append(labels)
+            return labeled
 
     def _labels_of(self, doc, skipped: dict[str, int] | None) -> list[SentenceLabel]:
         text = doc.text
@@ -244,10 +264,11 @@ class RulesLabeler:
         if not mentions:
             return []
         regions = self._assign_regions(text, mentions)
+        # Words of the whole sentence: searched once, not once per mention.
+        stated_severity, temporal = _first_word(SEVERITY_WORDS, text), _first_word(TEMPORAL_WORDS, text)
         labels = []
         for (start, end, finding, status), cells in zip(mentions, regions):
-            severity = _first_word(SEVERITY_WORDS, text) if status != "absent" else None
-            temporal = _first_word(TEMPORAL_WORDS, text)
+            severity = stated_severity if status != "absent" else None
             if temporal == "resolved":
                 status, severity = "absent", None
             for region in cells:
@@ -337,6 +358,24 @@ class RulesLabeler:
                 ]
                 chosen.extend(sided or defaults)
         return tuple(dict.fromkeys(chosen)) or tuple(defaults)
+
+
+def clause_pieces(text: str, limit: int = MAX_PIECE_CHARS) -> list[tuple[int, int]]:
+    """(start, end) spans that cover `text` in order, each at most `limit` characters: the whole
+    text when it fits (every real sentence), else cut after the last clause end (", ", "; ",
+    ": ") within the limit, else after the last space, else at the limit."""
+    if len(text) <= limit:
+        return [(0, len(text))]
+    spans = []
+    start = 0
+    while len(text) - start > limit:
+        window = text[start : start + limit]
+        ends = [m.end() for m in _CLAUSE_END.finditer(window)]
+        cut = ends[-1] if ends else window.rfind(" ") + 1 or limit
+        spans.append((start, start + cut))
+        start += cut
+    spans.append((start, len(text)))
+    return spans
 
 
 def _collapse_whitespace(text: str) -> tuple[str, list[int]]:
