@@ -8,6 +8,7 @@ import typer
 
 from labeling.ingest.commands import ingest_command
 from labeling.review.commands import compare_command, disagreements_command, export_labelstudio_command
+from labeling.sources.combine.commands import combine_command
 from labeling.sources.commands import failures_command, label_command, runs_list_command, runs_show_command
 from labeling.sources.imports.commands import import_command
 from labeling.sources.llm.commands import (
@@ -69,6 +70,7 @@ app.command("disagreements")(disagreements_command)
 app.command("export-labelstudio")(export_labelstudio_command)
 app.command("synth")(synth_command)
 app.command("derive")(derive_command)
+app.command("combine")(combine_command)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("predict")(predict_command)

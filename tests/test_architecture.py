@@ -19,6 +19,7 @@ PUBLIC_LABELING_PACKAGES = {
     "labeling.sources.llm",
     "labeling.sources.rules",
     "labeling.sources.imports",
+    "labeling.sources.combine",
     "labeling.review",
 }
 MAX_PARAMETERS = 8
@@ -185,7 +186,10 @@ def test_each_small_helper_is_defined_once():
     assert found.get("STATUS_RANK") == ["schemas/labels.py"]
 
 
-HEAVY = ("torch", "duckdb", "openai", "instructor", "spacy", "medspacy", "scipy", "matplotlib", "timm", "transformers")
+HEAVY = (
+    *("torch", "duckdb", "openai", "instructor", "spacy", "medspacy", "scipy", "matplotlib", "timm", "transformers"),
+    *("crowdkit", "pandas"),
+)
 
 
 def test_the_command_line_imports_no_engine_until_a_command_runs():
@@ -205,6 +209,7 @@ def test_every_label_source_has_the_same_call_shape():
     postpone their evaluation)."""
     import inspect
 
+    from labeling.sources.combine import combine_runs
     from labeling.sources.imports import import_labels
     from labeling.sources.llm import label_with_llm
     from labeling.sources.rules import label_with_rules
@@ -221,7 +226,7 @@ def test_every_label_source_has_the_same_call_shape():
             str(signature.return_annotation),
         )
 
-    verbs = (label_with_llm, label_with_rules, import_labels, derive_run, predict_run)
+    verbs = (label_with_llm, label_with_rules, import_labels, derive_run, predict_run, combine_runs)
     expected = (
         [("store", "POSITIONAL_OR_KEYWORD"), ("request", "POSITIONAL_OR_KEYWORD"), ("hooks", "KEYWORD_ONLY")],
         "Store",
