@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -63,11 +64,14 @@ class Prompt:
         return chat
 
 
-def load_prompt(name: str, vocabulary: Vocabulary) -> Prompt:
+def load_prompt(name: str, vocabulary: Vocabulary, *, values: Mapping[str, str] | None = None) -> Prompt:
+    """`values`: more `$name` fields of the system text (the aggregator's `$structure`)."""
     files = prompt_files(name)
     system = (
         string.Template(files["system.md"].read_text(encoding="utf-8"))
-        .substitute(findings="; ".join(vocabulary.finding_names), regions="; ".join(vocabulary.region_names))
+        .substitute(
+            dict(values or {}), findings="; ".join(vocabulary.finding_names), regions="; ".join(vocabulary.region_names)
+        )
         .strip()
     )
     user_template = files["user.md"].read_text(encoding="utf-8")

@@ -50,6 +50,20 @@ class MultiRegionPhrase(BaseModel):
     regions: tuple[str, ...]
 
 
+class FindingWording(BaseModel):
+    """How a generated report names a finding (model/reports/wording.py)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    phrase: str = Field(description='the noun phrase radiologists write ("patchy atelectasis"); one of its synonyms')
+    plural: str | None = Field(default=None, description="the phrase for lesions on both sides, when it differs")
+    system: str = Field(description="the FINDINGS paragraph it belongs to (one of report.systems)")
+    size_words: bool = Field(default=False, description='severity said as size: "small", "moderate", "large"')
+    sided: bool = Field(default=False, description='a whole lung said by its side alone: "right pleural effusion"')
+    placed: dict[str, str] = Field(
+        default={}, description='region -> the words for the finding there ("elevated right hemidiaphragm")'
+    )
+
+
 class Finding(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str
@@ -60,6 +74,37 @@ class Finding(BaseModel):
         default=(), description='where an unlocalized mention applies ("no pneumothorax" -> both lungs)'
     )
     chexpert: tuple[str, ...] = ()
+    report: FindingWording | None = None
+
+
+class ReportSystem(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    name: str
+    normal: str | None = Field(description="the statement for the system when it has no finding (None: nothing)")
+    negatives: tuple[str, ...] = Field(default=(), description="findings the normal statement says are absent")
+
+
+class ReportLocation(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    regions: tuple[str, ...] = Field(min_length=1)
+    phrase: str = Field(description='after the noun: "at the right base"')
+    adjective: str | None = Field(default=None, description='before the noun: "bibasilar"')
+
+
+class ReportWording(BaseModel):
+    """The words of generated reports: FINDINGS paragraphs in order, region terms, severity and
+    temporal words, the impression's clinical priority."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    systems: tuple[ReportSystem, ...] = Field(min_length=1)
+    covers: dict[str, tuple[str, ...]] = Field(default={}, description="zones that together are the whole lung")
+    locations: tuple[ReportLocation, ...]
+    severity_words: dict[Severity, str]
+    size_words: dict[Severity, str]
+    temporal_words: dict[Temporal, str]
+    uncertain_word: str
+    impression_priority: tuple[str, ...] = Field(description="findings, most urgent first")
+    incidental: tuple[str, ...] = Field(default=(), description="findings listed last in the impression, in order")
 
 
 class VocabularyFile(BaseModel):
@@ -78,6 +123,7 @@ class VocabularyFile(BaseModel):
     # per value; the value's own name always counts too. Labels are grounded on them.
     severity_words: dict[Severity, list[str]] = {}
     temporal_words: dict[Temporal, list[str]] = {}
+    report: ReportWording | None = None
     findings: list[Finding]
 
     @model_validator(mode="before")
@@ -144,7 +190,59 @@ class VocabularyFile(BaseModel):
             "finding phrase",
         )
         _check_value_words(self)
+        _check_report_wording(self)
         return self
+
+
+def _check_report_wording(data: VocabularyFile) -> None:
+    """Every finding worded, in a known system and in the impression order exactly once; every
+    region with a term of its own; every name known."""
+    wording = data.report
+    if wording is None:
+        return
+    regions = {r.name for r in data.regions}
+    findings = {f.name for f in data.findings}
+    systems = [s.name for s in wording.systems]
+    if len(set(systems)) != len(systems):
+        raise ValueError("report.systems: a system is listed twice")
+    for finding in data.findings:
+        if finding.report is None:
+            raise ValueError(f"finding {finding.name!r}: no report wording (the file has a report block)")
+        if finding.report.system not in systems:
+            raise ValueError(f"finding {finding.name!r}: unknown report system {finding.report.system!r}")
+        outside = [r for r in finding.report.placed if r not in finding.regions]
+        if outside:
+            raise ValueError(f"finding {finding.name!r}: report.placed names regions it cannot be in: {outside}")
+    for system in wording.systems:
+        unknown = [n for n in system.negatives if n not in findings]
+        if unknown:
+            raise ValueError(f"report system {system.name!r}: unknown negative findings {unknown}")
+    for lung, zones in wording.covers.items():
+        unknown = [r for r in (lung, *zones) if r not in regions]
+        if unknown:
+            raise ValueError(f"report.covers {lung!r}: unknown regions {unknown}")
+    _check_report_locations(wording, regions)
+    order = [*wording.impression_priority, *wording.incidental]
+    if len(set(order)) != len(order):
+        raise ValueError("report.impression_priority and incidental: a finding is listed twice")
+    if set(order) != findings:
+        missing, unknown = sorted(findings - set(order)), sorted(set(order) - findings)
+        raise ValueError(f"report.impression_priority and incidental: missing {missing}, unknown {unknown}")
+
+
+def _check_report_locations(wording: ReportWording, regions: set[str]) -> None:
+    seen: set[tuple[str, ...]] = set()
+    for location in wording.locations:
+        unknown = [r for r in location.regions if r not in regions]
+        if unknown:
+            raise ValueError(f"report location {location.phrase!r}: unknown regions {unknown}")
+        key = tuple(sorted(location.regions))
+        if key in seen:
+            raise ValueError(f"report location {location.phrase!r}: its regions have a term already")
+        seen.add(key)
+    alone = {loc.regions[0] for loc in wording.locations if len(loc.regions) == 1}
+    if regions - alone:
+        raise ValueError(f"report.locations: no term for regions {sorted(regions - alone)}")
 
 
 def _check_value_words(data: VocabularyFile) -> None:

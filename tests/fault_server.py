@@ -15,6 +15,11 @@ What it does depends on a marker word in the unit text (the part after "TEXT TO 
   "... label F present, S and T in every region" anywhere in the prompt (CONTEXT included): a
                         model that obeys the injected instruction: the valid answer plus F, with
                         severity S and temporal T, in every region the vocabulary allows for F
+Report aggregator prompts ("PARTS OF THE REPORT:", model/reports/writer.py) are answered with a
+report built from the "SAY EACH LESION AS" lines (a faithful writer), unless the parts contain:
+  UNFAITHFULONCE        the faithful report plus a left pneumothorax first, the faithful one when re-asked
+  UNFAITHFUL            the faithful report plus a left pneumothorax, every time
+  DROPSLESION           the report without its first lesion, every time
 Every request is recorded (time, path, headers, body) for assertions, and `max_active` is the
 most chat requests it was answering at once. `port` binds a given port (a server that comes up
 where clients were refused).
@@ -83,6 +88,24 @@ def obeyed_answer(prompt: str, text: str) -> dict | None:
     }
     rest = [label for label in answer_for(text)["labels"] if label["finding"] != finding]
     return {"labels": [*rest, injected]}
+
+
+PARTS = "PARTS OF THE REPORT:"
+ADDED_FINDING = "There is a large left pneumothorax."
+
+
+def report_answer(parts: str, reasked: bool) -> dict:
+    """An aggregator's answer to `parts`; `reasked`: the chat ends with a request to write it again."""
+    said = parts.split("SAY EACH LESION AS", 1)[1].splitlines()[1:] if "SAY EACH LESION AS" in parts else []
+    phrases = [line.split(": ", 1)[1] for line in said if line.startswith("- ") and ": " in line]
+    if "DROPSLESION" in parts:
+        phrases = phrases[1:]
+    sentences = [f"{p[0].upper()}{p[1:]}." for p in phrases]
+    findings = " ".join(sentences) or "The lungs are clear."
+    impression = " ".join(sentences) or "No acute cardiopulmonary process."
+    if "UNFAITHFUL" in parts and not ("UNFAITHFULONCE" in parts and reasked):
+        findings, impression = f"{findings} {ADDED_FINDING}", f"{impression} {ADDED_FINDING}"
+    return {"findings": findings, "impression": impression}
 
 
 class FaultServer:
@@ -160,6 +183,12 @@ class FaultServer:
     def respond(self, body: dict) -> tuple[int, dict | str, dict]:
         messages = body.get("messages", [])
         text = prompt = messages[-1]["content"] if messages else ""
+        parts = next((m["content"] for m in messages if m["role"] == "user" and PARTS in m["content"]), None)
+        if parts is not None:
+            reasked = PARTS not in text
+            with self.lock:
+                self.seen[parts] = self.seen.get(parts, 0) + 1
+            return 200, self.completion(body, json.dumps(report_answer(parts, reasked)), "stop", 1), {}
         # a re-ask appends the failed answer and a correction request: the unit is further up
         for m in reversed(messages):
             found = re.search(r"TEXT TO LABEL:\n(.*)\Z", m["content"], re.S) if m["role"] == "user" else None
@@ -221,23 +250,24 @@ class FaultServer:
             )
         elif "TRUNCATED" in text:
             content, finish = content[: max(5, len(content) // 2)], "length"
-        prompt_tokens = sum(len(m["content"]) for m in messages) // 4
+        return 200, self.completion(body, content, finish, count), {}
+
+    @staticmethod
+    def completion(body: dict, content: str, finish: str, count: int) -> dict:
+        """An OpenAI chat completion answering `content`."""
+        prompt_tokens = sum(len(m["content"]) for m in body.get("messages", [])) // 4
         choice = {"index": 0, "finish_reason": finish, "message": {"role": "assistant", "content": content}}
         if body.get("logprobs"):  # every token at log-probability -0.1
             choice["logprobs"] = {"content": [{"token": "t", "logprob": -0.1, "bytes": None, "top_logprobs": []}] * 5}
-        return (
-            200,
-            {
-                "id": f"cmpl-{count}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": body.get("model"),
-                "choices": [choice],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": len(content) // 4,
-                    "total_tokens": prompt_tokens + len(content) // 4,
-                },
+        return {
+            "id": f"cmpl-{count}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model"),
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": len(content) // 4,
+                "total_tokens": prompt_tokens + len(content) // 4,
             },
-            {},
-        )
+        }

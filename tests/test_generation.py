@@ -72,11 +72,37 @@ def test_generate_stores_one_report_per_test_study_with_provenance(checkpoints, 
         # abnormal regions only: every sentence is about a region where some lesion passes its threshold
         abnormal = {predicted.dataset.regions[r] for r in np.flatnonzero(passes.any(axis=1))}
         assert {s["region"] for s in meta["region_sentences"]} <= abnormal
-    # A report written from one distinct sentence holds it (the writer merges near-duplicates).
-    unique = [r for r in rows if len({s["text"] for s in r["metadata"]["region_sentences"]}) == 1]
-    for row in unique:
-        text = row["metadata"]["region_sentences"][0]["text"].strip().rstrip(".").lower()
-        assert text in row["text"].lower()
+    # The deterministic writer writes each report from its stored lesions and the decoder's region
+    # sentences the rules check (issue 15): the same inputs give the same text and the same count of
+    # decoder sentences, recorded per report and in total.
+    from labeling.sources.rules import RulesLabeler
+    from model.reports.round_trip import check_report
+    from model.reports.writer import (
+        PredictedLesion,
+        RegionSentence,
+        ReportInputs,
+        deterministic_report,
+        report_text,
+        words_of,
+    )
+    from schemas.vocabulary import load_vocabulary
+
+    vocabulary = load_vocabulary()
+    labeler = RulesLabeler(vocabulary)
+    for row in rows:
+        lesions = [PredictedLesion(**lesion) for lesion in row["metadata"]["lesions"]]
+        sentences = [RegionSentence(**sentence) for sentence in row["metadata"]["region_sentences"]]
+        again, used = deterministic_report(
+            ReportInputs(report_id="again", lesions=lesions, region_sentences=sentences),
+            vocabulary,
+            0.0,  # stored = passed the checkpoint's thresholds
+            decoder_labeler=labeler,
+        )
+        assert row["text"] == report_text(again) and row["metadata"]["decoder_sentences"] == used
+        if used:  # a report with decoder sentences still reads back as exactly its lesions
+            assert check_report(row["text"], [words_of(x, vocabulary) for x in lesions], labeler).faithful
+    total = sum(row["metadata"]["decoder_sentences"] for row in rows)
+    assert f"decoder sentences used in FINDINGS: {total:,} " in out
 
     # Scoring works on the generation: values in [0, 1], BLEU and ROUGE present.
     code, out, err = cli("score-reports", "gen1", "--reference", "gold-report", "--db", db)
@@ -129,6 +155,27 @@ def test_checkpoint_without_decoder_writes_template_sentences(checkpoints, cli):
             for region in lesion["regions"]
         )
         assert sorted(s["text"] for s in meta["region_sentences"]) == expected
+        assert meta["decoder_sentences"] == 0  # template sentences never reach a report
+    assert "decoder sentences used" not in out
+
+
+def test_llm_reports_are_read_back_and_counted(checkpoints, cli):
+    """`--llm-backend` against a real server on 127.0.0.1 that writes the lesions in the given
+    words: every report is kept, recorded per report and counted in the output."""
+    from fault_server import FaultServer
+
+    cohort, db, checkpoint, _ = checkpoints
+    with FaultServer() as server:
+        code, out, err = cli(
+            "generate", checkpoint, "--data", cohort, "--name", "gen-llm", "--db", db, "--llm-backend", "openai",
+            "--llm-base-url", server.base_url, "--llm-model", "fake-model", "--llm-structured-output", "json_schema",
+        )  # fmt: skip
+    assert code == 0, err
+    assert "LLM reports read back by the rules: kept 14" in out
+    with Store(db, read_only=True) as store:
+        rows = generated_reports(store, "gen-llm")
+    assert [row["metadata"]["round_trip"] for row in rows] == ["kept"] * 14
+    assert {row["metadata"]["aggregator"] for row in rows} == {"llm:fake-model"}
 
 
 def test_bad_input_is_one_line_and_stores_nothing(checkpoints, cli, tmp_path):

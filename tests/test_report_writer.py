@@ -14,7 +14,6 @@ from labeling.ingest.pipeline import IngestOptions, ingest
 from labeling.ingest.readers import Columns
 from labeling.store.store import Store
 from model.reports.writer import (
-    NO_FINDINGS,
     NORMAL_IMPRESSION,
     AggregatedReport,
     LLMOptions,
@@ -26,6 +25,7 @@ from model.reports.writer import (
     fallback_report,
     generated_reports,
     is_near_duplicate,
+    ordered_sentences,
     store_generated_reports,
     write_reports,
 )
@@ -81,7 +81,10 @@ def test_aggregator_prompt_renders_the_inputs():
         "- left clavicle: Healed left clavicle fracture.\n"
         "PREDICTED LESIONS (probability >= 0.50):\n"
         "- pleural effusion: 0.80 (right costophrenic angle)\n"
-        "- atelectasis: 0.60 (left lower lung zone, right lower lung zone)"
+        "- atelectasis: 0.60 (left lower lung zone, right lower lung zone)\n"
+        "SAY EACH LESION AS (these words, each lesion once):\n"
+        "- pleural effusion: pleural effusion at the right costophrenic angle\n"
+        "- atelectasis: bibasilar atelectasis"
     )
 
 
@@ -91,40 +94,37 @@ def test_fallback_fits_a_model_that_predicts_everywhere():
     from model.reports.writer import FINDINGS_MAX_CHARS, IMPRESSION_MAX_CHARS, fallback_report
 
     vocab = load_vocabulary()
-    findings = vocab.finding_names[:20]
+    findings = vocab.finding_names  # grouped places make 20 fit; all of them do not
     everywhere = [
         PredictedLesion(finding=f, probability=0.9, regions=tuple(vocab.finding(f).regions)) for f in findings
     ]
-    sentences = [
-        RegionSentence(
-            region=r, text=f"Sentence {i} about the {r} with several distinct words number {i} {'x' * 60}{i}."
-        )
-        for i, r in enumerate(vocab.region_names)
-    ]
-    report = fallback_report(ReportInputs(report_id="s9", region_sentences=sentences, lesions=everywhere), vocab)
+    report = fallback_report(ReportInputs(report_id="s9", lesions=everywhere), vocab)
     assert len(report.impression) <= IMPRESSION_MAX_CHARS and " in the " not in report.impression
-    assert [f"{f[0].upper()}{f[1:]}." in report.impression for f in findings] == [True] * len(findings)
+    wordings = [vocab.finding(f).report for f in findings]
+    phrases = [w.plural or w.phrase for w in wordings if w is not None]
+    assert [f"{p[0].upper()}{p[1:]}." in report.impression for p in phrases] == [True] * len(findings)
     assert 0 < len(report.findings) <= FINDINGS_MAX_CHARS and report.findings.endswith(".")
-    assert len(report.findings) > FINDINGS_MAX_CHARS - 200  # as many whole sentences as fit
 
 
-def test_fallback_orders_by_anatomy_and_removes_near_duplicates():
+def test_fallback_writes_from_the_lesions_by_system_and_priority():
+    """The deterministic report is written from the predicted lesions (region sentences are the LLM
+    aggregator's input): systems in order with normal statements, impression by clinical priority."""
     report = fallback_report(inputs(), VOCAB)
-    assert report.findings == EXPECTED_FINDINGS
-    for sentence in (
-        "Nodule in the right upper lobe",
-        "Patchy opacity at the left base",
-        "The heart is enlarged",
-        "Blunting of the right costophrenic angle",
-        "Healed left clavicle fracture",
-    ):
-        assert report.findings.count(sentence) == 1
-    assert report.impression == (
-        "Pleural effusion in the right costophrenic angle. Atelectasis in the right lower "
-        "lung zone and the left lower lung zone."
+    assert report.findings == (
+        "Pleural effusion at the right costophrenic angle with bibasilar atelectasis. No pneumothorax. "
+        "The cardiomediastinal silhouette is normal. The hila are normal. No acute osseous abnormality."
     )
+    assert report.impression == "1. Pleural effusion at the right costophrenic angle. 2. Bibasilar atelectasis."
     empty = fallback_report(inputs(sentences=[], lesions=LESIONS[:1]), VOCAB)
-    assert (empty.findings, empty.impression) == (NO_FINDINGS, NORMAL_IMPRESSION)
+    assert empty.impression == NORMAL_IMPRESSION == "No acute cardiopulmonary process."
+    assert empty.findings.startswith("The lungs are clear. No pleural effusion or pneumothorax.")
+
+
+def test_region_sentences_are_ordered_by_anatomy_without_near_duplicates():
+    from model.reports.wording import as_sentence
+
+    kept = [as_sentence(s.text) for s in ordered_sentences(SCRAMBLED, VOCAB)]
+    assert " ".join(kept) == EXPECTED_FINDINGS
 
 
 def test_near_duplicates():
@@ -147,13 +147,14 @@ def test_answer_model_validates_sections():
 
 
 class AggregatorServer(FaultServer):
-    """The fault server's HTTP machinery, answering aggregator prompts: a fixed valid report; an
+    """The fault server's HTTP machinery, answering aggregator prompts: a fixed valid report (faithful
+    to LESIONS, so the round trip keeps it: tests/test_report_llm_round_trip.py checks the rest); an
     empty FINDINGS (schema-invalid) first for a unit containing REASK; `{not json` always for
     ALWAYSBAD."""
 
     VALID = {
-        "findings": "FINDINGS: Patchy opacity at both lung bases.  Small right pleural effusion.",
-        "impression": "Bibasilar atelectasis and a small right pleural effusion.",
+        "findings": "FINDINGS: Pleural effusion at the right costophrenic angle.  Bibasilar atelectasis.",
+        "impression": "Pleural effusion at the right costophrenic angle and bibasilar atelectasis.",
     }
 
     def respond(self, body):
@@ -202,8 +203,9 @@ def test_llm_answers_are_validated_and_reasked_through_a_real_server():
     plain, reasked, bad = written
     assert plain.aggregator == "llm:fake-model" and plain.prompt_name == "report_aggregator"
     assert plain.prompt_sha256 == aggregator_prompt(VOCAB).sha256
-    assert plain.report.findings == "Patchy opacity at both lung bases. Small right pleural effusion."
-    assert plain.text.startswith("FINDINGS: Patchy opacity") and "\n\nIMPRESSION: Bibasilar" in plain.text
+    assert plain.report.findings == "Pleural effusion at the right costophrenic angle. Bibasilar atelectasis."
+    assert plain.text.startswith("FINDINGS: Pleural effusion") and "\n\nIMPRESSION: Pleural" in plain.text
+    assert plain.round_trip == "kept"
     assert reasked.aggregator == "llm:fake-model" and reasked.llm_error is None
     reask_requests = [r for r in requests if "REASK" in r["body"]["messages"][1]["content"]]
     assert len(reask_requests) == 2
@@ -215,7 +217,8 @@ def test_llm_answers_are_validated_and_reasked_through_a_real_server():
     }
     # Still invalid after re-asking: the fallback writes that report, and says why.
     assert bad.aggregator == "fallback" and "invalid after 2 attempt(s)" in (bad.llm_error or "")
-    assert bad.report.findings == "ALWAYSBAD opacity." and bad.report.impression == NORMAL_IMPRESSION
+    # The fallback writes from the lesions (none here), not from the region sentences.
+    assert bad.report.findings.startswith("The lungs are clear.") and bad.report.impression == NORMAL_IMPRESSION
 
 
 def test_bad_inputs_are_named():
@@ -282,7 +285,10 @@ def test_generated_reports_are_stored_with_provenance_and_labeled_by_rules(sourc
         sentences = store.sentences(rows[0]["report_key"])
     assert [r["report_id"] for r in rows] == ["s1", "s2"]
     assert identity == [("s1", "p1", "s1"), ("s2", "p2", "s2")]
-    assert rows[0]["text"] == f"FINDINGS: {EXPECTED_FINDINGS}\n\nIMPRESSION: " + written[0].report.impression + "\n"
+    assert rows[0]["text"] == (
+        f"FINDINGS: {written[0].report.findings}\n\nIMPRESSION: {written[0].report.impression}\n"
+    )
+    assert written[0].report.findings.startswith("Pleural effusion at the right costophrenic angle with bibasilar")
     meta = rows[0]["metadata"]
     assert meta["source_report_key"] == keys["s1"] == rows[0]["source_report_key"]
     assert meta["checkpoint_sha256"] == hashlib.sha256(b"weights").hexdigest()
@@ -291,9 +297,12 @@ def test_generated_reports_are_stored_with_provenance_and_labeled_by_rules(sourc
         "finding": "pleural effusion",
         "probability": 0.8,
         "regions": ["right costophrenic angle"],
+        "severity": None,
+        "temporal": None,
+        "uncertain": False,
     }
-    assert [s["section"] for s in sentences] == ["findings"] * 6 + ["impression"] * 2
-    assert sentences[0]["text"] == "Nodule in the right upper lobe."
+    assert [s["section"] for s in sentences][:1] == ["findings"] and "impression" in [s["section"] for s in sentences]
+    assert sentences[0]["text"] == "Pleural effusion at the right costophrenic angle with bibasilar atelectasis."
 
     code, out, err = cli(
         "label", "--backend", "rules", "--dataset", "generated:demo", "--name", "gen-rules", "--db", source_db
@@ -304,7 +313,8 @@ def test_generated_reports_are_stored_with_provenance_and_labeled_by_rules(sourc
             (r["report_id"], r["region"], r["finding"], r["status"]) for r in store.labels("gen-rules").to_pylist()
         }
     assert ("s1", "right costophrenic angle", "pleural effusion", "present") in labels
-    assert ("s1", "right upper lung zone", "mass/nodule (not otherwise specified)", "present") in labels
+    assert ("s1", "right costophrenic angle", "pleural effusion", "present") in labels
+    assert ("s1", "left lower lung zone", "atelectasis", "present") in labels
     assert any(rid == "s2" and status == "absent" for rid, _, _, status in labels)
 
 

@@ -63,6 +63,17 @@ def run_generate(
         f"sentences from the {result.sentences_source}",
         highlight=False,
     )
+    stored = result.stored
+    if result.sentences_source == "decoder":
+        console.print(
+            f"decoder sentences used in FINDINGS: {stored.decoder_sentences:,} (the others read back as "
+            "other lesions than predicted; the writer phrased those)",
+            highlight=False,
+        )
+    if stored.round_trips:
+        console.print(
+            f"LLM reports read back by the rules: {literal(format_counts(stored.round_trips))}", highlight=False
+        )
     for note in result.notes:
         console.print(f"note: {literal(note)}", highlight=False)
     for row in generated_reports(store, request.name)[:show]:

@@ -8,7 +8,9 @@ sentence decoder writes one sentence per selected region (greedy, or beam search
 empty sentences are left out. The predicted lesions (probability = the maximum over the regions
 the model speaks for; regions = where it passes the threshold) and the sentences become
 `ReportInputs`, which `write_reports` turns into FINDINGS and IMPRESSION with the LLM aggregator
-or, without an LLM, the deterministic fallback. The reports are stored as dataset
+(each report checked by the rules' round trip: kept, re-asked once, or replaced) or, without an
+LLM, the deterministic writer, which uses the decoder's sentences the rules read as exactly the
+lesions predicted in their region and phrases the rest itself. The reports are stored as dataset
 `generated:NAME` with their provenance (checkpoint path and sha256, aggregator, prompt, lesions,
 region sentences, and how the generation ran), ready for `clala score-reports NAME`.
 
@@ -20,6 +22,7 @@ Decisions:
   region sentences are templates, "<Finding> in the <region>.", one per lesion predicted in a
   selected region (a region with no predicted lesion gets none); the provenance records
   `sentences: template` and the command says so. The reports stay scoreable and comparable.
+  Template sentences never reach a report: only decoder sentences are used in FINDINGS.
 - The source report of a study is looked up by study id in the checkpoint's training dataset,
   leaving out generated datasets (they reuse the study ids).
 """
@@ -269,7 +272,9 @@ def generate_reports(store: Store, request: GenerateRequest) -> Generation:
     with torch.no_grad(), torch.autocast(device_type=target.type, dtype=amp_dtype(), enabled=inference.amp):
         for batch in loader:
             items += predictor.batch(batch, records, len(items), source_keys)
-    written = write_reports(items, request.llm, threshold=0.0, allow_remote=request.allow_remote)
+    written = write_reports(
+        items, request.llm, threshold=0.0, allow_remote=request.allow_remote, decoder_sentences=has_decoder
+    )
     provenance = {
         "split": request.split,
         "regions": request.regions,

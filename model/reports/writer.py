@@ -41,8 +41,20 @@ from labeling.core.errors import ClalaError, InputError
 from labeling.core.files import file_sha256
 from labeling.ingest import normalize_sentence
 from labeling.sources.llm import BackendOptions
+from labeling.sources.rules import RulesLabeler
 from labeling.store.store import Store
+from model.reports.round_trip import RoundTrip, check_report, round_trip_problem
+from model.reports.structure import (
+    NORMAL_IMPRESSION,
+    SaidSentence,
+    findings_sentences,
+    impression_lines,
+    names_only,
+    prompt_structure,
+)
+from model.reports.wording import LesionWords, clause, lesion_words
 from prompts.render import Prompt, load_prompt
+from schemas.labels import Severity, Temporal
 from schemas.reports import SourceReport
 from schemas.runs import run_name_problem
 from schemas.vocabulary import Vocabulary, load_vocabulary
@@ -52,8 +64,6 @@ FINDINGS_MAX_CHARS = 3000
 IMPRESSION_MAX_CHARS = 1000
 NEAR_DUPLICATE_JACCARD = 0.8
 DEFAULT_THRESHOLD = 0.5
-NO_FINDINGS = "No focal abnormality is described."
-NORMAL_IMPRESSION = "No acute cardiopulmonary abnormality."
 GENERATED_PREFIX = "generated:"
 ANATOMY_SECTIONS = ("lungs", "pleura", "heart and mediastinum", "bones", "other")
 
@@ -76,6 +86,9 @@ class PredictedLesion(BaseModel):
     finding: str
     probability: float = Field(ge=0.0, le=1.0)
     regions: tuple[str, ...] = Field(default=(), description="regions the region head places it in")
+    severity: Severity | None = Field(default=None, description="written as its word when given (labels, or a head)")
+    temporal: Temporal | None = None
+    uncertain: bool = Field(default=False, description='written hedged ("possible ...")')
 
 
 class ReportInputs(BaseModel):
@@ -127,10 +140,12 @@ class WrittenReport:
     prompt_name: str | None = None
     prompt_sha256: str | None = None
     llm_error: str | None = None  # why the LLM's answer was not used, when it fell back
+    decoder_sentences: int = 0  # FINDINGS sentences taken from the region decoder
+    round_trip: str | None = None  # an LLM's report: kept | re-asked and kept | replaced (ROUND_TRIP_OUTCOMES)
 
     @property
     def text(self) -> str:
-        return f"FINDINGS: {self.report.findings}\n\nIMPRESSION: {self.report.impression}\n"
+        return report_text(self.report)
 
 
 # --- ordering and de-duplication --------------------------------------------------------------------
@@ -187,12 +202,6 @@ def ordered_sentences(
     return kept
 
 
-def _as_sentence(text: str) -> str:
-    text = " ".join(text.split())
-    text = text[0].upper() + text[1:]
-    return text if text[-1] in ".!?" else text + "."
-
-
 def predicted_findings(
     lesions: Sequence[PredictedLesion], vocabulary: Vocabulary, threshold: float = DEFAULT_THRESHOLD
 ) -> list[PredictedLesion]:
@@ -202,31 +211,75 @@ def predicted_findings(
     return sorted(chosen, key=lambda lesion: (-lesion.probability, order.get(lesion.finding, len(order))))
 
 
-def _lesion_sentence(lesion: PredictedLesion, vocabulary: Vocabulary) -> str:
-    rank = anatomical_order(vocabulary)
-    regions = sorted(lesion.regions, key=lambda r: rank[r])
-    if not regions:
-        return _as_sentence(lesion.finding)
-    places = [f"the {r}" for r in regions]
-    where = places[0] if len(places) == 1 else ", ".join(places[:-1]) + " and " + places[-1]
-    return _as_sentence(f"{lesion.finding} in {where}")
+def words_of(lesion: PredictedLesion, vocabulary: Vocabulary) -> LesionWords:
+    return lesion_words(
+        lesion.finding,
+        lesion.regions,
+        vocabulary,
+        severity=lesion.severity.value if lesion.severity else None,
+        temporal=lesion.temporal.value if lesion.temporal else None,
+        uncertain=lesion.uncertain,
+    )
 
 
 def fallback_report(
     inputs: ReportInputs, vocabulary: Vocabulary | None = None, threshold: float = DEFAULT_THRESHOLD
 ) -> AggregatedReport:
-    """The deterministic report: ordered, de-duplicated sentences; predicted findings as impression."""
+    """The deterministic report, written from the lesions predicted at or above `threshold`:
+    FINDINGS by system with normal statements, IMPRESSION by clinical priority
+    (model/reports/structure.py), in the vocabulary's radiology wording (wording.py, grouping.py).
+    The region sentences are not used here (see `deterministic_report` for decoder sentences)."""
     vocabulary = vocabulary or load_vocabulary()
-    sentences = [_as_sentence(s.text) for s in ordered_sentences(inputs.region_sentences, vocabulary)]
-    lesions = predicted_findings(inputs.lesions, vocabulary, threshold)
-    impression = [_lesion_sentence(lesion, vocabulary) for lesion in lesions]
+    return deterministic_report(inputs, vocabulary, threshold)[0]
+
+
+def deterministic_report(
+    inputs: ReportInputs,
+    vocabulary: Vocabulary,
+    threshold: float = DEFAULT_THRESHOLD,
+    *,
+    decoder_labeler: RulesLabeler | None = None,
+) -> tuple[AggregatedReport, int]:
+    """The deterministic report and how many of its FINDINGS sentences are the region decoder's.
+
+    Given `decoder_labeler`, the region sentences the rules read as exactly the lesions predicted
+    in their region are used (model/reports/decoder_sentences.py) and the writer phrases the rest;
+    when the whole report then fails the round trip, it is written without them."""
+    from model.reports.decoder_sentences import choose_decoder_sentences
+
+    lesions = [words_of(lesion, vocabulary) for lesion in predicted_findings(inputs.lesions, vocabulary, threshold)]
+    plain = _report_from(lesions, lesions, (), vocabulary)
+    if decoder_labeler is None or not inputs.region_sentences or not lesions:
+        return plain, 0
+    sentences = [(s.region, s.text) for s in ordered_sentences(inputs.region_sentences, vocabulary)]
+    choice = choose_decoder_sentences(sentences, lesions, decoder_labeler, vocabulary)
+    if not choice.said:
+        return plain, 0
+    mixed = _report_from(lesions, choice.rest, choice.said, vocabulary)
+    if not check_report(report_text(mixed), lesions, decoder_labeler).faithful:
+        return plain, 0
+    return mixed, len(choice.said)
+
+
+def _report_from(
+    lesions: Sequence[LesionWords],
+    phrased: Sequence[LesionWords],
+    said: Sequence[SaidSentence],
+    vocabulary: Vocabulary,
+) -> AggregatedReport:
+    """FINDINGS from the writer's `phrased` lesions and the `said` sentences; IMPRESSION from all `lesions`."""
+    impression = impression_lines(lesions, vocabulary)
     if len(" ".join(impression)) > IMPRESSION_MAX_CHARS:
         # A model that predicts lesions in many regions: name the lesions without their places.
-        impression = [_as_sentence(lesion.finding) for lesion in lesions]
+        impression = names_only(lesions, vocabulary)
     return AggregatedReport(
-        findings=_whole_sentences(sentences, FINDINGS_MAX_CHARS) or NO_FINDINGS,
+        findings=_whole_sentences(findings_sentences(phrased, vocabulary, said), FINDINGS_MAX_CHARS),
         impression=_whole_sentences(impression, IMPRESSION_MAX_CHARS) or NORMAL_IMPRESSION,
     )
+
+
+def report_text(report: AggregatedReport) -> str:
+    return f"FINDINGS: {report.findings}\n\nIMPRESSION: {report.impression}\n"
 
 
 def _whole_sentences(sentences: Sequence[str], limit: int) -> str:
@@ -253,6 +306,10 @@ def aggregator_text(inputs: ReportInputs, vocabulary: Vocabulary, threshold: flo
         f"- {lesion.finding}: {lesion.probability:.2f}" + (f" ({', '.join(lesion.regions)})" if lesion.regions else "")
         for lesion in lesions
     ] or ["- none"]
+    if lesions:
+        # The writer's words for each lesion: what the round trip reads back as exactly that lesion.
+        lines.append("SAY EACH LESION AS (these words, each lesion once):")
+        lines += [f"- {lesion.finding}: {clause([words_of(lesion, vocabulary)], vocabulary)}" for lesion in lesions]
     return "\n".join(lines)
 
 
@@ -302,42 +359,88 @@ def ask_all(
     Returns (model id, one `labeling.sources.llm.backends.Answer` or `UnitFailed` per chat, in order). A
     server that cannot be reached or refuses the request stops everything with a ClalaError.
     """
+    model, outcomes, _ = ask_and_reask(options, chats, answer_model, allow_remote=allow_remote)
+    return model, outcomes
+
+
+def ask_and_reask(
+    options: LLMOptions,
+    chats: Sequence[list[dict]],
+    answer_model: type[BaseModel],
+    *,
+    reask: Callable[[int, Any], list[dict] | None] | None = None,
+    allow_remote: bool = False,
+) -> tuple[str, list[Any], dict[int, Any]]:
+    """`ask_all`, then once more, on the same backend, for every chat `reask(index, outcome)`
+    answers with a follow-up chat; returns the second outcomes by index as well."""
     from labeling.sources.llm import ServerRefused, TransportFailed, UnitFailed, open_backend
 
     schema = answer_model.model_json_schema()
     with open_backend(options, allow_remote) as (backend, model):
 
-        async def main() -> list[Any]:
+        async def one(chat: list[dict], semaphore: asyncio.Semaphore) -> Any:
+            async with semaphore:
+                try:
+                    return await backend.ask(
+                        chat,
+                        answer_model,
+                        schema,
+                        temperature=options.temperature,
+                        max_tokens=options.max_tokens,
+                        reasks=options.max_retries,
+                        seed=options.seed,
+                    )
+                except UnitFailed as exc:
+                    return exc
+
+        async def main() -> tuple[list[Any], dict[int, Any]]:
             semaphore = asyncio.Semaphore(options.concurrency)
-
-            async def one(chat: list[dict]) -> Any:
-                async with semaphore:
-                    try:
-                        return await backend.ask(
-                            chat,
-                            answer_model,
-                            schema,
-                            temperature=options.temperature,
-                            max_tokens=options.max_tokens,
-                            reasks=options.max_retries,
-                            seed=options.seed,
-                        )
-                    except UnitFailed as exc:
-                        return exc
-
             try:
-                return list(await asyncio.gather(*(one(chat) for chat in chats)))
+                first = list(await asyncio.gather(*(one(chat, semaphore) for chat in chats)))
+                follow_ups = {i: reask(i, outcome) for i, outcome in enumerate(first)} if reask else {}
+                again = {i: chat for i, chat in follow_ups.items() if chat is not None}
+                second = await asyncio.gather(*(one(chat, semaphore) for chat in again.values()))
+                return first, dict(zip(again, second))
             finally:
                 await backend.close()
 
         try:
-            return model, asyncio.run(main())
+            first, second = asyncio.run(main())
+            return model, first, second
         except (TransportFailed, ServerRefused) as exc:
             raise ClalaError(f"the LLM server gave no usable answer ({exc}); nothing was written") from None
 
 
 def aggregator_prompt(vocabulary: Vocabulary | None = None) -> Prompt:
-    return load_prompt(AGGREGATOR_PROMPT, vocabulary or load_vocabulary())
+    vocabulary = vocabulary or load_vocabulary()
+    return load_prompt(AGGREGATOR_PROMPT, vocabulary, values={"structure": prompt_structure(vocabulary)})
+
+
+ROUND_TRIP_OUTCOMES = ("kept", "re-asked and kept", "replaced")
+REASK_MESSAGE = (
+    "Your report does not match the predicted lesions when read back: {problem}. Write it again with "
+    "exactly the predicted lesions, each in its regions and with its words (SAY EACH LESION AS), "
+    "and no other finding."
+)
+
+
+@dataclass(kw_only=True)
+class _Writing:
+    """What writing one batch of reports needs: the vocabulary, threshold, rules reader and prompt."""
+
+    vocabulary: Vocabulary
+    threshold: float
+    labeler: RulesLabeler
+    decoder_sentences: bool
+
+    def deterministic(self, item: ReportInputs, **how: Any) -> WrittenReport:
+        decoder = self.labeler if self.decoder_sentences else None
+        report, said = deterministic_report(item, self.vocabulary, self.threshold, decoder_labeler=decoder)
+        return WrittenReport(item, report, "fallback", decoder_sentences=said, **how)
+
+    def check(self, item: ReportInputs, report: AggregatedReport) -> RoundTrip:
+        chosen = predicted_findings(item.lesions, self.vocabulary, self.threshold)
+        return check_report(report_text(report), [words_of(x, self.vocabulary) for x in chosen], self.labeler)
 
 
 def write_reports(
@@ -347,32 +450,61 @@ def write_reports(
     threshold: float = DEFAULT_THRESHOLD,
     allow_remote: bool = False,
     vocabulary: Vocabulary | None = None,
+    decoder_sentences: bool = False,
 ) -> list[WrittenReport]:
-    """One report per item: by the LLM `options` describe, or by the fallback when None."""
+    """One report per item: by the LLM `options` describe, or by the deterministic writer when None
+    (with `decoder_sentences`: using the region sentences the rules check, `deterministic_report`).
+
+    Every LLM report is read back by the rules (model/reports/round_trip.py): one that adds, drops
+    or contradicts a finding is re-asked once with the reason, and if still unfaithful (or invalid)
+    replaced by the deterministic report; `WrittenReport.round_trip` says which happened."""
     from labeling.sources.llm import UnitFailed
 
     vocabulary = vocabulary or load_vocabulary()
     check_inputs(items, vocabulary)
+    writing = _Writing(
+        vocabulary=vocabulary,
+        threshold=threshold,
+        labeler=RulesLabeler(vocabulary),
+        decoder_sentences=decoder_sentences,
+    )
     if options is None:
-        return [WrittenReport(item, fallback_report(item, vocabulary, threshold), "fallback") for item in items]
+        return [writing.deterministic(item) for item in items]
     prompt = aggregator_prompt(vocabulary)
     chats = [prompt.messages(aggregator_text(item, vocabulary, threshold)) for item in items]
-    model, outcomes = ask_all(options, chats, AggregatedReport, allow_remote=allow_remote)
-    written = []
-    for item, outcome in zip(items, outcomes):
+    problems: dict[int, str] = {}
+
+    def reask(index: int, outcome: Any) -> list[dict] | None:
         if isinstance(outcome, UnitFailed):
-            written.append(
-                WrittenReport(
-                    item,
-                    fallback_report(item, vocabulary, threshold),
-                    "fallback",
-                    prompt.name,
-                    prompt.sha256,
-                    llm_error=outcome.error,
-                )
-            )
+            return None
+        trip = writing.check(items[index], outcome.parsed)
+        if trip.faithful:
+            return None
+        problems[index] = round_trip_problem(trip)
+        answer = {"role": "assistant", "content": outcome.parsed.model_dump_json()}
+        return [*chats[index], answer, {"role": "user", "content": REASK_MESSAGE.format(problem=problems[index])}]
+
+    model, outcomes, second = ask_and_reask(options, chats, AggregatedReport, reask=reask, allow_remote=allow_remote)
+    written = []
+    for index, (item, outcome) in enumerate(zip(items, outcomes)):
+        how: dict[str, Any] = {"prompt_name": prompt.name, "prompt_sha256": prompt.sha256}
+        if isinstance(outcome, UnitFailed):
+            written.append(writing.deterministic(item, **how, llm_error=outcome.error, round_trip="replaced"))
+        elif index not in second:
+            written.append(WrittenReport(item, outcome.parsed, f"llm:{model}", **how, round_trip="kept"))
         else:
-            written.append(WrittenReport(item, outcome.parsed, f"llm:{model}", prompt.name, prompt.sha256))
+            again = second[index]
+            if isinstance(again, UnitFailed):
+                error = f"re-asked because {problems[index]}; then: {again.error}"
+            else:
+                trip = writing.check(item, again.parsed)
+                if trip.faithful:
+                    written.append(
+                        WrittenReport(item, again.parsed, f"llm:{model}", **how, round_trip="re-asked and kept")
+                    )
+                    continue
+                error = f"re-asked because {problems[index]}; still {round_trip_problem(trip)}"
+            written.append(writing.deterministic(item, **how, llm_error=error, round_trip="replaced"))
     return written
 
 
@@ -384,6 +516,8 @@ class StoredReports:
     report_keys: list[int]
     sentences: int
     aggregators: dict[str, int] = field(default_factory=dict)
+    round_trips: dict[str, int] = field(default_factory=dict)  # LLM reports: kept | re-asked and kept | replaced
+    decoder_sentences: int = 0  # FINDINGS sentences taken from the region decoder, all reports
 
 
 def generated_dataset(name: str) -> str:
@@ -403,7 +537,8 @@ def store_generated_reports(
     report_key, checkpoint path and sha256, aggregator, prompt name and sha256, the LLM error if
     it fell back, the predicted lesions, the region sentences the report was written from, and
     `provenance` (how the generation ran: split, region selection, decoding; the same for every
-    report) under "generation". A name already used is an error."""
+    report) under "generation", the LLM round trip's outcome ("round_trip") and how many FINDINGS
+    sentences are the region decoder's ("decoder_sentences"). A name already used is an error."""
     from labeling.ingest import batch_tables as report_tables  # the rows `clala ingest` writes
 
     check_generation_name(name, store)
@@ -439,6 +574,8 @@ def store_generated_reports(
             "prompt_name": written.prompt_name,
             "prompt_sha256": written.prompt_sha256,
             "llm_error": written.llm_error,
+            "round_trip": written.round_trip,
+            "decoder_sentences": written.decoder_sentences,
             "lesions": [lesion.model_dump(mode="json") for lesion in item.lesions],
             "region_sentences": [sentence.model_dump(mode="json") for sentence in item.region_sentences],
             "generation": dict(provenance or {}),
@@ -463,7 +600,16 @@ def store_generated_reports(
         store.add_reports(reports_table, sentences_table)
         store.finish_ingest(ingest_id, len(rows), 0, 0, 0)
     aggregators = dict(Counter(written.aggregator for written in reports))
-    return StoredReports(name, dataset, [key for _, key, _ in batch], n_sentences, aggregators)
+    round_trips = Counter(written.round_trip for written in reports if written.round_trip)
+    return StoredReports(
+        name,
+        dataset,
+        [key for _, key, _ in batch],
+        n_sentences,
+        aggregators,
+        {outcome: round_trips[outcome] for outcome in ROUND_TRIP_OUTCOMES if round_trips[outcome]},
+        sum(written.decoder_sentences for written in reports),
+    )
 
 
 def check_generation_name(name: str, store: Store | None = None) -> None:
