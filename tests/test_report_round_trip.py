@@ -159,3 +159,16 @@ def test_reports_read_like_a_radiologist_wrote_them():
         "The hila are normal. No acute osseous abnormality."
     )
     assert report.impression == "1. New left pneumothorax. 2. Right upper lobe nodule. 3. Moderate cardiomegaly."
+
+
+def test_a_finding_whose_words_name_its_place_does_not_say_it_twice():
+    both = PredictedLesion(
+        finding="elevated hemidiaphragm", probability=0.9, regions=("right hemidiaphragm", "left hemidiaphragm")
+    )
+    report = fallback_report(ReportInputs(report_id="h", lesions=[both]), VOCAB)
+    assert "Elevated hemidiaphragms." in report.findings and "at both" not in report.findings
+    assert report.impression == "Elevated hemidiaphragms."
+    left = both.model_copy(update={"regions": ("left hemidiaphragm",)})
+    assert fallback_report(ReportInputs(report_id="l", lesions=[left]), VOCAB).impression == (
+        "Elevated left hemidiaphragm."
+    )

@@ -6,7 +6,8 @@ vocabulary and not kept in code.
 Order, as radiologists write it: certainty, then temporal change, then severity, then the
 location adjective, then the noun; a location without an adjective follows the noun as a
 prepositional phrase ("nodule in the right upper lung zone"). A finding that can only be in one
-region is written without a location ("cardiomegaly"). A "resolved" temporal value is not
+region, or whose own words name where it is, is written without a location ("cardiomegaly",
+"elevated hemidiaphragms"). A "resolved" temporal value is not
 written: the lesion is then no longer present, which a present lesion cannot say.
 """
 
@@ -58,11 +59,14 @@ def lesion_words(
     if severity is not None:
         qualifiers.append((wording.size_words if words.size_words else wording.severity_words)[severity])  # type: ignore[index]
     canonical = canonical_regions(regions or spec.default_regions, vocabulary)
-    # Said without a place only where the finding's words alone are read as that place.
-    only_place = len(spec.regions) == 1 or (
-        len(spec.default_regions) == 1
-        and canonical == spec.default_regions
-        and not vocabulary.find_regions(words.phrase)
+    # Said without a place only where the finding's words alone are read as that place: its only
+    # region, its one default region, or the regions its own words name ("elevated hemidiaphragms"
+    # is both hemidiaphragms; "at both hemidiaphragms" would say it twice).
+    named_by_words = {region for _, _, found in vocabulary.find_regions(words.phrase) for region in found}
+    only_place = (
+        len(spec.regions) == 1
+        or (bool(named_by_words) and set(canonical) == named_by_words)
+        or (len(spec.default_regions) == 1 and canonical == spec.default_regions and not named_by_words)
     )
     terms = () if only_place else tuple(location_terms(canonical, vocabulary))
     written_temporal = temporal if temporal in wording.temporal_words else None
