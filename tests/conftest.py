@@ -1,5 +1,9 @@
 import os
+import subprocess
 import sys
+import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,3 +55,28 @@ def clala_subprocess(*args: str, **kwargs):
         cwd=kwargs.pop("cwd", None),
         **kwargs,
     )
+
+
+@contextmanager
+def holding_database(db: Path) -> Iterator[subprocess.Popen]:
+    """Another process that holds `db` open (DuckDB's lock) until the block ends; yields it."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+                import duckdb, time
+                con = duckdb.connect({str(db)!r})
+                print("locked", flush=True)
+                time.sleep(60)
+            """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()

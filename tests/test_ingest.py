@@ -2,11 +2,10 @@ import hashlib
 import json
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
-from conftest import clala_subprocess, ingest_file
+from conftest import clala_subprocess, holding_database, ingest_file
 
 from labeling.store.store import Store
 
@@ -138,30 +137,11 @@ def test_bad_input_creates_no_database(tmp_path, cli):
 def test_locked_database(tmp_path, db, cli):
     path = write_jsonl(tmp_path / "r.jsonl", REPORTS)
     ingest_file(db, path)
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-        import duckdb, time
-        con = duckdb.connect({str(db)!r})
-        print("locked", flush=True)
-        time.sleep(60)
-    """),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
+    with holding_database(db) as holder:
         code, _, err = cli("ingest", write_jsonl(tmp_path / "more.jsonl", [{"id": "z", "text": "Clear."}]), "--db", db)
         assert code == 1
         assert f"{db}: database is in use by another process (PID {holder.pid})" in err
         assert len(err.strip().splitlines()) == 1
-    finally:
-        holder.kill()
-        holder.wait()
     assert counts(db)["reports"] == 3
 
 

@@ -9,11 +9,10 @@ import re
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import pyarrow as pa
-from conftest import clala_subprocess, ingest_file
+from conftest import clala_subprocess, holding_database, ingest_file
 from fault_server import FaultServer
 
 from labeling.sources.rules import RulesRequest, label_with_rules
@@ -151,26 +150,8 @@ def test_a_killed_writers_status_file_says_it_is_stale(tmp_path, db):
     killed = status_of(db)
     assert killed.status == "running" and killed.pid == writer.pid
     # Another process holds the database now and writes no status (a script, say).
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-                import duckdb, time
-                con = duckdb.connect({str(db)!r})
-                print("locked", flush=True)
-                time.sleep(60)
-            """),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with holding_database(db) as holder:
         shown = clala_subprocess("runs", "show", "slow", "--db", db, env=WIDE)
-    finally:
-        holder.kill()
-        holder.wait()
     assert shown.returncode == 0, shown.stderr
     assert f"from the status file {status_path(db)}, stale: its writer pid {writer.pid} has ended (updated" in flat(
         shown.stdout
@@ -185,23 +166,10 @@ def test_a_killed_writers_status_file_says_it_is_stale(tmp_path, db):
 
 def test_without_a_status_file_the_in_use_error_says_so(tmp_path, db):
     ingest_file(db, write_reports(tmp_path, 2))
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import duckdb, time\ncon = duckdb.connect({str(db)!r})\nprint('locked', flush=True)\ntime.sleep(60)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    with holding_database(db) as holder:
         missing = clala_subprocess("runs", "list", "--db", db)
         status_path(db).write_text('{"format": "something else"}\n')
         malformed = clala_subprocess("stats", "--db", db)
-    finally:
-        holder.kill()
-        holder.wait()
     assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
     assert f"database is in use by another process (PID {holder.pid})" in missing.stderr
     assert f"(no status file {status_path(db)} says what it is doing)" in missing.stderr

@@ -1,12 +1,9 @@
 import json
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import ingest_file
+from conftest import holding_database, ingest_file
 
 from labeling.core.errors import StoreError
 from labeling.store.migrations import LATEST_VERSION
@@ -184,31 +181,12 @@ def test_runs_by_name_and_duplicates(store):
 def test_locked_database_is_a_clear_error(tmp_path):
     db = tmp_path / "locked.duckdb"
     Store(db).close()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-        import duckdb, sys, time
-        con = duckdb.connect({str(db)!r})
-        print("locked", flush=True)
-        time.sleep(60)
-    """),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "locked"
+    with holding_database(db):
         with pytest.raises(StoreError, match=r"in use by another process \(PID \d+\)") as exc:
             Store(db)
         assert str(db) in str(exc.value)
         with pytest.raises(StoreError, match="in use"):
             Store(db, read_only=True)
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_not_a_duckdb_file_is_left_untouched(tmp_path):
