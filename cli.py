@@ -8,6 +8,7 @@ import typer
 
 from labeling.ingest.commands import ingest_command
 from labeling.review.commands import compare_command, disagreements_command, export_labelstudio_command
+from labeling.review.sample_commands import estimate_command, sample_command
 from labeling.sources.combine.commands import combine_command
 from labeling.sources.commands import failures_command, label_command, runs_list_command, runs_show_command
 from labeling.sources.imports.commands import import_command
@@ -25,6 +26,7 @@ from labeling.store.commands import (
     reports_show_command,
     stats_command,
 )
+from model.evaluate.audit_command import audit_command
 from model.evaluate.commands import evaluate_command, predict_command
 from model.experiments.commands import ablate_command, quickstart_command, sensitivity_command
 from model.labels.commands import derive_command
@@ -68,12 +70,15 @@ prompts_app.command("render")(prompts_render_command)
 app.command("compare")(compare_command)
 app.command("disagreements")(disagreements_command)
 app.command("export-labelstudio")(export_labelstudio_command)
+app.command("sample")(sample_command)
+app.command("estimate")(estimate_command)
 app.command("synth")(synth_command)
 app.command("derive")(derive_command)
 app.command("combine")(combine_command)
 app.command("train")(train_command)
 app.command("evaluate")(evaluate_command)
 app.command("predict")(predict_command)
+app.command("audit")(audit_command)
 app.command("ablate")(ablate_command)
 app.command("sensitivity")(sensitivity_command)
 app.command("generate")(generate_command)

@@ -5,6 +5,16 @@ A prompt NAME is three files in `templates/`: `NAME.system.md` (instructions; `$
 filled per unit) and `NAME.examples.json` (few-shot pairs of text and answer, sent as earlier
 turns of the chat). The sha256 of the rendered system text, the examples and the user template
 identifies the prompt in a run and in the LLM cache: change a word and the cache misses.
+
+Layout, for the servers' prefix caches (vLLM's automatic prefix caching, hosted providers'
+prompt caching): everything that is the same on every call (the instructions with the
+vocabulary, the few-shot turns) comes first and is byte-identical from call to call; only the
+last user message carries the unit(s). A packed request (`packed_messages`, several units each
+after a short id) has its own static prefix: the same instructions plus PACK_RULES, and the
+few-shot examples as one packed turn. PACK_RULES is part of the code, not of the template
+files, so the prompt's sha256 (and with it the cache key of each sentence) is the same whether
+a sentence was labeled alone or in a pack: a sentence labeled in a pack is not asked again
+alone, and the other way round.
 """
 
 from __future__ import annotations
@@ -12,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,6 +32,16 @@ from schemas.vocabulary import Vocabulary
 
 DEFAULT_PROMPT = "region_labels"
 PARTS = ("system.md", "user.md", "examples.json")
+# What a packed request adds to the instructions (see the module's docstring).
+PACK_RULES = (
+    "Several texts are given at once, each after its id in brackets, one per line: [1] text. Label each "
+    "text on its own, exactly as if it were the only TEXT TO LABEL (a text's CONTEXT line, when given, "
+    'only explains that text). Answer with one JSON object and nothing else: {"answers": [{"id": "1", '
+    '"labels": [...]}, ...]}, one entry per id, in the order given.'
+)
+PACKED_HEADER = "TEXTS TO LABEL, EACH AFTER ITS ID:"
+# About this many characters per token, for estimates made without a tokenizer.
+CHARS_PER_TOKEN = 4
 
 
 def _templates() -> Path:
@@ -62,6 +82,55 @@ class Prompt:
             chat.append({"role": "assistant", "content": json.dumps({"labels": example["labels"]})})
         chat.append({"role": "user", "content": self.user_message(text, context)})
         return chat
+
+    def packed_user_message(self, units: Sequence[tuple[str, str, str | None]]) -> str:
+        """The last message of a packed request: (id, text, context) of each unit."""
+        lines = [PACKED_HEADER]
+        for unit_id, text, context in units:
+            if context:
+                lines.append(f"[{unit_id}] CONTEXT (do not label): {context}")
+            lines.append(f"[{unit_id}] {text}")
+        return "\n".join(lines)
+
+    def packed_prefix(self) -> list[dict[str, str]]:
+        """The static part of every packed request: instructions, PACK_RULES, the few-shot
+        examples as one packed turn."""
+        examples = [(str(i), e["text"], None) for i, e in enumerate(self.examples, start=1)]
+        answers = [{"id": i, "labels": e["labels"]} for (i, _, _), e in zip(examples, self.examples)]
+        chat = [{"role": "system", "content": f"{self.system}\n\n{PACK_RULES}"}]
+        if examples:
+            chat.append({"role": "user", "content": self.packed_user_message(examples)})
+            chat.append({"role": "assistant", "content": json.dumps({"answers": answers})})
+        return chat
+
+    def packed_messages(self, units: Sequence[tuple[str, str, str | None]]) -> list[dict[str, str]]:
+        """The chat for several units at once: the static packed prefix, then the units."""
+        return [*self.packed_prefix(), {"role": "user", "content": self.packed_user_message(units)}]
+
+    def layout(self, units: Sequence[tuple[str, str, str | None]]) -> PromptLayout:
+        """Characters of a request that are the same on every call (static) and that carry the
+        unit(s) (dynamic): one unit is sent alone, several packed."""
+        if len(units) == 1:
+            _, text, context = units[0]
+            chat = self.messages(text, context)
+        else:
+            chat = self.packed_messages(units)
+        return PromptLayout(
+            static_chars=sum(len(m["content"]) for m in chat[:-1]), dynamic_chars=len(chat[-1]["content"])
+        )
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """How much of a request's message text is the static, cacheable prefix."""
+
+    static_chars: int
+    dynamic_chars: int
+
+    @property
+    def static_fraction(self) -> float:
+        total = self.static_chars + self.dynamic_chars
+        return self.static_chars / total if total else 0.0
 
 
 def load_prompt(name: str, vocabulary: Vocabulary, *, values: Mapping[str, str] | None = None) -> Prompt:

@@ -85,3 +85,43 @@ def output_json_schema(vocabulary: Vocabulary) -> dict:
     schema = build_output_model(vocabulary).model_json_schema()
     schema["description"] = f"clala label output for one unit; vocabulary {vocabulary.version}"
     return schema
+
+
+# Several units in one request (`--unit sentences --per-call K`): each unit is sent after a short
+# id and answered as {"answers": [{"id": ..., "labels": [...]}]}. The schema sent to the server is
+# the strict one; the answer is first read with the lenient PackedEnvelope, so that one unit's
+# invalid labels fail that unit alone (it is re-asked on its own), never the whole pack. Each
+# unit's labels are then validated with the one-unit model, exactly as a lone answer is.
+
+
+class PackedItem(BaseModel):
+    id: str
+    labels: list[Any]
+
+
+class PackedEnvelope(BaseModel):
+    """The shape of a packed answer, its labels not yet validated."""
+
+    answers: list[PackedItem]
+
+
+def build_packed_model(vocabulary: Vocabulary) -> type[BaseModel]:
+    """The strict model of a packed answer: {"answers": [{"id", "labels": [StatementLabel]}]}."""
+    statement = build_output_model(vocabulary).model_fields["labels"].annotation
+    item = create_model(  # pyright: ignore[reportCallIssue]  # fields built from the vocabulary at run time
+        "PackedUnitLabels",
+        __base__=_DropsUnknownKeys,
+        id=(str, Field(description="the id the text was given")),
+        labels=(statement, Field(description="one entry per finding the text mentions; empty if none")),  # pyright: ignore[reportArgumentType]  # built at run time
+    )
+    return create_model(
+        "PackedLabels",
+        __base__=_DropsUnknownKeys,
+        answers=(list[item], Field(description="one entry per text, in the order given")),  # pyright: ignore[reportInvalidTypeForm]  # built at run time
+    )
+
+
+def packed_json_schema(vocabulary: Vocabulary) -> dict:
+    schema = build_packed_model(vocabulary).model_json_schema()
+    schema["description"] = f"clala label output for several units, by id; vocabulary {vocabulary.version}"
+    return schema

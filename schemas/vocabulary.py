@@ -60,8 +60,15 @@ class FindingWording(BaseModel):
     size_words: bool = Field(default=False, description='severity said as size: "small", "moderate", "large"')
     sided: bool = Field(default=False, description='a whole lung said by its side alone: "right pleural effusion"')
     placed: dict[str, str] = Field(
-        default={}, description='region -> the words for the finding there ("elevated right hemidiaphragm")'
+        default={},
+        description='region, or regions joined by " + ", -> the words for the finding there ("elevated right '
+        'hemidiaphragm"; "cardiac silhouette + mediastinum" -> "enlarged cardiomediastinal silhouette")',
     )
+
+    def placed_words(self, regions: tuple[str, ...]) -> str | None:
+        """The words for the finding in exactly `regions` (any order), if the vocabulary has them."""
+        wanted = frozenset(regions)
+        return next((words for key, words in self.placed.items() if frozenset(key.split(" + ")) == wanted), None)
 
 
 class Finding(BaseModel):
@@ -82,6 +89,11 @@ class ReportSystem(BaseModel):
     name: str
     normal: str | None = Field(description="the statement for the system when it has no finding (None: nothing)")
     negatives: tuple[str, ...] = Field(default=(), description="findings the normal statement says are absent")
+    regions: tuple[str, ...] = Field(
+        default=(),
+        description="its anatomy: a lesion of another system there (opacity in the hila) makes the normal "
+        "statement untrue, and only the negatives are said",
+    )
 
 
 class ReportLocation(BaseModel):
@@ -210,13 +222,16 @@ def _check_report_wording(data: VocabularyFile) -> None:
             raise ValueError(f"finding {finding.name!r}: no report wording (the file has a report block)")
         if finding.report.system not in systems:
             raise ValueError(f"finding {finding.name!r}: unknown report system {finding.report.system!r}")
-        outside = [r for r in finding.report.placed if r not in finding.regions]
+        outside = [r for key in finding.report.placed for r in key.split(" + ") if r not in finding.regions]
         if outside:
             raise ValueError(f"finding {finding.name!r}: report.placed names regions it cannot be in: {outside}")
     for system in wording.systems:
         unknown = [n for n in system.negatives if n not in findings]
         if unknown:
             raise ValueError(f"report system {system.name!r}: unknown negative findings {unknown}")
+        unknown = [r for r in system.regions if r not in regions]
+        if unknown:
+            raise ValueError(f"report system {system.name!r}: unknown regions {unknown}")
     for lung, zones in wording.covers.items():
         unknown = [r for r in (lung, *zones) if r not in regions]
         if unknown:

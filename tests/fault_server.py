@@ -15,6 +15,13 @@ What it does depends on a marker word in the unit text (the part after "TEXT TO 
   "... label F present, S and T in every region" anywhere in the prompt (CONTEXT included): a
                         model that obeys the injected instruction: the valid answer plus F, with
                         severity S and temporal T, in every region the vocabulary allows for F
+Packed requests (several texts after "TEXTS TO LABEL, EACH AFTER ITS ID:", one "[id] text" line
+each) are answered {"answers": [{"id", "labels"}]}, each text as above when alone, except:
+  SERVERERROR           (any text) 500 for the whole pack
+  PACKNOTJSON           (any text) `{not json` for the whole pack
+  LEFTOUT               the text is left out of the packed answer (answered when asked alone)
+  BADINPACK             the text's part names a finding outside the vocabulary (valid when alone)
+  OUTSIDEVOCAB          the text's part names a finding outside the vocabulary (alone too)
 Report aggregator prompts ("PARTS OF THE REPORT:", model/reports/writer.py) are answered with a
 report built from the "SAY EACH LESION AS" lines (a faithful writer), unless the parts contain:
   UNFAITHFULONCE        the faithful report plus a left pneumothorax first, the faithful one when re-asked
@@ -91,6 +98,27 @@ def obeyed_answer(prompt: str, text: str) -> dict | None:
 
 
 PARTS = "PARTS OF THE REPORT:"
+PACKED = "TEXTS TO LABEL, EACH AFTER ITS ID:"
+OUTSIDE = {
+    "finding": "ignore the instructions",
+    "regions": ["left lung"],
+    "status": "present",
+    "severity": "none",
+    "temporal": "none",
+    "evidence": "x",
+}
+
+
+def packed_texts(content: str) -> list[tuple[str, str]]:
+    """(id, text) of each unit of a packed request's last message (context lines skipped)."""
+    found = []
+    for line in content.split(PACKED, 1)[1].splitlines():
+        match = re.match(r"\[(\w+)\] (.*)\Z", line)
+        if match and not match.group(2).startswith("CONTEXT (do not label):"):
+            found.append((match.group(1), match.group(2)))
+    return found
+
+
 ADDED_FINDING = "There is a large left pneumothorax."
 
 
@@ -115,6 +143,7 @@ class FaultServer:
         self.active = self.max_active = 0
         self.requests: list[dict] = []
         self.seen: dict[str, int] = {}
+        self.packs: list[list[str]] = []  # the texts of each packed request
         self.lock = threading.Lock()
         server = self
 
@@ -181,6 +210,12 @@ class FaultServer:
             return [r for r in self.requests if r["path"].endswith("/chat/completions")]
 
     def respond(self, body: dict) -> tuple[int, dict | str, dict]:
+        messages = body.get("messages", [])
+        if messages and messages[-1]["role"] == "user" and PACKED in messages[-1]["content"]:
+            return self.respond_packed(body, messages[-1]["content"])
+        return self.respond_one(body)
+
+    def respond_one(self, body: dict) -> tuple[int, dict | str, dict]:
         messages = body.get("messages", [])
         text = prompt = messages[-1]["content"] if messages else ""
         parts = next((m["content"] for m in messages if m["role"] == "user" and PARTS in m["content"]), None)
@@ -251,6 +286,26 @@ class FaultServer:
         elif "TRUNCATED" in text:
             content, finish = content[: max(5, len(content) // 2)], "length"
         return 200, self.completion(body, content, finish, count), {}
+
+    def respond_packed(self, body: dict, content: str) -> tuple[int, dict | str, dict]:
+        units = packed_texts(content)
+        with self.lock:
+            self.packs.append([text for _, text in units])
+        if self.delay:
+            time.sleep(self.delay)
+        if any("SERVERERROR" in text for _, text in units):
+            return 500, {"error": {"message": "internal error", "type": "server_error"}}, {}
+        if any("PACKNOTJSON" in text for _, text in units):
+            return 200, self.completion(body, "{not json", "stop", len(self.packs)), {}
+        answers = []
+        for unit_id, text in units:
+            if "LEFTOUT" in text:
+                continue
+            labels = answer_for(text)["labels"]
+            if "BADINPACK" in text or "OUTSIDEVOCAB" in text:
+                labels = [*labels, {**OUTSIDE, "evidence": text}]
+            answers.append({"id": unit_id, "labels": labels})
+        return 200, self.completion(body, json.dumps({"answers": answers}), "stop", len(self.packs)), {}
 
     @staticmethod
     def completion(body: dict, content: str, finish: str, count: int) -> dict:

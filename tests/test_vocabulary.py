@@ -149,6 +149,24 @@ def test_vocabulary_file_errors(tmp_path):
         load_vocabulary(tmp_path / "missing.json")
 
 
+def test_report_wording_names_only_known_regions(tmp_path):
+    good = json.loads(load_vocabulary().data.model_dump_json())
+    path = tmp_path / "v.json"
+    systems = [dict(s, regions=["left knee"]) if s["name"] == "hila" else s for s in good["report"]["systems"]]
+    path.write_text(json.dumps(dict(good, report=dict(good["report"], systems=systems))))
+    with pytest.raises(ValueError, match="report system 'hila': unknown regions"):
+        load_vocabulary(path)
+    findings = [
+        dict(f, report=dict(f["report"], placed={"cardiac silhouette + left knee": "x"}))
+        if f["name"] == "enlarged cardiac silhouette"
+        else f
+        for f in good["findings"]
+    ]
+    path.write_text(json.dumps(dict(good, findings=findings)))
+    with pytest.raises(ValueError, match="report.placed names regions it cannot be in"):
+        load_vocabulary(path)
+
+
 def test_version_changes_with_file_content(tmp_path):
     data = json.loads(load_vocabulary().data.model_dump_json())
     path = tmp_path / "v.json"

@@ -9,6 +9,19 @@ from typing import TYPE_CHECKING
 from labeling.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from labeling.review.audit import (
+        UNMENTIONED_PROBABILITY,
+        AuditCells,
+        AuditResult,
+        ProbabilitySource,
+        audit_cells,
+        check_queue_out,
+        check_tasks_out,
+        rank_cells,
+        run_probabilities,
+        write_audit_tasks,
+        write_queue,
+    )
     from labeling.review.compare import (
         CompareOptions,
         Comparison,
@@ -25,6 +38,17 @@ if TYPE_CHECKING:
     from labeling.review.labelstudio import LabelStudioExport, export_labelstudio
 
 _WHERE = {
+    "UNMENTIONED_PROBABILITY": "labeling.review.audit",
+    "AuditCells": "labeling.review.audit",
+    "AuditResult": "labeling.review.audit",
+    "ProbabilitySource": "labeling.review.audit",
+    "audit_cells": "labeling.review.audit",
+    "check_queue_out": "labeling.review.audit",
+    "check_tasks_out": "labeling.review.audit",
+    "rank_cells": "labeling.review.audit",
+    "run_probabilities": "labeling.review.audit",
+    "write_audit_tasks": "labeling.review.audit",
+    "write_queue": "labeling.review.audit",
     "CompareOptions": "labeling.review.compare",
     "Comparison": "labeling.review.compare",
     "MetricRow": "labeling.review.compare",
@@ -42,6 +66,17 @@ _WHERE = {
     "export_labelstudio": "labeling.review.labelstudio",
 }
 __all__ = [
+    "UNMENTIONED_PROBABILITY",
+    "AuditCells",
+    "AuditResult",
+    "ProbabilitySource",
+    "audit_cells",
+    "check_queue_out",
+    "check_tasks_out",
+    "rank_cells",
+    "run_probabilities",
+    "write_audit_tasks",
+    "write_queue",
     "CompareOptions",
     "Comparison",
     "LabelStudioExport",

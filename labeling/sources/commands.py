@@ -22,12 +22,13 @@ from labeling.core.cli_options import (
     VocabularyOption,
     user_errors,
 )
+from labeling.core.errors import InputError
 from labeling.core.formatting import format_counts
 from labeling.core.terminal import error_console, literal, output_console
 
 if TYPE_CHECKING:
     from labeling.sources.llm.options import LabelOptions, LlmRequest
-    from labeling.sources.llm.run import DryRun
+    from labeling.sources.llm.run import DryRun, Prices
     from labeling.sources.rules.run import RulesRequest
     from labeling.store.run_records import RunResult
     from labeling.store.store import Store
@@ -157,25 +158,42 @@ def show_rules_result(result: RunResult, console: Console) -> None:
         console.print("not labeled (ConText): " + literal(format_counts(skipped)))
 
 
-def show_dry_run(store: Store, options: LabelOptions, console: Console | None = None) -> DryRun:
+def show_dry_run(
+    store: Store, options: LabelOptions, console: Console | None = None, *, prices: Prices | None = None
+) -> DryRun:
     from labeling.sources.llm.run import dry_run
 
     console = console or output_console()
-    plan = dry_run(store, options)
+    plan = dry_run(store, options, prices=prices)
+    unit = "sentence" if options.unit == "sentences" else options.unit  # packed sentences are sentence units
     table = Table("", "count", title="Dry run (no model called)", title_justify="left")
     share = plan.calls_needed / plan.sentences if plan.sentences else 0.0
     for label, value in [
         ("reports", plan.reports),
-        (f"{options.unit} occurrences", plan.sentences),
+        (f"{unit} occurrences", plan.sentences),
         ("unique units", plan.units),
         ("cache hits", plan.cache_hits),
         ("model calls needed", plan.calls_needed),
+        ("units per call", plan.units_per_call),
         ("est. prompt tokens", plan.est_prompt_tokens),
+        ("  static (same on every call)", plan.est_static_tokens),
+        ("  dynamic (the units)", plan.est_dynamic_tokens),
         ("est. completion tokens", plan.est_completion_tokens),
     ]:
         table.add_row(label, f"{value:,}")
     console.print(table)
-    console.print(f"model calls per {options.unit}: {share:.3f}")
+    console.print(f"model calls per {unit}: {share:.3f}")
+    to_ask = plan.units * options.samples - plan.cache_hits
+    if to_ask:
+        console.print(
+            f"prompt tokens per unit asked: {plan.est_prompt_tokens / to_ask:,.0f}; static share of the prompt "
+            f"{plan.static_fraction:.1%} (what a server's prefix cache can serve)"
+        )
+    if plan.est_cost is not None:
+        console.print(
+            f"est. cost: {plan.est_cost:,.4f} (input {prices.input_per_million if prices else 0:g} and output "
+            f"{prices.output_per_million if prices else 0:g} per million tokens; no prefix-cache discount)"
+        )
     return plan
 
 
@@ -229,7 +247,12 @@ def show_run(store: Store, run: str, console: Console | None = None) -> dict:
     table.add_row("labels", format_counts(labels, "-"))
     table.add_row("rejected labels", literal(", ".join(f"{k} {v:,}" for k, v in rejected.items()) or "-"))
     console.print(table)
-    return {"run": info, "work": work, "rejected": rejected}
+    estimates = store.run_estimates(info.run_id)
+    if estimates:
+        from labeling.review.sample_commands import estimates_table
+
+        console.print(estimates_table(estimates))
+    return {"run": info, "work": work, "rejected": rejected, "estimates": estimates}
 
 
 def show_failures(store: Store, run: str, limit: int = 50, console: Console | None = None) -> list[dict]:
@@ -283,7 +306,12 @@ def label_command(
     structured_output: Annotated[
         str, typer.Option("--structured-output", help="auto | json_schema | llama_cpp | none")
     ] = "auto",
-    unit: Annotated[str, typer.Option(help="sentence | report")] = "sentence",
+    unit: Annotated[
+        str, typer.Option(help="sentence (one a request) | sentences (--per-call a request) | report")
+    ] = "sentence",
+    per_call: Annotated[
+        int, typer.Option("--per-call", help="sentences packed into one request with --unit sentences")
+    ] = 16,
     context: Annotated[int, typer.Option(help="neighbouring sentences sent as context")] = 0,
     prompt: Annotated[str, typer.Option(help="prompt template name (clala prompts list)")] = "region_labels",
     samples: Annotated[int, typer.Option(help="answers per unit; confidence = agreement")] = 1,
@@ -316,8 +344,14 @@ def label_command(
         ),
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="count units, cache hits and tokens; call nothing")
+        bool, typer.Option("--dry-run", help="count units, cache hits, requests and tokens; call nothing")
     ] = False,
+    price_in: Annotated[
+        float | None, typer.Option("--price-in", help="with --dry-run: price per million prompt tokens")
+    ] = None,
+    price_out: Annotated[
+        float | None, typer.Option("--price-out", help="with --dry-run: price per million completion tokens")
+    ] = None,
 ) -> None:
     """Label reports with an LLM (or --backend rules): validated, grounded per-region labels stored as a run."""
     from labeling.sources.llm.options import LabelOptions, LlmRequest
@@ -331,6 +365,7 @@ def label_command(
         api_key_env=api_key_env,
         structured_output=structured_output,
         unit=unit,
+        per_call=per_call,
         context=context,
         prompt=prompt,
         samples=samples,
@@ -354,9 +389,18 @@ def label_command(
         options = LabelOptions.model_validate(given)
     except ValueError as exc:
         raise ClalaError(f"invalid option: {' '.join(str(exc).split())}") from None
+    if (price_in is not None or price_out is not None) and not dry_run:
+        raise InputError("--price-in and --price-out go with --dry-run (they estimate a run's cost)")
     if dry_run:
+        from labeling.sources.llm.run import Prices
+
+        prices = None
+        if price_in is not None or price_out is not None:
+            if (price_in or 0) < 0 or (price_out or 0) < 0:
+                raise InputError("--price-in and --price-out must not be negative")
+            prices = Prices(input_per_million=price_in or 0.0, output_per_million=price_out or 0.0)
         with Store(db, read_only=True) as store:
-            show_dry_run(store, options)
+            show_dry_run(store, options, prices=prices)
         return
     request = LlmRequest(name=name, options=options, resume=resume, allow_remote=allow_remote)
     with Store.open_existing(db) as store:

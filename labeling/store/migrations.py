@@ -182,6 +182,42 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE runs_v3 RENAME TO runs",
         ],
     ),
+    (
+        4,
+        "samples of a run's cells with their inclusion probabilities; estimates of a run's quality from them",
+        [
+            "CREATE SEQUENCE sample_id_seq START 1",
+            """CREATE TABLE samples (
+            sample_id  INTEGER PRIMARY KEY DEFAULT nextval('sample_id_seq'),
+            run_id     INTEGER NOT NULL,
+            strategy   VARCHAR NOT NULL CHECK (strategy IN ('uniform', 'stratified', 'suspicion')),
+            seed       BIGINT NOT NULL,
+            n          INTEGER NOT NULL,
+            created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            params     JSON
+        )""",
+            """CREATE TABLE sample_cells (
+            sample_id             INTEGER NOT NULL,
+            report_key            BIGINT NOT NULL,
+            region                VARCHAR NOT NULL,
+            finding               VARCHAR NOT NULL,
+            predicted             VARCHAR NOT NULL
+                                  CHECK (predicted IN ('present', 'uncertain', 'absent', 'unmentioned')),
+            stratum               VARCHAR NOT NULL,
+            inclusion_probability DOUBLE NOT NULL CHECK (inclusion_probability > 0 AND inclusion_probability <= 1),
+            PRIMARY KEY (sample_id, report_key, region, finding)
+        )""",
+            "CREATE SEQUENCE estimate_id_seq START 1",
+            """CREATE TABLE estimates (
+            estimate_id     INTEGER PRIMARY KEY DEFAULT nextval('estimate_id_seq'),
+            run_id          INTEGER NOT NULL,
+            sample_id       INTEGER NOT NULL,
+            reviewed_run_id INTEGER NOT NULL,
+            created_at      TIMESTAMP NOT NULL DEFAULT current_timestamp,
+            result          JSON NOT NULL
+        )""",
+        ],
+    ),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -9,6 +9,7 @@ from labeling.store.connection import DEFAULT_DB, Connection
 from labeling.store.experiments import ExperimentQueries
 from labeling.store.labels import LABEL_COLUMNS, REQUIRED_LABEL_COLUMNS, LabelMatrix, LabelQueries, collapse_regions
 from labeling.store.reports import ReportQueries
+from labeling.store.samples import SampleQueries
 
 __all__ = [
     "DEFAULT_DB",
@@ -21,5 +22,5 @@ __all__ = [
 ]
 
 
-class Store(ReportQueries, LabelQueries, ExperimentQueries):
+class Store(ReportQueries, LabelQueries, ExperimentQueries, SampleQueries):
     """A clala database. Open it with `Store(path)`; read-only opens allow concurrent readers."""

@@ -19,6 +19,7 @@ silently corrupt every lateralized region label.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import io
 import json
@@ -277,6 +278,18 @@ class Examples:
     masks: np.ndarray  # [N, 29, L] bool: False = not trained on
     sentences: list[list[str]]  # [N][29]
     unlabeled: int = 0  # images whose study the run does not cover (skipped or all-negative)
+
+    def without_reports(self, report_keys: np.ndarray) -> Examples:
+        """These examples less the images of `report_keys` (a cross-fitting fold held out)."""
+        keep = ~np.isin(self.report_keys, report_keys)
+        return dataclasses.replace(
+            self,
+            records=[r for r, k in zip(self.records, keep) if k],
+            report_keys=self.report_keys[keep],
+            targets=self.targets[keep],
+            masks=self.masks[keep],
+            sentences=[t for t, k in zip(self.sentences, keep) if k],
+        )
 
 
 def build_examples(store: Store, cohort: Cohort, run: str, options: TargetOptions | None = None) -> Examples:

@@ -316,7 +316,12 @@ def find_derived_run(store: Store, spec: LabelSpec) -> str | None:
     """The name of a complete derived run that holds exactly `spec`, if one exists."""
     wanted = spec.model_dump()
     for run in store.runs():
-        if run.kind is RunKind.derived and run.status.value == "complete" and run.params.get("spec") == wanted:
+        if (
+            run.kind is RunKind.derived
+            and run.status.value == "complete"
+            and run.params.get("spec") == wanted
+            and not run.params.get("corrections")  # a corrected run holds more than its spec says
+        ):
             return run.name
     return None
 

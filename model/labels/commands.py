@@ -63,6 +63,13 @@ def show_derived_run(result: RunResult, console: Console) -> None:
         f"(of {c['shift_eligible']:,} with a neighbour), added {c['added']:,} (of {c['add_candidates']:,} "
         f"allowed cells); uncertain left out of training {c['uncertain_masked']:,}"
     )
+    fixed = result.details.get("corrections")
+    if fixed:
+        console.print(
+            f"corrections from {literal(fixed['run'])}: {fixed['applied_reports']:,} reviewed reports replace the "
+            f"source's cells ({fixed['cells_changed']:,} cells changed: {fixed['present_added']:,} made present, "
+            f"{fixed['present_removed']:,} no longer present)"
+        )
     for note in result.details["notes"]:
         console.print(f"note: {literal(note)}", emoji=False)
     if quality:
@@ -89,9 +96,14 @@ def derive_command(
     keep: Annotated[float, typer.Option(help="fraction of the source's reports kept labeled")] = 1.0,
     seed: Annotated[int, typer.Option(help="the same seed gives the same labels")] = 0,
     reference: Annotated[str | None, typer.Option(help="run to measure the derived labels against")] = None,
+    corrections: Annotated[
+        str | None,
+        typer.Option(help="reviewed run (e.g. a Label Studio import): its reports' cells replace the source's"),
+    ] = None,
     vocabulary: VocabularyOption = None,
 ) -> None:
-    """Store a run's labels after an uncertainty policy and seeded corruptions as a derived run."""
+    """Store a run's labels after an uncertainty policy and seeded corruptions (and, given
+    --corrections, a reviewed run's cells on top) as a derived run."""
     from labeling.core.terminal import output_console
     from labeling.store.store import Store
     from model.labels.label_specs import DeriveRequest, LabelSpec, derive_run
@@ -99,7 +111,7 @@ def derive_command(
     spec = LabelSpec.checked(
         source=run, uncertain=uncertain, drop=drop, add=add, shift=shift, shift_side=shift_side, keep=keep, seed=seed
     )
-    request = DeriveRequest(name, spec, reference, str(vocabulary) if vocabulary else None)
+    request = DeriveRequest(name, spec, reference, str(vocabulary) if vocabulary else None, corrections)
     with Store.open_existing(db) as store:
         result = derive_run(store, request)
     show_derived_run(result, output_console())

@@ -46,6 +46,7 @@ from labeling.core.formatting import finite
 from labeling.review import bin_counts, cell_bins, comparison_vocabulary, metrics_from_counts
 from labeling.store.run_records import RunHooks, RunResult, check_new_run_name, record_run, status_counts
 from labeling.store.store import LABEL_COLUMNS, LabelMatrix, Store, collapse_regions
+from model.labels.corrections import CorrectionCounts, check_corrections, correct_matrix
 from model.labels.targets import UNCERTAIN_POLICIES, apply_uncertainty
 from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
 from schemas.runs import RunKind, RunSpec
@@ -193,6 +194,7 @@ class DerivedMatrix:
     mask: np.ndarray  # [n, R, F] bool: True = trained on
     counts: CorruptionCounts
     origin_region: np.ndarray  # [n, R, F] int16: source region of the cell's label; -1 = none (added or empty)
+    corrected: np.ndarray | None = None  # [n] bool: the report's cells come from a reviewed run (corrections)
 
 
 # --- seeded per-cell decisions -------------------------------------------------------------------
@@ -473,6 +475,7 @@ class DeriveRequest:
     spec: LabelSpec
     reference: str | None = None
     vocabulary: Vocabulary | str | None = None
+    corrections: str | None = None  # a reviewed run whose reports' cells replace the source's (see corrections.py)
 
 
 _STATUS_OF_CODE = {PRESENT: "present", ABSENT: "absent", UNCERTAIN: "uncertain"}
@@ -488,12 +491,18 @@ def _source_rows(store: Store, source: str, keys: np.ndarray) -> dict[tuple[int,
     return rows
 
 
-def derived_label_table(store: Store, derived: DerivedMatrix, source: str) -> pa.Table:
+def derived_label_table(store: Store, derived: DerivedMatrix, source: str, reviewed: str | None = None) -> pa.Table:
     """The derived matrix as label rows. A label that keeps its source cell keeps that cell's
     evidence, severity, temporal change and confidence; a shifted label keeps those of the label
-    it moved from (its evidence still quotes the statement it came from); an added one has none."""
+    it moved from (its evidence still quotes the statement it came from); an added one has none.
+    In a corrected report every label carries the reviewed run's row."""
     matrix = derived.matrix
     origin_rows = _source_rows(store, source, matrix.report_keys)
+    if reviewed is not None and derived.corrected is not None:
+        corrected_keys = matrix.report_keys[derived.corrected]
+        replaced = set(corrected_keys.tolist())
+        origin_rows = {k: v for k, v in origin_rows.items() if k[0] not in replaced}
+        origin_rows.update(_source_rows(store, reviewed, corrected_keys))
     rows, regs, finds = np.nonzero(matrix.codes != UNMENTIONED)
     columns: dict[str, list[Any]] = {name: [] for name in LABEL_COLUMNS}
     for row, reg, fin in zip(rows.tolist(), regs.tolist(), finds.tolist()):
@@ -523,12 +532,30 @@ def derived_label_table(store: Store, derived: DerivedMatrix, source: str) -> pa
     )
 
 
+def _corrected(
+    store: Store, derived: DerivedMatrix, reviewed: str, uncertain: str
+) -> tuple[DerivedMatrix, CorrectionCounts]:
+    matrix = derived.matrix
+    layout = (matrix.regions, matrix.findings, matrix.report_keys)
+    codes, mask, corrected, counts = correct_matrix(
+        store, matrix.codes, derived.mask, layout, reviewed=reviewed, uncertain=uncertain
+    )
+    # A reviewed report's labels are its own: each comes from its own cell of the reviewed run.
+    origin = derived.origin_region.copy()
+    own = np.arange(len(matrix.regions), dtype=np.int16)[None, :, None]
+    origin[corrected] = np.where(codes[corrected] != UNMENTIONED, own, -1)
+    new_matrix = LabelMatrix(matrix.report_keys, matrix.regions, matrix.findings, codes)
+    return DerivedMatrix(new_matrix, mask, derived.counts, origin, corrected), counts
+
+
 def derive_run(store: Store, request: DeriveRequest, *, hooks: RunHooks | None = None) -> RunResult:
     """Store the matrix `request.spec` defines as a new run of kind `derived` (source = the source
     run; params = the spec, the corruption counts, the findings and, given a reference run, the
     quality against it), in one transaction. Its layout: every vocabulary region x the findings
     the source run labels at region level; it covers the kept reports. Image-level labels of the
-    source are not carried over (noted in params). The result's `counts` are the corruption
+    source are not carried over (noted in params). With `request.corrections`, the reviewed run's
+    reports replace the source's cells after the spec (model/labels/corrections.py; params:
+    `corrections` with what changed). The result's `counts` are the corruption
     counts; `details` hold the spec, the quality (or None) and the notes."""
     spec, reference = request.spec, request.reference
     vocab = comparison_vocabulary(request.vocabulary)
@@ -537,13 +564,21 @@ def derive_run(store: Store, request: DeriveRequest, *, hooks: RunHooks | None =
     if reference is not None:
         store.run(reference)  # an unknown reference fails before anything is computed
     findings = run_findings(store, source.name, vocab)
+    reviewed = None
+    if request.corrections is not None:
+        reviewed = check_corrections(store, request.corrections, source.name)
+        labelled = set(findings) | set(run_findings(store, reviewed, vocab))
+        findings = tuple(f for f in vocab.finding_names if f in labelled)
     derived = derive_matrix(store, spec, vocab.region_names, findings, vocabulary=vocab)
+    correction_counts = None
+    if reviewed is not None:
+        derived, correction_counts = _corrected(store, derived, reviewed, spec.uncertain)
     quality = (
         matrix_quality(store, derived.matrix, reference, QUALITY_POLICY[spec.uncertain])
         if reference is not None
         else None
     )
-    table = derived_label_table(store, derived, source.name)
+    table = derived_label_table(store, derived, source.name, reviewed)
     notes = []
     image_level = store.label_level_counts(source.run_id)[1]
     if image_level:
@@ -555,6 +590,13 @@ def derive_run(store: Store, request: DeriveRequest, *, hooks: RunHooks | None =
         "quality": quality.as_dict() if quality else None,
         "notes": notes,
     }
+    if reviewed is not None and correction_counts is not None:
+        params["corrections"] = {"run": reviewed, "run_id": store.run(reviewed).run_id, **correction_counts.as_dict()}
+        if correction_counts.outside_reports:
+            notes.append(
+                f"{correction_counts.outside_reports:,} reports of {reviewed!r} are not in the derived run "
+                "(the source does not cover them, or keep left them out): not corrected"
+            )
     run_spec = RunSpec(
         name=request.name,
         kind=RunKind.derived,
@@ -573,7 +615,7 @@ def derive_run(store: Store, request: DeriveRequest, *, hooks: RunHooks | None =
     result.labels = table.num_rows
     result.statuses = status_counts(table)
     result.counts = Counter(derived.counts.as_dict())
-    result.details = {"spec": spec, "quality": quality, "notes": notes}
+    result.details = {"spec": spec, "quality": quality, "notes": notes, "corrections": params.get("corrections")}
     if hooks:
         hooks.advance(result, result.reports)
     return result

@@ -79,7 +79,8 @@ def findings_sentences(
     sentences: list[str] = []
     for system in wording.systems:
         mine = by_system[system.name]
-        if not mine and not said_in[system.name] and system.name not in with_findings:
+        touched = any(set(w.regions) & set(system.regions) for w in lesions)
+        if not mine and not said_in[system.name] and system.name not in with_findings and not touched:
             if system.normal:
                 sentences.append(system.normal)
             continue

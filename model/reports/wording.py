@@ -99,7 +99,9 @@ def clause(group: Sequence[LesionWords], vocabulary: Vocabulary) -> str:
     nouns = [noun(words, vocabulary) for words in group]
     listed = nouns[0] if len(nouns) == 1 else ", ".join(nouns[:-1]) + " and " + nouns[-1]
     parts = list(first.qualifiers)
-    placed = vocabulary.finding(first.finding).report.placed.get(first.regions[0]) if len(first.regions) == 1 else None  # type: ignore[union-attr]
+    report = vocabulary.finding(first.finding).report
+    assert report is not None
+    placed = report.placed_words(first.regions)
     before = adjective(first.terms[0], first.finding, vocabulary) if len(first.terms) == 1 else None
     if placed and len(group) == 1:
         parts.append(placed)

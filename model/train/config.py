@@ -59,6 +59,9 @@ class TrainConfig:
     tokenizer_vocab_size: int = 2000
     model: dict[str, Any] = field(default_factory=dict)
     resume: str | None = None
+    # Report keys left out of training and validation: cross-fitting (`clala audit --folds`) trains
+    # each fold's model without the reports it must then predict out of sample.
+    holdout_reports: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,10 +1,11 @@
 """Training CLALA-Net on any label run of the store.
 
 `train(TrainConfig(run=..., data=...))` reads the cohort's `train` and `valid` splits (the loader
-leaves `images_to_avoid` out of training), turns the run into a label matrix under the chosen
-uncertainty policy, and trains with AdamW, a linear warm-up then cosine decay, gradient clipping,
-and mixed precision on CUDA. After every epoch it predicts the validation split, chooses one
-threshold per lesion that maximises that lesion's region-level F1, and scores the epoch by the
+leaves `images_to_avoid` out of training; `holdout_reports`, a cross-fitting fold, out of both),
+turns the run into a label matrix under the chosen uncertainty policy, and trains with AdamW, a
+linear warm-up then cosine decay, gradient clipping, and mixed precision on CUDA.
+After every epoch it predicts the validation split, chooses one threshold per lesion that
+maximises that lesion's region-level F1, and scores the epoch by the
 mean of those F1s over the lesions present in validation (mean lesion F1); early stopping watches
 that score.
 
@@ -141,6 +142,10 @@ def load_training_data(config: TrainConfig) -> TrainingData:
         valid_targets = dataclasses.replace(targets, findings=tuple(findings))
         valid_cohort = load_cohort(config.data, imagenome, "valid")
         valid = RegionDataset.from_store(store, valid_cohort, run.name, valid_targets, augment=None, **common)
+    if config.holdout_reports:
+        held_out = np.asarray(config.holdout_reports, np.int64)
+        for dataset in (train, valid):
+            dataset.examples = dataset.examples.without_reports(held_out)
     if len(train) == 0:
         raise InputError(f"{imagenome}: no training images with labels from run {run.name!r} in split 'train'")
     if len(valid) == 0:

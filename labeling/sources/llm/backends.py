@@ -1,6 +1,6 @@
 """LLM backends: any OpenAI-compatible server (hosted API, `vllm serve`, llama.cpp's server)
-through the `openai` async client and `instructor`, the embedded local llama.cpp server, and an
-optional in-process vLLM engine.
+over a pooled aiohttp session, the embedded local llama.cpp server, and an optional in-process
+vLLM engine.
 
 Structured output is requested in the dialect the server speaks and validated with the same
 pydantic model whatever the dialect, in one place (`OpenAICompatibleBackend.ask`):
@@ -8,15 +8,18 @@ pydantic model whatever the dialect, in one place (`OpenAICompatibleBackend.ask`
 - `json_schema`: `response_format={"type": "json_schema", ...}` (OpenAI, vLLM, SGLang);
 - `llama_cpp`: `response_format={"type": "json_object", "schema": ...}` (llama-cpp-python's
   grammar-constrained JSON; it answers 500 to json_schema);
-- `none`: no constraint; the schema goes in the prompt and answers are validated and re-asked.
+- `none`: no constraint; the schema goes at the end of the system message and answers are
+  validated (the JSON of a ```json block, or from the first brace to the last) and re-asked.
 
-instructor owns validation and re-asking (instructor's JSON_SCHEMA mode, or MD_JSON for
-`none`); the request's `response_format` is replaced through `extra_body` so that it is exactly
-the dialect chosen here. Transport retries are clala's own (`OpenAICompatibleBackend.ask`, the
-openai client's own retries are off): exponential backoff with jitter on 408, 409, 429, 5xx,
-timeouts and connection errors, honouring Retry-After, as the openai client does; done here so
-that each attempt is seen by the backend's `TransportWatch`, which tells a run when the server
-is gone (GIVE_UP_AFTER failures in a row) long before every request has used up its retries.
+The lean request path (issue 16): the openai client and instructor cost about 10 and 5 ms of CPU
+a call (their per-call request transform and schema handling), more than a fast server takes to
+answer. So the request body is built here as the exact JSON the server gets, sent over one pooled
+aiohttp session, parsed once and validated once with the answer's pydantic model; an invalid
+answer is re-asked with its validation errors, as instructor did. Transport retries are clala's
+own: exponential backoff with jitter on 408, 409, 429, 5xx, timeouts and connection errors,
+honouring Retry-After, as the openai client does; each attempt is seen by the backend's
+`TransportWatch`, which tells a run when the server is gone (GIVE_UP_AFTER failures in a row)
+long before every request has used up its retries.
 """
 
 from __future__ import annotations
@@ -26,30 +29,23 @@ import email.utils
 import ipaddress
 import itertools
 import json
-import logging
 import math
 import os
 import random
+import re
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn, cast
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import urljoin, urlparse
 
 from pydantic import BaseModel
 
 from labeling.core.errors import ClalaError
 
-if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletionMessageParam
-
 DIALECTS = ("auto", "json_schema", "llama_cpp", "none")
 BACKENDS = ("local", "openai", "vllm")
-
-# instructor logs every failed attempt at ERROR with the model's text; clala records those in
-# the failures table instead.
-logging.getLogger("instructor").setLevel(logging.CRITICAL)
 
 
 @dataclass
@@ -179,30 +175,31 @@ def response_format(dialect: str, schema: dict) -> dict | None:
     return None
 
 
-def _text_of(completion: Any) -> str | None:
-    try:
-        return completion.choices[0].message.content
-    except (AttributeError, IndexError):
-        return None
-
-
 def _usage(usage: Any) -> tuple[int, int]:
-    if usage is None:
+    if not isinstance(usage, dict):
         return 0, 0
-    return int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
 
 
-def _mean_logprob(completion: Any) -> float | None:
-    try:
-        tokens = completion.choices[0].logprobs.content
-    except AttributeError:
-        return None
-    values = [t.logprob for t in tokens or [] if t.logprob is not None and math.isfinite(t.logprob)]
+def _mean_logprob(choice: dict) -> float | None:
+    logprobs = choice.get("logprobs")
+    tokens = logprobs.get("content") if isinstance(logprobs, dict) else None
+    values = [
+        t["logprob"]
+        for t in tokens or []
+        if isinstance(t, dict) and isinstance(t.get("logprob"), int | float) and math.isfinite(t["logprob"])
+    ]
     return sum(values) / len(values) if values else None
 
 
 class OpenAICompatibleBackend:
-    """Chat completions against one or more OpenAI-compatible servers (round robin)."""
+    """Chat completions against one or more OpenAI-compatible servers (round robin), over one
+    pooled aiohttp session.
+
+    The lean path: the request body is the exact JSON the server gets (the response format of a
+    schema serialized once, then reused), the answer is parsed once with `json.loads` and
+    validated once with the answer's pydantic model. No redirect is followed (a 3xx is
+    ServerRefused naming the target)."""
 
     def __init__(
         self,
@@ -213,31 +210,36 @@ class OpenAICompatibleBackend:
         timeout: float = 60.0,
         transport_retries: int = 4,
     ):
-        import instructor
-        from openai import AsyncOpenAI, DefaultAsyncHttpxClient
-
         if dialect not in DIALECTS[1:]:
             raise ClalaError(f"--structured-output must be one of {', '.join(DIALECTS)}")
         self.model, self.dialect = model, dialect
         self.transport_retries = transport_retries
+        self.timeout = timeout
         self.watch = TransportWatch()  # a run replaces it with its own (its limit, its stop)
-        mode = instructor.Mode.MD_JSON if dialect == "none" else instructor.Mode.JSON_SCHEMA
-        # A local server needs no key, but the client insists on one. No redirect is followed
-        # (the openai client's default follows them, to any origin): a 3xx is an error (`_describe`).
-        # Retries are made in `ask`, so that the watch sees every attempt.
-        self._openai = [
-            AsyncOpenAI(
-                base_url=url,
-                api_key=api_key or "no-key",
-                timeout=timeout,
-                max_retries=0,
-                http_client=DefaultAsyncHttpxClient(follow_redirects=False),
-            )
-            for url in base_urls
-        ]
-        self._clients = [instructor.from_openai(client, mode=mode) for client in self._openai]
-        self._next = itertools.cycle(self._clients)
+        self._urls = itertools.cycle([f"{url.rstrip('/')}/chat/completions" for url in base_urls])
+        # A local server needs no key, but some insist on a header.
+        self._headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key or 'no-key'}"}
+        self._formats: dict[int, tuple[dict, str]] = {}  # id(schema) -> (schema, its response_format as JSON)
+        self._session: Any = None  # made in the running loop, on the first request
         self.logprobs = dialect == "json_schema"  # llama-cpp-python's chat endpoint returns none
+
+    def _format_json(self, schema: dict) -> str:
+        """The dialect's response_format for `schema`, serialized once per schema object."""
+        known = self._formats.get(id(schema))
+        if known is None or known[0] is not schema:
+            known = self._formats[id(schema)] = (schema, json.dumps(response_format(self.dialect, schema)))
+        return known[1]
+
+    def _body(self, chat: list[dict], schema: dict, temperature: float, max_tokens: int, seed: int | None) -> bytes:
+        head = {"model": self.model, "temperature": temperature, "max_tokens": max_tokens}
+        if self.logprobs:
+            head["logprobs"] = True
+        if seed is not None:
+            head["seed"] = seed
+        fields = json.dumps(head)[:-1]
+        if self.dialect != "none":
+            fields += ', "response_format": ' + self._format_json(schema)
+        return (fields + ', "messages": ' + json.dumps(chat) + "}").encode("utf-8")
 
     async def ask(
         self,
@@ -250,101 +252,123 @@ class OpenAICompatibleBackend:
         reasks: int,
         seed: int | None = None,
     ) -> Answer:
-        import openai
-        from instructor.core.exceptions import IncompleteOutputException, InstructorRetryException
-
-        extra: dict[str, Any] = {}
-        fmt = response_format(self.dialect, schema)
-        if fmt is not None:
-            extra["extra_body"] = {"response_format": fmt}
-        if self.logprobs:
-            extra["logprobs"] = True
-        if seed is not None:
-            extra["seed"] = seed
-        request = {
-            "model": self.model,
-            "messages": cast("list[ChatCompletionMessageParam]", messages),  # role/content dicts
-            "response_model": answer_model,
-            "max_retries": reasks,
-            "temperature": temperature,
-            "max_tokens": max_tokens,
-            **extra,
-        }
-        for attempt in range(self.transport_retries + 1):
+        """One validated answer; an invalid one is re-asked `reasks` times with its errors."""
+        chat = _schema_in_prompt(messages, schema) if self.dialect == "none" else list(messages)
+        prompt_tokens = completion_tokens = 0
+        raw, error = "", ""
+        for _attempt in range(reasks + 1):
+            completion = await self._complete(self._body(chat, schema, temperature, max_tokens, seed))
+            used = _usage(completion.get("usage"))
+            prompt_tokens, completion_tokens = prompt_tokens + used[0], completion_tokens + used[1]
+            choice = _first_choice(completion)
+            message = choice.get("message") if isinstance(choice, dict) else None
+            raw = (message.get("content") if isinstance(message, dict) else None) or ""
+            if not isinstance(raw, str):
+                raw = json.dumps(raw)
+            if choice.get("finish_reason") == "length":
+                raise UnitFailed(f"answer cut off at max_tokens={max_tokens}", raw, prompt_tokens, completion_tokens)
             try:
-                # each attempt goes to the next server: a retry may find one that is up
-                parsed, completion = await next(self._next).chat.completions.create_with_completion(**request)
-            except IncompleteOutputException as exc:
-                self.watch.answered()
-                completion = exc.last_completion
-                raise UnitFailed(
-                    f"answer cut off at max_tokens={max_tokens}",
-                    _text_of(completion),
-                    *_usage(getattr(completion, "usage", None)),
-                ) from None
-            except InstructorRetryException as exc:
-                cause = exc.__cause__
-                if not _retryable(cause):
-                    self.watch.answered()  # the server answered, if not usefully
-                    _raise_final(exc, cause)
-                no_response = isinstance(cause, openai.APIConnectionError)  # refused, reset, timed out
-                if no_response:
-                    self.watch.failed(_describe(cause or exc))
-                if attempt == self.transport_retries:
-                    if not no_response:
-                        self.watch.failed(_describe(cause or exc))
-                    raise TransportFailed(_describe(cause or exc)) from None
-                await asyncio.sleep(_retry_delay(attempt, cause))
+                parsed = answer_model.model_validate_json(_json_part(raw) if self.dialect == "none" else raw)
+            except ValueError as exc:
+                error = " ".join(str(exc).split())[:2000]
+                chat = [
+                    *chat,
+                    {"role": "assistant", "content": raw},
+                    {"role": "user", "content": f"Correct your JSON answer, which has these errors: {error}"},
+                ]
                 continue
-            self.watch.answered()
-            total = getattr(parsed, "_total_usage", None) or getattr(completion, "usage", None)
-            return Answer(
-                parsed=parsed,
-                raw=_text_of(completion) or "",
-                prompt_tokens=_usage(total)[0],
-                completion_tokens=_usage(total)[1],
-                mean_logprob=_mean_logprob(completion),
+            return Answer(parsed, raw, prompt_tokens, completion_tokens, _mean_logprob(choice))
+        raise UnitFailed(f"invalid after {reasks + 1} attempt(s): {error}", raw, prompt_tokens, completion_tokens)
+
+    async def _complete(self, body: bytes) -> dict:
+        """POST one chat completion, with clala's transport retries; the parsed JSON answer."""
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),  # the run's semaphore limits
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                headers=self._headers,
+                skip_auto_headers=("User-Agent",),
             )
+        for attempt in range(self.transport_retries + 1):
+            url = next(self._urls)  # each attempt goes to the next server: a retry may find one that is up
+            headers: Any = None
+            try:
+                async with self._session.post(url, data=body, allow_redirects=False) as response:
+                    status, headers, data = response.status, response.headers, await response.read()
+            except TimeoutError:
+                why = "request timed out"
+                self.watch.failed(why)
+            except (aiohttp.ClientError, OSError):  # refused, reset, closed mid-answer
+                why = "could not connect to the server"
+                self.watch.failed(why)
+            else:
+                if 300 <= status < 400:
+                    self.watch.answered()
+                    location = headers.get("location")
+                    target = urljoin(str(response.url), location) if location else "(no Location header)"
+                    raise ServerRefused(redirect_refused(str(response.url), target, status))
+                why = f"HTTP {status} from the server"
+                if not (status in (408, 409, 429) or status >= 500):
+                    self.watch.answered()  # the server answered, if not usefully
+                    if status >= 400:
+                        raise ServerRefused(why)
+                    return _completion_of(data)
+                if attempt == self.transport_retries:
+                    self.watch.failed(why)
+            if attempt == self.transport_retries:
+                raise TransportFailed(why)
+            await asyncio.sleep(_retry_delay(attempt, headers))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def close(self) -> None:
-        for client in self._openai:
-            await client.close()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
-def _retryable(cause: BaseException | None) -> bool:
-    """Whether a request that failed this way is tried again (what the openai client retries)."""
-    import openai
-
-    if isinstance(cause, openai.APIConnectionError):  # timeouts included
-        return True
-    return isinstance(cause, openai.APIStatusError) and (
-        cause.status_code in (408, 409, 429) or cause.status_code >= 500
-    )
-
-
-def _raise_final(exc: BaseException, cause: BaseException | None) -> NoReturn:
-    """The error of a request that is not retried: refused by the server, or answered invalidly."""
-    import openai
-
-    if isinstance(cause, openai.APIStatusError):
-        raise ServerRefused(_describe(cause)) from None
-    if isinstance(cause, openai.OpenAIError):
-        raise TransportFailed(_describe(cause or exc)) from None
-    error = " ".join(str(cause or exc).split())[:2000]
-    raise UnitFailed(
-        f"invalid after {getattr(exc, 'n_attempts', 1)} attempt(s): {error}",
-        _text_of(getattr(exc, "last_completion", None)),
-        *_usage(getattr(exc, "total_usage", None)),
-    ) from None
+def _completion_of(data: bytes) -> dict:
+    """A chat completion's JSON; anything else (a proxy's HTML page) fails the unit."""
+    try:
+        completion = json.loads(data)
+    except ValueError:
+        completion = None
+    if not isinstance(completion, dict) or not isinstance(completion.get("choices"), list):
+        text = data.decode("utf-8", "replace")
+        raise UnitFailed("the server's answer is not a chat completion", text[:2000])
+    return completion
 
 
-def _retry_delay(attempt: int, cause: BaseException | None) -> float:
+def _first_choice(completion: dict) -> dict:
+    choices = completion.get("choices") or [{}]
+    return choices[0] if isinstance(choices[0], dict) else {}
+
+
+SCHEMA_INSTRUCTION = "Answer with one JSON object that fits this JSON Schema, in a ```json block:\n"
+
+
+def _schema_in_prompt(messages: list[dict], schema: dict) -> list[dict]:
+    """Dialect `none`: the schema goes at the end of the system message (static: the prefix
+    stays the same on every call)."""
+    instruction = SCHEMA_INSTRUCTION + json.dumps(schema)
+    if messages and messages[0].get("role") == "system":
+        return [{**messages[0], "content": f"{messages[0]['content']}\n\n{instruction}"}, *messages[1:]]
+    return [{"role": "system", "content": instruction}, *messages]
+
+
+def _json_part(text: str) -> str:
+    """The JSON of an unconstrained answer: a ```json block's, else from the first { to the last }."""
+    fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.S)
+    if fenced:
+        return fenced.group(1)
+    start, end = text.find("{"), text.rfind("}")
+    return text[start : end + 1] if 0 <= start < end else text
+
+
+def _retry_delay(attempt: int, headers: Any) -> float:
     """Seconds before try `attempt + 2`: the server's Retry-After (up to a minute), else backoff."""
-    import openai
-
-    if isinstance(cause, openai.APIStatusError):
-        headers = cause.response.headers
+    if headers is not None:
         try:
             if headers.get("retry-after-ms"):
                 wait = float(headers["retry-after-ms"]) / 1000
@@ -362,22 +386,6 @@ def _retry_delay(attempt: int, cause: BaseException | None) -> float:
             return wait
     first, most = RETRY_DELAY
     return min(first * 2.0**attempt, most) * (1 - 0.25 * random.random())
-
-
-def _describe(exc: BaseException) -> str:
-    import openai
-
-    if isinstance(exc, openai.APIStatusError):
-        if 300 <= exc.status_code < 400:
-            location = exc.response.headers.get("location")
-            target = str(exc.response.url.join(location)) if location else "(no Location header)"
-            return redirect_refused(str(exc.response.url), target, exc.status_code)
-        return f"HTTP {exc.status_code} from the server"
-    if isinstance(exc, openai.APITimeoutError):
-        return "request timed out"
-    if isinstance(exc, openai.APIConnectionError):
-        return "could not connect to the server"
-    return type(exc).__name__
 
 
 class VllmBackend:

@@ -29,7 +29,8 @@ class BackendOptions(BaseModel):
 class LabelOptions(BackendOptions):
     """Everything that defines an LLM run; stored with the run (no secrets) so it can resume."""
 
-    unit: str = "sentence"
+    unit: str = "sentence"  # sentence (one per request) | sentences (packed, `per_call` a request) | report
+    per_call: int = Field(default=16, ge=1, le=256)  # sentences per request with unit "sentences"
     context: int = Field(default=0, ge=0, le=5)
     prompt: str = DEFAULT_PROMPT
     samples: int = Field(default=1, ge=1, le=20)
@@ -49,11 +50,20 @@ class LabelOptions(BackendOptions):
     limit: int | None = None
     # Written by clala, not set: each resume's time and the TRANSPORT_OPTIONS it ran with.
     resumes: list[dict[str, Any]] = []
+    # Written by clala, not set: message characters sent in the static prefix and in the units.
+    prompt_layout: dict[str, Any] = {}
 
     def selection(self) -> ReportSelection:
         return ReportSelection(dataset=self.dataset, report_ids=self.report_ids, limit=self.limit)
 
+    @property
+    def packs(self) -> bool:
+        """Whether several sentences go in one request."""
+        return self.unit == "sentences" and self.per_call > 1
+
     def decoding(self, dialect: str) -> dict[str, Any]:
+        """What changes an answer, in the cache key. A sentence's key is the same packed or alone
+        (unit "sentence", max_tokens per sentence, no per_call): see prompts/render.py."""
         temperature = self.temperature if self.temperature is not None else (0.7 if self.samples > 1 else 0.0)
         max_tokens = self.max_tokens or (2048 if self.unit == "report" else 384)
         return {
@@ -62,7 +72,7 @@ class LabelOptions(BackendOptions):
             "seed": self.seed,
             "samples": self.samples,
             "structured_output": dialect,
-            "unit": self.unit,
+            "unit": "sentence" if self.unit == "sentences" else self.unit,
             "context": self.context,
         }
 

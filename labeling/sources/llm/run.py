@@ -13,11 +13,18 @@ never what the labels mean. After `give_up_after` transport failures in a row (t
 TransportWatch) the calls in flight are cancelled and the run stops. A run ends `complete` when
 every report is done, `partial` when some failed validation, and `incomplete` when some are still
 pending.
+
+With `--unit sentences` the distinct uncached sentences of a batch are packed `per_call` to a
+request (`_ask_pack`), each after a short id; the answer is split by id and each sentence's part
+validated, grounded and cached on its own, under the same cache key as when it is asked alone.
+A sentence whose part is missing or invalid is re-asked alone (with the usual re-asks); the rest
+of the pack is kept.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -54,9 +61,15 @@ from labeling.sources.llm.units import UNIT_KINDS, Unit, build_units, cache_key
 from labeling.sources.selection import select_reports
 from labeling.store.run_records import RunHooks, RunResult, check_new_run_name, resume_or_create
 from labeling.store.store import Store
-from prompts.render import load_prompt
+from prompts.render import CHARS_PER_TOKEN, load_prompt
 from schemas.labels import merge_labels
-from schemas.llm_output import build_output_model, output_json_schema, unknown_key_count
+from schemas.llm_output import (
+    PackedEnvelope,
+    build_output_model,
+    output_json_schema,
+    packed_json_schema,
+    unknown_key_count,
+)
 from schemas.runs import RunInfo, RunKind, RunSpec, RunStatus
 from schemas.vocabulary import load_vocabulary
 
@@ -69,7 +82,15 @@ ENGINE_COUNTS = (
     "unknown_keys",
     "prompt_tokens",
     "completion_tokens",
+    "packed_calls",
+    "packed_units",
+    "lone_reasks",
 )
+# When calls are short (more than FAST_WAVES * concurrency answers in FAST_WINDOW seconds), at
+# most one flush of the cache in FLUSH_EVERY seconds (`LabelRun._unsaved_now`).
+FLUSH_EVERY = 0.05
+FAST_WAVES = 3
+FAST_WINDOW = 0.25
 # Tries of a report, counted in its work row (`attempts`): a report that failed validation is
 # retried by `--resume` until it has been tried this many times.
 MAX_REPORT_ATTEMPTS = 3
@@ -78,15 +99,31 @@ FAILURES = (UnitFailed, TransportFailed, ServerRefused)
 SELECTION_OPTIONS = ("dataset", "report_ids", "limit")
 
 
+@dataclass(frozen=True)
+class Prices:
+    """What a hosted model charges, in any currency, per million tokens (`--price-in/--price-out`)."""
+
+    input_per_million: float = 0.0
+    output_per_million: float = 0.0
+
+
 @dataclass
 class DryRun:
     reports: int
     sentences: int
     units: int
     cache_hits: int
-    calls_needed: int
+    calls_needed: int  # requests: packed ones count once
     est_prompt_tokens: int
     est_completion_tokens: int
+    units_per_call: int = 1
+    est_static_tokens: int = 0  # of est_prompt_tokens: the prefix that is the same on every call
+    est_dynamic_tokens: int = 0  # ... and the unit(s)
+    est_cost: float | None = None  # with prices
+
+    @property
+    def static_fraction(self) -> float:
+        return self.est_static_tokens / self.est_prompt_tokens if self.est_prompt_tokens else 0.0
 
 
 @dataclass
@@ -169,6 +206,8 @@ class LabelRun:
         self.prompt = load_prompt(options.prompt, self.vocabulary)
         self.answer_model = build_output_model(self.vocabulary)
         self.schema = output_json_schema(self.vocabulary)
+        self.packed_schema = packed_json_schema(self.vocabulary)
+        self.layout = {"static_chars": 0, "dynamic_chars": 0}  # message characters sent (prompts/render.py)
         self.decoding = options.decoding(backend.dialect)
         self.result = result
         self.result.counts.update(dict.fromkeys(ENGINE_COUNTS, 0))
@@ -178,6 +217,8 @@ class LabelRun:
         self.gave_up: str | None = None  # why the transport watch stopped the run
         self.unsaved: Unsaved | None = None  # arrived, not yet written
         self.flush_error: Exception | None = None
+        self.arrivals: deque[float] = deque(maxlen=FAST_WAVES * options.concurrency + 1)  # latest answers' times
+        self.flushed_at = 0.0  # time.monotonic() of the last flush
         backend.watch = TransportWatch(options.give_up_after, on_trip=self._give_up)
 
     def _give_up(self, reason: str) -> None:
@@ -192,17 +233,26 @@ class LabelRun:
             for s in range(self.options.samples)
         ]
 
+    def _sent(self, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Count a request's static (all but the last message) and dynamic characters."""
+        self.layout["static_chars"] += sum(len(m["content"]) for m in messages[:-1])
+        self.layout["dynamic_chars"] += len(messages[-1]["content"])
+        return messages
+
+    def _seed(self, sample: int) -> int | None:
+        return None if self.decoding["seed"] is None else self.decoding["seed"] + sample
+
     async def _ask(self, unit: Unit, sample: int, key: str, semaphore: asyncio.Semaphore) -> Any:
         async with semaphore:
             try:
                 answer = await self.backend.ask(
-                    self.prompt.messages(unit.text, unit.context),
+                    self._sent(self.prompt.messages(unit.text, unit.context)),
                     self.answer_model,
                     self.schema,
                     temperature=self.decoding["temperature"],
                     max_tokens=self.decoding["max_tokens"],
                     reasks=self.options.max_retries,
-                    seed=None if self.decoding["seed"] is None else self.decoding["seed"] + sample,
+                    seed=self._seed(sample),
                 )
             except UnitFailed as exc:
                 self._spent(exc.prompt_tokens, exc.completion_tokens)
@@ -212,9 +262,81 @@ class LabelRun:
         self._keep(key, answer)
         return answer
 
-    def _keep(self, key: str, answer: Answer) -> None:
+    async def _ask_pack(
+        self, units: list[Unit], sample: int, keys: list[str], semaphore: asyncio.Semaphore
+    ) -> dict[str, Any]:
+        """Ask several units in one request: each key's Answer, or its failure. The pack is not
+        re-asked as a whole: a unit whose part is missing or invalid is asked alone."""
+        ids = [str(i) for i in range(1, len(units) + 1)]
+        messages = self._sent(self.prompt.packed_messages([(i, u.text, u.context) for i, u in zip(ids, units)]))
+        pack: Answer | None = None
+        async with semaphore:
+            try:
+                pack = await self.backend.ask(
+                    messages,
+                    PackedEnvelope,
+                    self.packed_schema,
+                    temperature=self.decoding["temperature"],
+                    max_tokens=self._pack_max_tokens(messages, len(units)),
+                    reasks=0,
+                    seed=self._seed(sample),
+                )
+            except UnitFailed as exc:  # not JSON, or cut off: every unit is asked alone
+                self._spent(exc.prompt_tokens, exc.completion_tokens)
+            except FAILURES as exc:
+                return dict.fromkeys(keys, exc)
+        results: dict[str, Any] = {}
+        alone: list[tuple[Unit, str]] = []
+        items: dict[str, Any] = {}
+        if pack is not None:
+            self._spent(pack.prompt_tokens, pack.completion_tokens)  # counted once, for the pack
+            assert isinstance(pack.parsed, PackedEnvelope)
+            for item in pack.parsed.answers:
+                items.setdefault(item.id.strip().strip("[]"), item)  # a repeated id: its first answer
+        share = len(units)
+        for unit_id, unit, key in zip(ids, units, keys):
+            item = items.get(unit_id)
+            try:
+                parsed = self.answer_model.model_validate({"labels": item.labels}) if item else None
+            except ValueError:
+                parsed = None
+            if parsed is None or pack is None or item is None:
+                alone.append((unit, key))
+                continue
+            answer = Answer(
+                parsed=parsed,
+                raw=json.dumps({"id": unit_id, "labels": item.labels}),
+                prompt_tokens=pack.prompt_tokens // share,  # each unit's share, as cached
+                completion_tokens=pack.completion_tokens // share,
+                mean_logprob=pack.mean_logprob,
+            )
+            self._keep(key, answer, spent=False)
+            results[key] = answer
+        self.result.counts["packed_units"] += len(units) - len(alone)
+        self.result.counts["lone_reasks"] += len(alone)
+        self.result.counts["model_calls"] += len(alone)
+        if alone:
+            lone = await asyncio.gather(*(self._ask(unit, sample, key, semaphore) for unit, key in alone))
+            results.update({key: outcome for (_, key), outcome in zip(alone, lone)})
+        return results
+
+    def _pack_max_tokens(self, messages: list[dict[str, str]], units: int) -> int:
+        """The per-sentence budget for each unit; on the embedded server, no more than its context
+        leaves beside the prompt (estimated generously: 3 characters a token)."""
+        budget = self.decoding["max_tokens"] * units
+        if self.options.backend == "local":
+            prompt = sum(len(m["content"]) for m in messages) // 3
+            budget = max(self.decoding["max_tokens"], min(budget, self.options.n_ctx - prompt))
+        return budget
+
+    @staticmethod
+    async def _member(pack: asyncio.Future, key: str) -> Any:
+        """One unit's outcome of a pack (cancelling it cancels the pack)."""
+        return (await pack)[key]
+
+    def _keep(self, key: str, answer: Answer, *, spent: bool = True) -> None:
         """Cache a valid answer as it arrives, with its tokens: a kill loses at most the calls in
-        flight."""
+        flight. `spent=False`: the tokens were counted already (a pack's, counted once)."""
         unsaved = self._unsaved_now()
         unsaved.entries.append(
             {
@@ -226,8 +348,9 @@ class LabelRun:
             }
         )
         unsaved.unknown_keys += unknown_key_count(answer.parsed)
-        unsaved.prompt_tokens += answer.prompt_tokens
-        unsaved.completion_tokens += answer.completion_tokens
+        if spent:
+            unsaved.prompt_tokens += answer.prompt_tokens
+            unsaved.completion_tokens += answer.completion_tokens
 
     def _spent(self, prompt_tokens: int, completion_tokens: int) -> None:
         unsaved = self._unsaved_now()
@@ -235,12 +358,25 @@ class LabelRun:
         unsaved.completion_tokens += completion_tokens
 
     def _unsaved_now(self) -> Unsaved:
-        """What arrived since the last flush; the first arrival schedules the flush for the event
-        loop's next turn, so answers that arrive together share one commit (a commit costs about
-        5 ms, an answer in a shared one under 1 ms) and none waits longer than that turn."""
+        """What arrived since the last flush. The first arrival schedules the flush for the event
+        loop's next turn, so answers that arrive together share one commit (a commit costs 5 to
+        15 ms, an answer in a shared one well under 1 ms), it runs before the calls their answers
+        free up are sent, and a kill loses at most the calls in flight. Except when calls are short
+        (more than FAST_WAVES waves of `concurrency` answers within FAST_WINDOW: a fast server):
+        then a commit for every answer or two would make clala's process the bottleneck (5 to 9
+        ms of CPU each), so the flush waits until FLUSH_EVERY after the last one, and a kill may
+        also lose the answers of that time."""
+        now = time.monotonic()
+        self.arrivals.append(now)
         if self.unsaved is None:
             self.unsaved = Unsaved()
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop = asyncio.get_running_loop()
+            fast = len(self.arrivals) == self.arrivals.maxlen and now - self.arrivals[0] < FAST_WINDOW
+            wait = self.flushed_at + FLUSH_EVERY - now
+            if fast and wait > 0:
+                loop.call_later(wait, self._flush)
+            else:
+                loop.call_soon(self._flush)
         return self.unsaved
 
     def _flush(self) -> None:
@@ -257,6 +393,7 @@ class LabelRun:
         except Exception as exc:  # raised by `_flushed`: a loop callback's error would only be logged
             self.flush_error = exc
             return
+        self.flushed_at = time.monotonic()
         self.result.counts["unknown_keys"] += unsaved.unknown_keys
         self.result.counts["prompt_tokens"] += unsaved.prompt_tokens
         self.result.counts["completion_tokens"] += unsaved.completion_tokens
@@ -275,6 +412,8 @@ class LabelRun:
         result.reports = sum(self.store.work_counts(self.run_id).values())
         semaphore = asyncio.Semaphore(self.options.concurrency)
         size = max(self.options.batch_size, self.options.concurrency)  # a batch keeps every slot busy
+        if self.options.packs:  # ... with packs: at least 4 new sentences a report, say
+            size = max(self.options.batch_size, self.options.concurrency * max(1, self.options.per_call // 4))
         batches = [pending[i : i + size] for i in range(0, len(pending), size)]
         # The next batch's calls start before this batch is settled, so the server is not left
         # idle while the slowest call of a batch finishes and its batch is committed.
@@ -299,6 +438,7 @@ class LabelRun:
             call.cancel()
         await asyncio.gather(*leftover, return_exceptions=True)
         self._flushed()  # the answers of cancelled batches that did arrive
+        self._record_layout()
         counts = self.store.work_counts(self.run_id)
         result.reports_done = counts.get("done", 0)
         result.reports_failed = counts.get("failed", 0)
@@ -329,15 +469,64 @@ class LabelRun:
             if k not in cached and identity not in self.failed_units
         ]
         calls = []
-        for identity, sample in todo:
+        new = [(identity, sample) for identity, sample in todo if keys[identity][sample] not in self.inflight]
+        if self.options.packs:
+            self._start_packs(new, units, keys, semaphore)
+        for identity, sample in new if not self.options.packs else []:
             key = keys[identity][sample]
-            if key not in self.inflight:
-                self.inflight[key] = asyncio.ensure_future(self._ask(units[identity], sample, key, semaphore))
-                self.result.counts["model_calls"] += 1
-            calls.append(self.inflight[key])
+            self.inflight[key] = asyncio.ensure_future(self._ask(units[identity], sample, key, semaphore))
+            self.result.counts["model_calls"] += 1
+        for identity, sample in todo:
+            calls.append(self.inflight[keys[identity][sample]])
         self.result.counts["units"] += len(units)
         self.result.counts["cache_hits"] += len(all_keys) - len(todo)
         return PreparedBatch(batch, units, report_units, texts, keys, cached, todo, calls)
+
+    def _start_packs(
+        self,
+        new: list[tuple[str, int]],
+        units: dict[str, Unit],
+        keys: dict[str, list[str]],
+        semaphore: asyncio.Semaphore,
+    ) -> None:
+        """Start the calls of `new` (identity, sample) pairs, `per_call` units to a request (one
+        sample index a pack: its seed is the sample's)."""
+        by_sample: dict[int, list[str]] = {}
+        for identity, sample in new:
+            by_sample.setdefault(sample, []).append(identity)
+        k = self.options.per_call
+        for sample, identities in by_sample.items():
+            for i in range(0, len(identities), k):
+                chunk = identities[i : i + k]
+                chunk_keys = [keys[identity][sample] for identity in chunk]
+                if len(chunk) == 1:  # a pack of one is a lone call
+                    self.inflight[chunk_keys[0]] = asyncio.ensure_future(
+                        self._ask(units[chunk[0]], sample, chunk_keys[0], semaphore)
+                    )
+                else:
+                    pack = asyncio.ensure_future(
+                        self._ask_pack([units[identity] for identity in chunk], sample, chunk_keys, semaphore)
+                    )
+                    self.result.counts["packed_calls"] += 1
+                    for key in chunk_keys:
+                        self.inflight[key] = asyncio.ensure_future(self._member(pack, key))
+                self.result.counts["model_calls"] += 1
+
+    def _record_layout(self) -> None:
+        """Add the characters this session sent, static and dynamic, to the run's parameters."""
+        if not any(self.layout.values()):
+            return
+        params = self.store.run(self.run_id).params
+        before = params.get("prompt_layout") or {}
+        static = before.get("static_chars", 0) + self.layout["static_chars"]
+        dynamic = before.get("dynamic_chars", 0) + self.layout["dynamic_chars"]
+        layout = {
+            "static_chars": static,
+            "dynamic_chars": dynamic,
+            "static_fraction": round(static / (static + dynamic), 4),
+        }
+        self.store.set_run_params(self.run_id, {**params, "prompt_layout": layout})
+        self.result.details["static_prompt_fraction"] = layout["static_fraction"]
 
     def _collect(self, prepared: PreparedBatch, outcomes: list[Any]) -> Outcomes:
         """Sort a batch's answers into failed units and transport trouble."""
@@ -578,11 +767,14 @@ def label_with_llm(store: Store, request: LlmRequest, *, hooks: RunHooks | None 
             raise
 
 
-def dry_run(store: Store, options: LabelOptions, model: str | None = None) -> DryRun:
-    """Units, unique units, cache hits and estimated tokens, without calling a model.
+def dry_run(store: Store, options: LabelOptions, model: str | None = None, *, prices: Prices | None = None) -> DryRun:
+    """Units, unique units, cache hits, requests and estimated tokens (and cost), without calling
+    a model.
 
-    Token estimates: about 4 characters per token for the prompt; the completion length is the
-    mean of this model's cached answers, or 60 tokens per unit when there are none.
+    The requests are made up as the run would (the uncached units, `per_call` to a request with
+    `--unit sentences`), and each request's messages are rendered: its prompt tokens are its
+    characters over CHARS_PER_TOKEN, split into the static prefix and the unit(s). The completion
+    length is the mean of this model's cached answers, or 60 tokens per unit when there are none.
     """
     vocabulary = load_vocabulary(options.vocabulary, enable=options.enable)
     prompt = load_prompt(options.prompt, vocabulary)
@@ -605,18 +797,31 @@ def dry_run(store: Store, options: LabelOptions, model: str | None = None) -> Dr
         for u in units.values()
         for s in range(options.samples)
     ]
-    hits = len(store.cache_get(keys)) if options.use_cache else 0
+    cached = store.cache_get(keys) if options.use_cache else {}
     completion = store.mean_completion_tokens(model or "") or 60.0
-    base_chars = sum(len(m["content"]) for m in prompt.messages(""))
-    to_call = [u for u in units.values() for _ in range(options.samples)]
-    share = (len(keys) - hits) / len(keys) if keys else 0.0
-    prompt_chars = sum(base_chars + len(u.text) + len(u.context or "") for u in to_call) * share
-    return DryRun(
+    per_call = options.per_call if options.packs else 1
+    static = dynamic = calls = 0
+    for sample in range(options.samples):
+        todo = [u for i, u in enumerate(units.values()) if keys[i * options.samples + sample] not in cached]
+        for start in range(0, len(todo), per_call):
+            chunk = todo[start : start + per_call]
+            layout = prompt.layout([(str(n), u.text, u.context) for n, u in enumerate(chunk, start=1)])
+            static, dynamic, calls = static + layout.static_chars, dynamic + layout.dynamic_chars, calls + 1
+    to_ask = len(keys) - len(cached)
+    plan = DryRun(
         reports=len(reports),
         sentences=sum(len(u.occurrences) for u in units.values()),
         units=len(units),
-        cache_hits=hits,
-        calls_needed=len(keys) - hits,
-        est_prompt_tokens=int(prompt_chars / 4),
-        est_completion_tokens=int(completion * (len(keys) - hits)),
+        cache_hits=len(cached),
+        calls_needed=calls,
+        est_prompt_tokens=(static + dynamic) // CHARS_PER_TOKEN,
+        est_completion_tokens=int(completion * to_ask),
+        units_per_call=per_call,
+        est_static_tokens=static // CHARS_PER_TOKEN,
+        est_dynamic_tokens=dynamic // CHARS_PER_TOKEN,
     )
+    if prices is not None:
+        plan.est_cost = (
+            plan.est_prompt_tokens * prices.input_per_million + plan.est_completion_tokens * prices.output_per_million
+        ) / 1e6
+    return plan

@@ -21,7 +21,8 @@ from labeling.ingest.sections import FINDING_SECTIONS
 from labeling.ingest.sentences import normalize_sentence
 from labeling.store.store import Store
 
-UNIT_KINDS = ("sentence", "report")
+# "sentences": sentence units, several per request (the engine packs them; the units are the same)
+UNIT_KINDS = ("sentence", "sentences", "report")
 NOT_IMAGE_SECTIONS = ("indication", "comparison", "technique", "examination", "notification", "recommendation")
 
 

@@ -22,14 +22,17 @@ import hashlib
 import json
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 
+from labeling.sources.rules.bones import GENERIC_WORDS, bone_finding
+from labeling.sources.rules.hedges import HEDGE_BREAK, HEDGE_CONTEXT_RULES, alternatives
+from labeling.sources.rules.locations import compared_sides, region_phrases
 from schemas.vocabulary import Vocabulary
 
 # Bump when a change to the rules below changes labels; it is part of the run's provenance.
-RULES_VERSION = "5"
+RULES_VERSION = "6"
 
 # ConText rules added to medspaCy's defaults: how radiology reports state normal and hedged findings.
 EXTRA_CONTEXT_RULES: list[tuple[str, str, str]] = [
@@ -41,6 +44,10 @@ EXTRA_CONTEXT_RULES: list[tuple[str, str, str]] = [
     ("is unremarkable", "NEGATED_EXISTENCE", "BACKWARD"),
     ("are unremarkable", "NEGATED_EXISTENCE", "BACKWARD"),
     ("is not enlarged", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("are not enlarged", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("is not significantly enlarged", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("is not grossly enlarged", "NEGATED_EXISTENCE", "BACKWARD"),
+    ("within limits of normal", "NEGATED_EXISTENCE", "BACKWARD"),
     ("has resolved", "NEGATED_EXISTENCE", "BACKWARD"),
     ("have resolved", "NEGATED_EXISTENCE", "BACKWARD"),
     ("no longer seen", "NEGATED_EXISTENCE", "BACKWARD"),
@@ -60,9 +67,8 @@ EXTRA_CONTEXT_RULES: list[tuple[str, str, str]] = [
     ("cannot be excluded", "POSSIBLE_EXISTENCE", "BACKWARD"),
     ("can not be excluded", "POSSIBLE_EXISTENCE", "BACKWARD"),
     ("not excluded", "POSSIBLE_EXISTENCE", "BACKWARD"),
-    ("versus", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
-    ("vs", "POSSIBLE_EXISTENCE", "BIDIRECTIONAL"),
 ]
+# Hedges, alternatives ("versus"), differentials and history cues with their scopes: hedges.py.
 
 # Phrases that name an organ rather than a finding: they carry a label in a normal statement
 # ("heart size is normal" -> enlarged cardiac silhouette absent) or with a word of ANCHOR_ABNORMAL
@@ -88,23 +94,24 @@ SPECIFIC_FINDINGS: dict[str, tuple[str, ...]] = {
 
 # What makes an organ phrase abnormal ("the heart is mildly enlarged", "the hila are prominent").
 ANCHOR_ABNORMAL: dict[str, re.Pattern[str]] = {
-    "enlarged cardiac silhouette": re.compile(r"\b(?:enlarged|enlargement|increased in size|cardiomegaly)\b", re.I),
+    "enlarged cardiac silhouette": re.compile(
+        r"\b(?:enlarged|enlargement|increased in size|cardiomegaly|borderline)\b", re.I
+    ),
     "mediastinal widening": re.compile(r"\b(?:widened|widening|wide)\b", re.I),
     "enlarged hilum": re.compile(r"\b(?:enlarged|enlargement|prominent|prominence|full|fullness)\b", re.I),
 }
 
-SEVERITY_WORDS = [
-    (re.compile(r"\b(?:mild(?:ly)?|small|minimal|trace|tiny|slight(?:ly)?|subtle|minor)\b", re.I), "mild"),
-    (re.compile(r"\b(?:moderate(?:ly)?|medium)\b", re.I), "moderate"),
-    (re.compile(r"\b(?:severe(?:ly)?|large|extensive|marked(?:ly)?|massive|substantial)\b", re.I), "severe"),
-]
-TEMPORAL_WORDS = [
-    (re.compile(r"\b(?:resolved|resolution|cleared)\b", re.I), "resolved"),
-    (re.compile(r"\b(?:new|newly|developing|interval development)\b", re.I), "new"),
-    (re.compile(r"\b(?:increas(?:ed|ing)|wors(?:e|ened|ening)|progress(?:ed|ion|ing)|enlarging)\b", re.I), "worsened"),
-    (re.compile(r"\b(?:improv(?:ed|ing|ement)|decreas(?:ed|ing)|smaller|less)\b", re.I), "improved"),
-    (re.compile(r"\b(?:unchanged|stable|persistent|persists|again seen|similar|no change)\b", re.I), "unchanged"),
-]
+# Severity and temporal words are the vocabulary's (severity_words, temporal_words); when a
+# sentence says several, the first of these orders wins ("resolved" over "unchanged": a finding
+# that resolved is absent whatever else the sentence says).
+SEVERITY_ORDER = ("mild", "moderate", "severe")
+TEMPORAL_ORDER = ("resolved", "new", "worsened", "improved", "unchanged")
+# Comparatives among the temporal words describe a distribution ("right greater than left",
+# "more prominent in the bases") unless the sentence refers to an earlier study; "more likely" /
+# "less likely" weigh a diagnosis and are never a change.
+COMPARATIVES = frozenset({"more", "less", "greater", "larger", "smaller", "worse"})
+_EARLIER_STUDY = re.compile(r"\b(?:prior|previous(?:ly)?|interval|since|compared|comparison|earlier|before)\b", re.I)
+_LIKELIHOOD = re.compile(r"\b(?:more|less)\s+likely\b", re.I)
 # The longest doc the pipeline sees: sentences above it are cut into pieces at clause
 # boundaries. IU X-ray's longest sentence is 293 characters; at 1,000 a piece costs about twice
 # a short sentence per character (bench/rules_long_text.py).
@@ -154,6 +161,7 @@ class RulesLabeler:
         self.max_piece_chars = max_piece_chars  # the longest doc the pipeline sees (see clause_pieces)
         self._finding = {f.name: f for f in vocabulary.findings}
         self._laterality = {r.name: r.laterality for r in vocabulary.regions}
+        self._enabled = frozenset(self._finding)
 
     # --- the pipeline --------------------------------------------------------------------------
     def target_rules(self) -> list[tuple[str, str, bool]]:
@@ -181,7 +189,13 @@ class RulesLabeler:
                 self.vocabulary.version,
                 self.target_rules(),
                 EXTRA_CONTEXT_RULES,
-                [(p.pattern, v) for p, v in SEVERITY_WORDS + TEMPORAL_WORDS],
+                HEDGE_CONTEXT_RULES,
+                sorted((finding, sorted(words)) for finding, words in GENERIC_WORDS.items()),
+                SEVERITY_ORDER,
+                TEMPORAL_ORDER,
+                sorted(COMPARATIVES),
+                _EARLIER_STUDY.pattern,
+                _LIKELIHOOD.pattern,
                 self.max_piece_chars,
             ]
         )
@@ -211,6 +225,17 @@ class RulesLabeler:
             [
                 ConTextRule(literal, category, direction=direction)
                 for literal, category, direction in EXTRA_CONTEXT_RULES
+            ]
+            + [
+                ConTextRule(
+                    literal,
+                    category,
+                    direction=direction,
+                    terminated_by={HEDGE_BREAK} if ends_at_break else None,
+                    # a clause break only ends scopes: it modifies no finding
+                    allowed_types={"NO_FINDING"} if category == HEDGE_BREAK else None,
+                )
+                for literal, category, direction, ends_at_break in HEDGE_CONTEXT_RULES
             ]
         )
         return nlp
@@ -242,7 +267,14 @@ class RulesLabeler:
 
     def _labels_of(self, doc, skipped: dict[str, int] | None) -> list[SentenceLabel]:
         text = doc.text
-        mentions = []  # (start, end, finding, status)
+        mentions = self._mentions_of(doc, skipped)
+        return self._labels_of_mentions(text, mentions) if mentions else []
+
+    def _mentions_of(self, doc, skipped: dict[str, int] | None) -> list[tuple[int, int, str, str]]:
+        """(start, end, finding, status) of each finding mention the sentence states."""
+        text = doc.text
+        mentions: list[tuple[int, int, str, str]] = []
+        anchored: dict[int, int] = {}  # mention index of an organ phrase read as abnormal -> its gap to the word
         for ent in doc.ents:
             if ent._.is_historical or ent._.is_hypothetical or ent._.is_family:
                 if skipped is not None:
@@ -260,12 +292,27 @@ class RulesLabeler:
                 status = "uncertain"
             else:
                 status = "present"
-            mentions.append((ent.start_char, ent.end_char, ent.label_, status))
-        if not mentions:
-            return []
-        regions = self._assign_regions(text, mentions)
+            finding = bone_finding(ent.label_, ent.text, text, self._enabled)
+            if finding is None:  # a bone outside the vocabulary's regions (bones.py)
+                continue
+            if anchor and status != "absent":
+                anchored[len(mentions)] = min(
+                    _gap(ent.start_char, ent.end_char, m.start(), m.end())
+                    for m in ANCHOR_ABNORMAL[ent.label_].finditer(text)
+                )
+            mentions.append((ent.start_char, ent.end_char, finding, status))
+        return [m for i, m in enumerate(mentions) if not self._redundant_anchor(i, mentions, anchored)]
+
+    def _labels_of_mentions(self, text: str, mentions: list[tuple[int, int, str, str]]) -> list[SentenceLabel]:
+        groups = alternatives(text, mentions)
+        for i in (i for group in groups for i in group):
+            start, end, finding, status = mentions[i]
+            if status == "present":
+                mentions[i] = (start, end, finding, "uncertain")
+        regions = self._assign_regions(text, mentions, groups)
         # Words of the whole sentence: searched once, not once per mention.
-        stated_severity, temporal = _first_word(SEVERITY_WORDS, text), _first_word(TEMPORAL_WORDS, text)
+        stated_severity = _first_value(SEVERITY_ORDER, self.vocabulary.find_severities(text))
+        temporal = _first_value(TEMPORAL_ORDER, _changes(text, self.vocabulary))
         labels = []
         for (start, end, finding, status), cells in zip(mentions, regions):
             severity = stated_severity if status != "absent" else None
@@ -275,29 +322,42 @@ class RulesLabeler:
                 labels.append(SentenceLabel(region, finding, status, severity, temporal, start, end))
         return labels
 
-    def _assign_regions(self, text: str, mentions: list[tuple[int, int, str, str]]) -> list[tuple[str, ...]]:
+    def _assign_regions(
+        self, text: str, mentions: list[tuple[int, int, str, str]], groups: list[set[int]]
+    ) -> list[tuple[str, ...]]:
         """The regions of each finding mention.
 
         Each region phrase of the sentence goes to its nearest finding mention; a bare left,
         right or bilateral goes the same way and selects sides of the finding's default regions.
         A finding left without a location shares the location of the nearest located finding of
         the sentence ("bibasilar opacities and atelectasis"), unless it is negated while that one
-        is not; else it gets its default regions. Regions a finding may not occupy are replaced
-        by its default regions on the same side.
+        is not, preferring one it is an alternative of ("atelectasis versus pneumonia at the right
+        base"); else it gets its default regions. Regions a finding may not occupy are replaced
+        by its default regions on the same side. A region phrase inside a finding's own phrase
+        ("hemidiaphragm" in "elevated hemidiaphragm") places that finding only when nothing else
+        does: "elevated hemidiaphragm in the left hemidiaphragm" is on the left only.
         """
-        phrases = self.vocabulary.find_regions(text)
-        taken = [(s, e) for s, e, _ in phrases]
+        phrases = region_phrases(text, self.vocabulary)
+        taken = [(s, e) for s, e, _ in phrases] + compared_sides(text)
         sides = [
             (m.start(), m.end(), m.lastgroup)
             for m in LATERALITY.finditer(text)
             if not any(s <= m.start() < e for s, e in taken)
         ]
         assigned: list[list[tuple[str, object]]] = [[] for _ in mentions]
+        internal: list[list[tuple[str, object]]] = [[] for _ in mentions]
         for start, end, payload in [(s, e, ("regions", r)) for s, e, r in phrases] + [
             (s, e, ("side", side)) for s, e, side in sides
         ]:
+            inside = [i for i, m in enumerate(mentions) if m[0] <= start and end <= m[1]]
+            if inside:
+                internal[inside[0]].append(payload)
+                continue
             nearest = min(range(len(mentions)), key=lambda i: _gap(mentions[i][0], mentions[i][1], start, end))
             assigned[nearest].append(payload)
+        for i, found in enumerate(internal):
+            if not assigned[i]:
+                assigned[i] = found
         for i, found in enumerate(assigned):
             specific = self._specific_finding(mentions[i][2], found)
             if specific != mentions[i][2]:
@@ -314,11 +374,28 @@ class RulesLabeler:
                 if resolved[j] is not None and not (status == "absent" and mentions[j][3] != "absent")
             ]
             if donors:
-                j = min(donors, key=lambda j: _gap(mentions[j][0], mentions[j][1], start, end))
+                alternative = next((group for group in groups if i in group), set())
+                j = min(
+                    donors,
+                    key=lambda j: (j not in alternative, _gap(mentions[j][0], mentions[j][1], start, end)),
+                )
                 resolved[i] = self._regions_for(finding, [("regions", resolved[j])])
             else:
                 resolved[i] = tuple(self._finding[finding].default_regions)
         return [r or tuple(self._finding[m[2]].default_regions) for r, m in zip(resolved, mentions)]
+
+    @staticmethod
+    def _redundant_anchor(i: int, mentions: list[tuple[int, int, str, str]], anchored: dict[int, int]) -> bool:
+        """An organ phrase read as abnormal says nothing when the sentence names its finding
+        ("stable cardiomediastinal silhouette with borderline cardiomegaly") or when another organ
+        phrase of the finding is nearer the abnormal word ("cardiomediastinal silhouette with
+        borderline heart size")."""
+        if i not in anchored:
+            return False
+        finding = mentions[i][2]
+        if any(m[2] == finding and j not in anchored for j, m in enumerate(mentions)):
+            return True
+        return any(mentions[j][2] == finding and (gap, j) < (anchored[i], i) for j, gap in anchored.items() if j != i)
 
     def _specific_finding(self, finding: str, found: list[tuple[str, object]]) -> str:
         """A generic word ("fracture") located where its finding cannot be but a sibling finding
@@ -378,10 +455,12 @@ def clause_pieces(text: str, limit: int = MAX_PIECE_CHARS) -> list[tuple[int, in
     return spans
 
 
-def _collapse_whitespace(text: str) -> tuple[str, list[int]]:
+def _collapse_whitespace(text: str) -> tuple[str, Sequence[int]]:
     """`text` with each run of whitespace made one space, and where each of its characters is in
     `text`. Reports wrap lines mid-sentence ("is not\\n enlarged"); spaCy would keep the line
     break as a token of its own, and phrase rules ("is not enlarged") would miss it."""
+    if _COLLAPSIBLE.search(text) is None:  # most sentences: nothing to collapse, offsets unchanged
+        return text, range(len(text))
     pieces: list[str] = []
     where: list[int] = []
     for match in _WORDS_AND_SPACES.finditer(text):
@@ -395,14 +474,24 @@ def _collapse_whitespace(text: str) -> tuple[str, list[int]]:
 
 
 _WORDS_AND_SPACES = re.compile(r"\s+|\S+")
+_COLLAPSIBLE = re.compile(r"\s\s|[^\S ]")  # two whitespace characters in a row, or one that is not a space
 
 
 def _gap(a_start: int, a_end: int, b_start: int, b_end: int) -> int:
     return max(0, b_start - a_end, a_start - b_end)
 
 
-def _first_word(patterns: list[tuple[re.Pattern[str], str]], text: str) -> str | None:
-    for pattern, value in patterns:
-        if pattern.search(text):
-            return value
-    return None
+def _changes(text: str, vocabulary: Vocabulary) -> list[tuple[int, int, str]]:
+    """The temporal words of a sentence that state a change (see COMPARATIVES)."""
+    earlier = _EARLIER_STUDY.search(text) is not None
+    likelihood = [(m.start(), m.end()) for m in _LIKELIHOOD.finditer(text)]
+    return [
+        (start, end, value)
+        for start, end, value in vocabulary.find_temporals(text)
+        if (earlier or text[start:end].lower() not in COMPARATIVES) and not any(s <= start < e for s, e in likelihood)
+    ]
+
+
+def _first_value(order: tuple[str, ...], found: list[tuple[int, int, str]]) -> str | None:
+    values = {value for _, _, value in found}
+    return next((value for value in order if value in values), None)

@@ -1,0 +1,383 @@
+"""`clala sample`: a review sample of a run's cells, with the inclusion probability of every
+sampled cell, so that a review of the sample estimates the whole run's quality without bias
+(`labeling.review.estimate`).
+
+The population is every region-level cell of the run: each report the run finished x each
+(region, finding) pair the vocabulary allows, over the findings the run has a region-level label
+for (`all_findings`: every finding of the vocabulary, so that findings the run never reports can
+show up as misses). Image-level rows (region NULL) are not region-level cells and are outside the
+population. Each cell has the run's predicted class: present, uncertain, absent, or unmentioned
+(no label there).
+
+Strategies (pi = a cell's inclusion probability):
+- `uniform`: a simple random sample of n cells without replacement; pi = n / N.
+- `stratified`: strata are finding x predicted class. Every non-empty stratum gets one cell at
+  least (so every cell has pi > 0); of the rest, a share (`present_share`, 0.5) goes to the
+  predicted-present strata, which hold the true and false positives (precision), and the
+  remainder to the other strata, where the misses hide (recall); within each group cells are
+  allocated in proportion to the stratum sizes (largest remainder). A group with fewer cells
+  than its share is sampled whole and the rest moves to the other group. Within a stratum, a
+  simple random sample; pi_h = n_h / N_h.
+- `suspicion`: Poisson sampling with probability proportional to a suspicion score from an
+  audit queue (`clala audit --out`: a CSV, or JSONL, with at least report_key, region, finding,
+  suspicion; higher is more likely wrong), mixed with a uniform floor so that every cell can be drawn:
+  pi_i = n * ((1 - floor) * s_i / sum(s) + floor / N), capped at 1 (the excess is spread over
+  the others). Each cell is drawn independently with pi_i: the sample size is random, n on
+  average. Cells the queue does not list have suspicion 0 (the floor only).
+
+The same run, strategy, options and seed give the same sample (numpy's default_rng(seed), cells
+in report, region, finding order).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from labeling.core.errors import InputError
+from labeling.store.store import Store
+from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
+from schemas.runs import RunInfo, RunStatus
+from schemas.vocabulary import Vocabulary
+
+STRATEGIES = ("uniform", "stratified", "suspicion")
+CLASS_OF_CODE = {PRESENT: "present", UNCERTAIN: "uncertain", ABSENT: "absent", UNMENTIONED: "unmentioned"}
+QUEUE_COLUMNS = ("report_key", "region", "finding", "suspicion")
+
+
+@dataclass(kw_only=True)
+class SampleRequest:
+    """What to sample: `n` cells of `run` by `strategy`, seeded."""
+
+    run: str
+    n: int
+    strategy: str = "stratified"
+    seed: int = 0
+    all_findings: bool = False
+    present_share: float = 0.5  # stratified: share of n for the predicted-present strata
+    suspicion: Path | None = None  # suspicion: the audit queue CSV
+    floor: float = 0.2  # suspicion: share of the probability spread uniformly
+
+    def check(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise InputError(f"--strategy: {self.strategy!r} is not one of {', '.join(STRATEGIES)}")
+        if self.n < 1:
+            raise InputError(f"--n: must be at least 1, not {self.n}")
+        if not 0 <= self.present_share <= 1:
+            raise InputError(f"--present-share: must lie in [0, 1], not {self.present_share}")
+        if not 0 < self.floor <= 1:
+            raise InputError(f"--floor: must lie in (0, 1], so that every cell can be drawn; not {self.floor}")
+        if self.strategy == "suspicion" and self.suspicion is None:
+            raise InputError("--suspicion: the suspicion strategy needs an audit queue CSV (clala audit --out)")
+        if self.strategy != "suspicion" and self.suspicion is not None:
+            raise InputError(f"--suspicion: only the suspicion strategy reads a queue, not {self.strategy}")
+
+
+@dataclass
+class Population:
+    """A run's region-level cells: per cell its report, region, finding and predicted class."""
+
+    run: RunInfo
+    report_keys: np.ndarray  # int64[N]
+    regions: np.ndarray  # object[N]
+    findings: np.ndarray  # object[N]
+    predicted: np.ndarray  # object[N]: present | uncertain | absent | unmentioned
+    finding_names: tuple[str, ...]
+    reports: int
+
+    @property
+    def size(self) -> int:
+        return len(self.report_keys)
+
+
+@dataclass
+class Sample:
+    """A drawn sample: the indices of its cells in the population, their strata and pi."""
+
+    population: Population
+    strategy: str
+    seed: int
+    index: np.ndarray  # int64[n]
+    stratum: np.ndarray  # object[n]
+    pi: np.ndarray  # float64[n]
+    strata: list[dict] = field(default_factory=list)  # stratum, population cells, sampled, pi
+    params: dict = field(default_factory=dict)
+    sample_id: int | None = None
+
+    def cells(self) -> pa.Table:
+        p = self.population
+        return pa.table(
+            {
+                "report_key": pa.array(p.report_keys[self.index], pa.int64()),
+                "region": pa.array(p.regions[self.index].tolist(), pa.string()),
+                "finding": pa.array(p.findings[self.index].tolist(), pa.string()),
+                "predicted": pa.array(p.predicted[self.index].tolist(), pa.string()),
+                "stratum": pa.array(self.stratum.tolist(), pa.string()),
+                "inclusion_probability": pa.array(self.pi, pa.float64()),
+            }
+        )
+
+
+def read_population(store: Store, run: str, vocabulary: Vocabulary, *, all_findings: bool = False) -> Population:
+    """Every region-level cell of a finished run, with the run's predicted class."""
+    info = store.run(run)
+    if info.status is not RunStatus.complete:
+        raise InputError(f"run {info.name!r} is {info.status.value}; sample a complete run (finish it first)")
+    keys = store.covered_reports(info.run_id)
+    if len(keys) == 0:
+        raise InputError(f"run {info.name!r} has finished no report; nothing to sample")
+    found = store.run_findings(info.run_id, vocabulary.finding_names, region_level=True)
+    unknown = [f for f in found if f not in vocabulary.finding_names]
+    if unknown:
+        raise InputError(
+            f"run {info.name!r}: finding {unknown[0]!r} is not in vocabulary {vocabulary.version} (pass --vocabulary)"
+        )
+    findings = vocabulary.finding_names if all_findings else found
+    if not findings:
+        raise InputError(
+            f"run {info.name!r} has no region-level label; its cells are all unmentioned "
+            "(pass --all-findings to sample them anyway)"
+        )
+    regions = vocabulary.region_names
+    pairs = [
+        (r, f)
+        for f, finding in enumerate(findings)
+        for r, region in enumerate(regions)
+        if vocabulary.allows(finding, region)
+    ]
+    region_index = np.array([r for r, _ in pairs], dtype=np.intp)
+    finding_index = np.array([f for _, f in pairs], dtype=np.intp)
+    codes = store.label_matrix(info.run_id, regions, findings, keys.tolist()).codes[:, region_index, finding_index]
+    # cells in report, then (finding, region) vocabulary order
+    predicted = np.empty(codes.shape, dtype=object)
+    for code, name in CLASS_OF_CODE.items():
+        predicted[codes == code] = name
+    n_pairs = len(pairs)
+    return Population(
+        run=info,
+        report_keys=np.repeat(keys, n_pairs),
+        regions=np.tile(np.asarray(regions, dtype=object)[region_index], len(keys)),
+        findings=np.tile(np.asarray(findings, dtype=object)[finding_index], len(keys)),
+        predicted=predicted.ravel(),
+        finding_names=tuple(findings),
+        reports=len(keys),
+    )
+
+
+def sample_run(store: Store, request: SampleRequest, vocabulary: Vocabulary) -> Sample:
+    """Draw a sample of a run's cells and store it (its id in `sample_id`)."""
+    request.check()
+    population = read_population(store, request.run, vocabulary, all_findings=request.all_findings)
+    sample = draw_sample(population, request)
+    store_sample(store, sample)
+    return sample
+
+
+def draw_sample(population: Population, request: SampleRequest) -> Sample:
+    """Draw (not store) a sample of a population's cells."""
+    request.check()
+    if request.n > population.size:
+        raise InputError(
+            f"--n: {request.n:,} is more than the {population.size:,} cells of run {population.run.name!r} "
+            f"({population.reports:,} reports x {len(population.finding_names)} findings' allowed regions)"
+        )
+    rng = np.random.default_rng(request.seed)
+    params = {
+        "population": population.size,
+        "reports": population.reports,
+        "findings": list(population.finding_names),
+        "all_findings": request.all_findings,
+        "requested_n": request.n,
+    }
+    if request.strategy == "uniform":
+        index = np.sort(rng.choice(population.size, size=request.n, replace=False))
+        pi = np.full(request.n, request.n / population.size)
+        strata = [{"stratum": "all", "cells": population.size, "sampled": request.n, "pi": request.n / population.size}]
+        stratum = np.full(request.n, "all", dtype=object)
+    elif request.strategy == "stratified":
+        index, stratum, pi, strata = _stratified(population, request, rng)
+        params["present_share"] = request.present_share
+    else:
+        assert request.suspicion is not None
+        scores = read_suspicion(request.suspicion, population)
+        index, pi = _poisson(scores, request.n, request.floor, rng)
+        if len(index) == 0:
+            raise InputError(f"--n {request.n}: the Poisson draw with seed {request.seed} drew no cell; raise --n")
+        stratum = np.full(len(index), "poisson", dtype=object)
+        strata = [{"stratum": "poisson", "cells": population.size, "sampled": len(index), "pi": None}]
+        params.update(
+            floor=request.floor,
+            suspicion_file=str(request.suspicion.resolve()),
+            scored_cells=int((scores > 0).sum()),
+        )
+    return Sample(population, request.strategy, request.seed, index, stratum, pi, strata, params)
+
+
+def _stratified(
+    population: Population, request: SampleRequest, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
+    labels = np.char.add(np.char.add(population.findings.astype(str), " | "), population.predicted.astype(str))
+    names, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    positive = np.array([name.endswith(" | present") for name in names])
+    if len(names) > request.n:
+        raise InputError(
+            f"--n: {request.n:,} is fewer than the {len(names):,} strata (finding x predicted class) of run "
+            f"{population.run.name!r}; stratified sampling takes one cell of each at least: raise --n, or use uniform"
+        )
+    n_positive = min(max(round(request.n * request.present_share), int(positive.sum())), int(sizes[positive].sum()))
+    n_other = request.n - n_positive
+    if n_other > sizes[~positive].sum():
+        n_other = int(sizes[~positive].sum())
+        n_positive = request.n - n_other
+    if n_other < (~positive).sum():
+        n_other = int((~positive).sum())
+        n_positive = request.n - n_other
+    allocation = np.zeros(len(names), dtype=np.int64)
+    allocation[positive] = allocate(n_positive, sizes[positive])
+    allocation[~positive] = allocate(n_other, sizes[~positive])
+    chosen, strata_of, pi = [], [], []
+    strata = []
+    order = np.argsort(inverse, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    for h, name in enumerate(names):
+        members = order[starts[h] : starts[h + 1]]  # the stratum's cells, in population order
+        picked = np.sort(rng.choice(members, size=int(allocation[h]), replace=False))
+        chosen.append(picked)
+        strata_of.append(np.full(len(picked), name, dtype=object))
+        pi.append(np.full(len(picked), allocation[h] / sizes[h]))
+        strata.append(
+            {
+                "stratum": str(name),
+                "cells": int(sizes[h]),
+                "sampled": int(allocation[h]),
+                "pi": allocation[h] / sizes[h],
+            }
+        )
+    index = np.concatenate(chosen)
+    keep = np.argsort(index, kind="stable")
+    return index[keep], np.concatenate(strata_of)[keep], np.concatenate(pi)[keep], strata
+
+
+def allocate(total: int, sizes: np.ndarray) -> np.ndarray:
+    """`total` cells over strata of `sizes`: one each at least, the rest in proportion to the sizes
+    by largest remainder, never more than a stratum holds."""
+    sizes = np.asarray(sizes, dtype=np.int64)
+    if len(sizes) == 0:
+        return sizes
+    assert len(sizes) <= total <= sizes.sum()
+    counts = np.ones(len(sizes), dtype=np.int64)
+    while counts.sum() < total:
+        room = sizes - counts
+        left = total - counts.sum()
+        share = np.where(room > 0, sizes, 0).astype(float)
+        quota = left * share / share.sum()
+        extra = np.minimum(np.floor(quota).astype(np.int64), room)
+        if extra.sum() == 0:  # the remainders: the largest ones that have room get one each
+            remainder = np.where(room > 0, quota - np.floor(quota), -1.0)
+            extra = np.zeros_like(counts)
+            extra[np.argsort(-remainder, kind="stable")[:left]] = 1
+            extra = np.minimum(extra, room)
+        counts += extra
+    return counts
+
+
+def poisson_probabilities(scores: np.ndarray, n: int, floor: float) -> np.ndarray:
+    """Each cell's pi: n * ((1 - floor) * score share + floor / N), capped at 1 with the excess
+    spread over the others, so that the pi sum to n (the expected sample size)."""
+    size = len(scores)
+    weight = (1 - floor) * scores / scores.sum() + floor / size
+    pi = np.zeros(size)
+    capped = np.zeros(size, dtype=bool)
+    for _ in range(size):  # ends in a few rounds: each round caps more cells or none
+        free = ~capped
+        pi[free] = (n - capped.sum()) * weight[free] / weight[free].sum()
+        over = free & (pi >= 1)
+        if not over.any():
+            break
+        capped |= over
+        pi[capped] = 1.0
+    return pi
+
+
+def _poisson(scores: np.ndarray, n: int, floor: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson sampling: each cell drawn independently with its pi."""
+    pi = poisson_probabilities(scores, n, floor)
+    index = np.flatnonzero(rng.random(len(scores)) < pi)
+    return index, pi[index]
+
+
+def _queue_rows(path: Path) -> list[tuple[int, dict]]:
+    """(line number, row) of an audit queue: CSV, or JSONL (one object per line) by the suffix."""
+    if not path.is_file():
+        raise InputError(f"{path}: file not found (an audit queue CSV or JSONL, from clala audit --out)")
+    with path.open(encoding="utf-8", newline="") as handle:
+        if path.suffix.lower() == ".jsonl":
+            rows = []
+            for line, text in enumerate(handle, start=1):
+                if text.strip():
+                    try:
+                        row = json.loads(text)
+                    except json.JSONDecodeError as exc:
+                        raise InputError(f"{path}: line {line}: not JSON ({exc.msg})") from None
+                    if not isinstance(row, dict):
+                        raise InputError(f"{path}: line {line}: not a JSON object")
+                    rows.append((line, row))
+            columns = set(rows[0][1]) if rows else set()
+        else:
+            reader = csv.DictReader(handle)
+            rows = list(enumerate(reader, start=2))
+            columns = set(reader.fieldnames or [])
+    missing = [c for c in QUEUE_COLUMNS if c not in columns]
+    if missing:
+        raise InputError(
+            f"{path}: no column {missing[0]!r} (columns: {', '.join(sorted(columns))}); "
+            f"an audit queue has {', '.join(QUEUE_COLUMNS)}"
+        )
+    return rows
+
+
+def read_suspicion(path: Path, population: Population) -> np.ndarray:
+    """Each population cell's suspicion from an audit queue (0 where the queue has none)."""
+    rows = _queue_rows(path)
+    position = {
+        (int(k), r, f): i
+        for i, (k, r, f) in enumerate(zip(population.report_keys, population.regions, population.findings))
+    }
+    scores = np.zeros(population.size)
+    for line, row in rows:
+        try:
+            key, score = int(row["report_key"]), float(row["suspicion"])
+        except (TypeError, ValueError):
+            raise InputError(
+                f"{path}: line {line}: report_key {row['report_key']!r} or suspicion {row['suspicion']!r} "
+                "is not a number"
+            ) from None
+        if not math.isfinite(score) or score < 0:
+            raise InputError(f"{path}: line {line}: suspicion {row['suspicion']!r} must be a finite number >= 0")
+        cell = position.get((key, row["region"], row["finding"]))
+        if cell is not None:  # image-level rows and cells outside the population are not sampled
+            scores[cell] = max(scores[cell], score)
+    if scores.sum() == 0:
+        raise InputError(
+            f"{path}: no row names a cell of run {population.run.name!r} with a suspicion above 0 "
+            "(is it the queue of this run?)"
+        )
+    return scores
+
+
+def store_sample(store: Store, sample: Sample) -> int:
+    """Write the sample and its cells; its id."""
+    sample.sample_id = store.add_sample(
+        sample.population.run.run_id,
+        strategy=sample.strategy,
+        seed=sample.seed,
+        params={**sample.params, "strata": sample.strata},
+        cells=sample.cells(),
+    )
+    return sample.sample_id
