@@ -80,3 +80,21 @@ def holding_database(db: Path) -> Iterator[subprocess.Popen]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def labeled_cohort_db(folder: Path, studies: int, seed: int) -> Path:
+    """A synthetic cohort of `studies` (64 px) in `folder`, ingested, its gold imported (runs
+    gold-report, gold-image) and labeled by the rules (run rules): the database's path."""
+    from labeling.ingest import IngestOptions, ingest
+    from labeling.sources.imports import ImportRequest, import_labels
+    from labeling.sources.rules import RulesRequest, label_with_rules
+    from labeling.store.store import Store
+    from model.synth.writer import generate_cohort
+
+    cohort = generate_cohort(folder / "cohort", studies, seed=seed, size=64)
+    db = folder / "gold.duckdb"
+    with Store(db) as store:
+        ingest(store, cohort / "files", IngestOptions(format="mimic"))
+        import_labels(store, ImportRequest("synth-gold", cohort, "gold"))
+        label_with_rules(store, RulesRequest(name="rules"))
+    return db

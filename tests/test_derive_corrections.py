@@ -12,16 +12,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import labeled_cohort_db
 
-from labeling.ingest import IngestOptions, ingest
 from labeling.sources.combine import CombineRequest, combine_runs
-from labeling.sources.imports import ImportRequest, import_labels
-from labeling.sources.rules import RulesRequest, label_with_rules
 from labeling.store.run_records import record_run
 from labeling.store.store import Store
 from model.experiments.sensitivity import ensure_derived_run, find_derived_run
 from model.labels.label_specs import DeriveRequest, LabelSpec, derive_run
-from model.synth.writer import generate_cohort
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
 
@@ -31,14 +28,7 @@ REVIEWED_REPORTS = 25
 @pytest.fixture(scope="module")
 def cohort_db(tmp_path_factory) -> Path:
     """A 120-study synthetic cohort: gold imported (gold-report, gold-image), a rules run."""
-    folder = tmp_path_factory.mktemp("corrections")
-    cohort = generate_cohort(folder / "cohort", 120, seed=5, size=64)
-    db = folder / "cohort.duckdb"
-    with Store(db) as store:
-        ingest(store, cohort / "files", IngestOptions(format="mimic"))
-        import_labels(store, ImportRequest("synth-gold", cohort, "gold"))
-        label_with_rules(store, RulesRequest(name="rules"))
-    return db
+    return labeled_cohort_db(tmp_path_factory.mktemp("corrections"), 120, seed=5)
 
 
 @pytest.fixture

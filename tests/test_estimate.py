@@ -11,16 +11,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import labeled_cohort_db
 from scipy.stats import binomtest
 
-from labeling.ingest import IngestOptions, ingest
 from labeling.review.estimate import EstimateRequest, estimate_run, wilson_interval
 from labeling.review.sample import SampleRequest, read_population, sample_run
-from labeling.sources.imports import ImportRequest, import_labels
-from labeling.sources.rules import RulesRequest, label_with_rules
 from labeling.store.run_records import record_run
 from labeling.store.store import Store
-from model.synth.writer import generate_cohort
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import load_vocabulary
 
@@ -30,14 +27,7 @@ VOCAB = load_vocabulary()
 @pytest.fixture(scope="module")
 def gold_db(tmp_path_factory) -> Path:
     """A 150-study synthetic cohort ingested, its gold imported (gold-report, gold-image) and labeled by the rules."""
-    folder = tmp_path_factory.mktemp("estimate")
-    cohort = generate_cohort(folder / "cohort", 150, seed=3, size=64)
-    db = folder / "gold.duckdb"
-    with Store(db) as store:
-        ingest(store, cohort / "files", IngestOptions(format="mimic"))
-        import_labels(store, ImportRequest("synth-gold", cohort, "gold"))
-        label_with_rules(store, RulesRequest(name="rules"))
-    return db
+    return labeled_cohort_db(tmp_path_factory.mktemp("estimate"), 150, seed=3)
 
 
 @pytest.fixture
