@@ -380,6 +380,13 @@ CASES: list[tuple[str, str, set]] = [
             cells("pneumonia", ("right lower lung zone",), "uncertain"),
         ),
     ),
+    # --- infection is not pneumonia: only the word pneumonia (or pneumonitis) labels it ----------
+    ("infection alone", "No evidence of active infection.", set()),
+    (
+        "infectious etiology",
+        "Right basilar opacity may reflect infectious etiology.",
+        cells("lung opacity", ("right lower lung zone",), "uncertain"),
+    ),
 ]
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -87,8 +88,13 @@ ENGINE_COUNTS = (
     "lone_reasks",
 )
 # When calls are short (more than FAST_WAVES * concurrency answers in FAST_WINDOW seconds), at
-# most one flush of the cache in FLUSH_EVERY seconds (`LabelRun._unsaved_now`).
+# most one flush of the cache in FLUSH_EVERY seconds (`LabelRun._unsaved_now`). Whatever the
+# calls' length, at most one flush in half the median call time (HOLD_FRACTION), up to HOLD_MAX
+# seconds: slow calls arrive one by one, and a commit each (4 to 6 ms of CPU) would be most of
+# clala's cost per call. Under a call's time, so a slot has at most one answer in a held commit.
 FLUSH_EVERY = 0.05
+HOLD_FRACTION = 0.5
+HOLD_MAX = 0.5
 FAST_WAVES = 3
 FAST_WINDOW = 0.25
 # Tries of a report, counted in its work row (`attempts`): a report that failed validation is
@@ -218,6 +224,7 @@ class LabelRun:
         self.unsaved: Unsaved | None = None  # arrived, not yet written
         self.flush_error: Exception | None = None
         self.arrivals: deque[float] = deque(maxlen=FAST_WAVES * options.concurrency + 1)  # latest answers' times
+        self.call_seconds: deque[float] = deque(maxlen=64)  # latest calls' durations
         self.flushed_at = 0.0  # time.monotonic() of the last flush
         backend.watch = TransportWatch(options.give_up_after, on_trip=self._give_up)
 
@@ -244,6 +251,7 @@ class LabelRun:
 
     async def _ask(self, unit: Unit, sample: int, key: str, semaphore: asyncio.Semaphore) -> Any:
         async with semaphore:
+            sent = time.monotonic()
             try:
                 answer = await self.backend.ask(
                     self._sent(self.prompt.messages(unit.text, unit.context)),
@@ -259,6 +267,7 @@ class LabelRun:
                 return exc
             except FAILURES as exc:
                 return exc
+        self.call_seconds.append(time.monotonic() - sent)
         self._keep(key, answer)
         return answer
 
@@ -271,6 +280,7 @@ class LabelRun:
         messages = self._sent(self.prompt.packed_messages([(i, u.text, u.context) for i, u in zip(ids, units)]))
         pack: Answer | None = None
         async with semaphore:
+            sent = time.monotonic()
             try:
                 pack = await self.backend.ask(
                     messages,
@@ -289,6 +299,7 @@ class LabelRun:
         alone: list[tuple[Unit, str]] = []
         items: dict[str, Any] = {}
         if pack is not None:
+            self.call_seconds.append(time.monotonic() - sent)
             self._spent(pack.prompt_tokens, pack.completion_tokens)  # counted once, for the pack
             assert isinstance(pack.parsed, PackedEnvelope)
             for item in pack.parsed.answers:
@@ -358,22 +369,25 @@ class LabelRun:
         unsaved.completion_tokens += completion_tokens
 
     def _unsaved_now(self) -> Unsaved:
-        """What arrived since the last flush. The first arrival schedules the flush for the event
-        loop's next turn, so answers that arrive together share one commit (a commit costs 5 to
-        15 ms, an answer in a shared one well under 1 ms), it runs before the calls their answers
-        free up are sent, and a kill loses at most the calls in flight. Except when calls are short
-        (more than FAST_WAVES waves of `concurrency` answers within FAST_WINDOW: a fast server):
-        then a commit for every answer or two would make clala's process the bottleneck (5 to 9
-        ms of CPU each), so the flush waits until FLUSH_EVERY after the last one, and a kill may
-        also lose the answers of that time."""
+        """What arrived since the last flush. The first arrival schedules the flush; answers that
+        arrive until then share its commit (a commit costs 4 to 6 ms of CPU, an answer in a shared
+        one well under 1 ms), and it runs before the calls their answers free up are sent.
+
+        When the flush runs: at most one in half the median call time (up to HOLD_MAX), so a kill
+        loses the calls in flight and the answers of one held commit, at most one a slot (a commit
+        an answer would cost more CPU than everything else clala does for a call at 500 ms). When
+        calls are short (more than FAST_WAVES waves of `concurrency` answers within FAST_WINDOW: a
+        fast server), at most one in FLUSH_EVERY."""
         now = time.monotonic()
         self.arrivals.append(now)
         if self.unsaved is None:
             self.unsaved = Unsaved()
             loop = asyncio.get_running_loop()
-            fast = len(self.arrivals) == self.arrivals.maxlen and now - self.arrivals[0] < FAST_WINDOW
-            wait = self.flushed_at + FLUSH_EVERY - now
-            if fast and wait > 0:
+            hold = min(HOLD_MAX, HOLD_FRACTION * statistics.median(self.call_seconds)) if self.call_seconds else 0.0
+            if len(self.arrivals) == self.arrivals.maxlen and now - self.arrivals[0] < FAST_WINDOW:
+                hold = max(hold, FLUSH_EVERY)
+            wait = self.flushed_at + hold - now
+            if wait > 0:
                 loop.call_later(wait, self._flush)
             else:
                 loop.call_soon(self._flush)
@@ -410,10 +424,11 @@ class LabelRun:
         retried = self.store.retryable_work(self.run_id, MAX_REPORT_ATTEMPTS)
         pending = sorted(self.store.work(self.run_id, ("pending",)) + retried)
         result.reports = sum(self.store.work_counts(self.run_id).values())
-        semaphore = asyncio.Semaphore(self.options.concurrency)
+        semaphore = asyncio.Semaphore(getattr(self.backend, "in_flight", self.options.concurrency))
         size = max(self.options.batch_size, self.options.concurrency)  # a batch keeps every slot busy
         if self.options.packs:  # ... with packs: at least 4 new sentences a report, say
             size = max(self.options.batch_size, self.options.concurrency * max(1, self.options.per_call // 4))
+        size = getattr(self.backend, "reports_per_wave", size)  # a wave backend: one wave a batch
         batches = [pending[i : i + size] for i in range(0, len(pending), size)]
         # The next batch's calls start before this batch is settled, so the server is not left
         # idle while the slowest call of a batch finishes and its batch is committed.

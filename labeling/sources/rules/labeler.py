@@ -32,7 +32,7 @@ from labeling.sources.rules.locations import compared_sides, region_phrases
 from schemas.vocabulary import Vocabulary
 
 # Bump when a change to the rules below changes labels; it is part of the run's provenance.
-RULES_VERSION = "6"
+RULES_VERSION = "7"
 
 # ConText rules added to medspaCy's defaults: how radiology reports state normal and hedged findings.
 EXTRA_CONTEXT_RULES: list[tuple[str, str, str]] = [
