@@ -73,6 +73,7 @@ def run_label(store: Store, request: LlmRequest, console: Console | None = None)
                 task, total=result.reports, description=f"run {literal(result.name)}"
             ),
             advanced=lambda result, n: progress.update(task, advance=n, description=_stats_line(result)),
+            noted=lambda result, text: progress.update(task, description=literal(text)),
         )
         result = label_with_llm(store, request, hooks=hooks)
     show_llm_result(result, store.path, console)
@@ -290,8 +291,9 @@ def label_command(
     backend: Annotated[
         str,
         typer.Option(
-            help="local (embedded llama.cpp server) | openai (any OpenAI-compatible "
-            "server) | vllm (in-process, GPU) | rules (medspaCy, no model)"
+            help="local (embedded llama.cpp server) | openai (any OpenAI-compatible server) | openai-batch "
+            "(the OpenAI Batch API: half price, within 24 h) | ray (Ray Data: many servers, or vLLM engines on a "
+            "cluster's GPUs) | vllm (in-process, GPU) | rules (medspaCy, no model)"
         ),
     ] = "local",
     base_url: Annotated[
@@ -327,6 +329,24 @@ def label_command(
         int,
         typer.Option("--give-up-after", help="stop the run (resumable) after this many transport failures in a row"),
     ] = 5,
+    poll_interval: Annotated[
+        float,
+        typer.Option("--poll-interval", help="openai-batch: most seconds between polls of a batch job (quicker first)"),
+    ] = 60.0,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address", help="ray: the cluster, e.g. HEAD:6379 or auto (default: RAY_ADDRESS, else local)"
+        ),
+    ] = None,
+    engine_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--engine-config",
+            help="ray: a JSON or TOML file of vLLM engine settings (tensor_parallel_size, concurrency, ...): "
+            "vLLM engines on the cluster's GPUs instead of --base-url servers",
+        ),
+    ] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="ask the model even for cached units")] = False,
     dataset: Annotated[str | None, typer.Option(help="only this dataset's reports")] = None,
     report: Annotated[list[str] | None, typer.Option("--report", help="only these report ids")] = None,
@@ -340,7 +360,8 @@ def label_command(
         str | None,
         typer.Option(
             help="finish an interrupted run; --base-url, --api-key-env, --timeout, --concurrency, --batch-size, "
-            "--give-up-after and --max-retries may change, options that change what labels mean may not"
+            "--give-up-after, --max-retries, --poll-interval, --ray-address and --engine-config may change, options "
+            "that change what labels mean may not"
         ),
     ] = None,
     dry_run: Annotated[
@@ -376,6 +397,9 @@ def label_command(
         concurrency=concurrency,
         batch_size=batch_size,
         give_up_after=give_up_after,
+        poll_interval=poll_interval,
+        ray_address=ray_address,
+        engine_config=str(engine_config) if engine_config else None,
         use_cache=not no_cache,
         vocabulary=str(vocabulary) if vocabulary else None,
         enable=enable or [],

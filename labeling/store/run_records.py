@@ -69,10 +69,12 @@ class RunResult:
 @dataclass
 class RunHooks:
     """What a command shows while a run works: `started(result)` once the run and its size are
-    known, `advanced(result, n)` after each committed batch of `n` reports."""
+    known, `advanced(result, n)` after each committed batch of `n` reports, `noted(result, text)`
+    when the run waits on something worth saying (a batch job's status)."""
 
     started: Callable[[RunResult], None] | None = None
     advanced: Callable[[RunResult, int], None] | None = None
+    noted: Callable[[RunResult, str], None] | None = None
 
     def start(self, result: RunResult) -> None:
         if self.started:
@@ -81,6 +83,10 @@ class RunHooks:
     def advance(self, result: RunResult, n: int) -> None:
         if self.advanced:
             self.advanced(result, n)
+
+    def note(self, result: RunResult, text: str) -> None:
+        if self.noted:
+            self.noted(result, text)
 
 
 def check_new_run_name(store: Store, name: str, *, resumable: bool = False) -> None:

@@ -45,7 +45,7 @@ from pydantic import BaseModel
 from labeling.core.errors import ClalaError
 
 DIALECTS = ("auto", "json_schema", "llama_cpp", "none")
-BACKENDS = ("local", "openai", "vllm")
+BACKENDS = ("local", "openai", "openai-batch", "ray", "vllm")
 
 
 @dataclass

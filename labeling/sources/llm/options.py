@@ -24,6 +24,9 @@ class BackendOptions(BaseModel):
     transport_retries: int = Field(default=4, ge=0, le=20)
     timeout: float = Field(default=120.0, gt=0)
     n_ctx: int = 4096
+    poll_interval: float = Field(default=60.0, gt=0)  # openai-batch: most seconds between polls of a batch job
+    ray_address: str | None = None  # ray: the cluster to join (None: the one RAY_ADDRESS names, else a local one)
+    engine_config: str | None = None  # ray: a JSON or TOML file of vLLM engine settings (vLLM on the cluster's GPUs)
 
 
 class LabelOptions(BackendOptions):
@@ -52,6 +55,9 @@ class LabelOptions(BackendOptions):
     resumes: list[dict[str, Any]] = []
     # Written by clala, not set: message characters sent in the static prefix and in the units.
     prompt_layout: dict[str, Any] = {}
+    # Written by clala, not set: the Batch API jobs of an openai-batch run (batch_api.py), so a
+    # resumed run collects a job already submitted instead of paying for it again.
+    batch_jobs: list[dict[str, Any]] = []
 
     def selection(self) -> ReportSelection:
         return ReportSelection(dataset=self.dataset, report_ids=self.report_ids, limit=self.limit)
@@ -90,6 +96,9 @@ TRANSPORT_OPTIONS = (
     "batch_size",
     "give_up_after",
     "max_retries",
+    "poll_interval",
+    "ray_address",
+    "engine_config",
 )
 # The command-line flag of an option, where it is not `--` + the name with dashes.
 OPTION_FLAGS = {"base_urls": "--base-url", "report_ids": "--report", "use_cache": "--no-cache"}

@@ -49,6 +49,7 @@ from labeling.sources.llm.backends import (
     check_patient_data_policy,
     detect_dialect,
 )
+from labeling.sources.llm.batch_api import BatchApiBackend, RunBatchJournal, open_batch_backend
 from labeling.sources.llm.local_server import LocalLlamaServer
 from labeling.sources.llm.options import (
     TRANSPORT_OPTIONS,
@@ -59,6 +60,7 @@ from labeling.sources.llm.options import (
 )
 from labeling.sources.llm.resolver import resolve_unit
 from labeling.sources.llm.units import UNIT_KINDS, Unit, build_units, cache_key
+from labeling.sources.llm.waves import WaveBackend
 from labeling.sources.selection import select_reports
 from labeling.store.run_records import RunHooks, RunResult, check_new_run_name, resume_or_create
 from labeling.store.store import Store
@@ -186,6 +188,15 @@ def open_backend(options: BackendOptions, allow_remote: bool) -> Iterator[tuple[
                 ),
                 server.model_name,
             )
+        return
+    if options.backend == "openai-batch":
+        yield open_batch_backend(options, allow_remote), options.model or ""
+        return
+    if options.backend == "ray":
+        from labeling.sources.llm.ray_engine import open_ray_backend
+
+        with open_ray_backend(options, allow_remote) as backend:
+            yield backend, backend.model
         return
     if not options.base_urls or not options.model:
         raise ClalaError("--backend openai needs --base-url and --model")
@@ -765,6 +776,10 @@ def label_with_llm(store: Store, request: LlmRequest, *, hooks: RunHooks | None 
             create=lambda: (_new_run_spec(name, options, model, backend.dialect), reports),
         )
         result = RunResult(name=run.name, kind=RunKind.llm.value, run_id=run.run_id, status=RunStatus.running)
+        if isinstance(backend, BatchApiBackend):  # its jobs are written to the run, to be collected on resume
+            backend.journal = RunBatchJournal(store, run.run_id)
+        if isinstance(backend, WaveBackend):  # a wave's status (a batch job's) while the run waits for it
+            backend.on_status = lambda text: hooks.note(result, text)
         job = LabelRun(store, result, options, backend, model)
         result.reports = sum(store.work_counts(run.run_id).values())
         hooks.start(result)
