@@ -81,7 +81,20 @@ class Finding(BaseModel):
         default=(), description='where an unlocalized mention applies ("no pneumothorax" -> both lungs)'
     )
     chexpert: tuple[str, ...] = ()
+    parent: str | None = Field(
+        default=None,
+        description="the more generic finding this one is a kind of (Chest ImaGenome attribute hierarchy: "
+        '"mass/nodule (not otherwise specified)" -> "lung lesion" -> "lung opacity")',
+    )
     report: FindingWording | None = None
+
+    @property
+    def implied_regions(self) -> tuple[str, ...]:
+        """Where a mention that names no place is: the one default region of a finding whose
+        words name its place ("cardiomegaly" -> cardiac silhouette, "scoliosis" -> spine); empty
+        (image level, no region) for a finding that may be on either side or anywhere in the
+        lungs ("no pneumothorax", "atelectasis"). The no-location rule of every label source."""
+        return self.default_regions if len(self.default_regions) == 1 else ()
 
 
 class ReportSystem(BaseModel):
@@ -178,6 +191,7 @@ class VocabularyFile(BaseModel):
                 if name not in known:
                     raise ValueError(f"multi-region phrase {phrase.phrase!r}: unknown region {name!r}")
         _check_parents(self.regions)
+        _check_finding_parents(self.findings)
         seen_findings: set[str] = set()
         for finding in self.findings:
             if finding.name in seen_findings:
@@ -281,6 +295,19 @@ def _check_parents(regions: list[Region]) -> None:
             current = parent[current]
 
 
+def _check_finding_parents(findings: list[Finding]) -> None:
+    parent = {f.name: f.parent for f in findings}
+    for finding in findings:
+        seen, current = {finding.name}, finding.parent
+        while current is not None:
+            if current not in parent:
+                raise ValueError(f"finding {finding.name!r}: unknown parent finding {current!r}")
+            if current in seen:
+                raise ValueError(f"finding {finding.name!r}: its parent findings form a cycle")
+            seen.add(current)
+            current = parent[current]
+
+
 def _check_unique_phrases(pairs: list[tuple[str, str]], what: str) -> None:
     owner: dict[str, str] = {}
     for phrase, name in pairs:
@@ -343,6 +370,16 @@ class Vocabulary:
         while current is not None:
             chain.append(current)
             current = self.region(current).parent
+        return tuple(chain)
+
+    def finding_ancestors(self, name: str) -> tuple[str, ...]:
+        """The enabled findings `name` is a kind of, nearest first ("calcified nodule" -> lung
+        lesion, lung opacity): a specific finding present implies each of them present."""
+        chain: list[str] = []
+        current = self.finding(name).parent
+        while current is not None and current in self._finding_by_name:
+            chain.append(current)
+            current = self._finding_by_name[current].parent
         return tuple(chain)
 
     def chexpert_findings(self, observation: str) -> tuple[str, ...]:

@@ -75,7 +75,9 @@ def test_dawid_skene_follows_a_reliably_wrong_source_where_majority_cannot(db: P
         ds = combine_runs(store, CombineRequest(name="ds", runs=sources, method="dawid-skene"))
         mv_accuracy, ds_accuracy = accuracy(store, "mv", truth), accuracy(store, "ds", truth)
         assert 0.55 < mv_accuracy < 0.72  # 0.8 * 0.8 = 0.64 expected
-        assert ds_accuracy > 0.85 and ds_accuracy - mv_accuracy > 0.2  # 0.91 measured
+        # 0.82 measured (0.91 while the gold put every unlocated statement in both lungs: more
+        # region cells to learn the inverted source from; now they are region-less, the no-location rule)
+        assert ds_accuracy > 0.8 and ds_accuracy - mv_accuracy > 0.2
         assert accuracy(store, "noisy-a", truth) < 0.85  # each source alone is worse too
         run = store.run("ds")
         params = run.params

@@ -389,3 +389,57 @@ def test_cli_several_runs_against_a_reference(compare_db, cli, tmp_path):
         "compare_llm_vs_chexpert_image.json",
         "compare_runs_vs_chexpert_image_f1.png",
     ]
+
+
+def test_region_less_labels_count_at_image_level_only(compare_db):
+    """The no-location rule at comparison: a region-less label is no region's cell (noted), and
+    counts at image level after the collapse."""
+    db, keys = compare_db
+    with Store(db) as store:
+        record_run(
+            store,
+            RunSpec(name="placeless", kind=RunKind.rules, vocabulary_version=load_vocabulary().version),
+            [keys[r] for r in COMMON],
+            label_columns(keys, {("r2", None, PTX): ("present", None), ("r3", RCP, EFF): ("present", None)}),
+        )
+    with Store(db, read_only=True) as store:
+        region = compare_runs(store, "placeless", "gold", CompareOptions(findings=[PTX, EFF]))
+        image = compare_runs(store, "placeless", "gold", CompareOptions(level="image", findings=[PTX, EFF]))
+    ptx_region = next(r for r in region.by_finding if r.name == PTX)
+    assert (ptx_region.tp, ptx_region.fp, ptx_region.fn) == (0, 0, 1)  # gold's right lung: the run does not say where
+    assert any("1 image-level labels" in note for note in region.notes)
+    ptx_image = next(r for r in image.by_finding if r.name == PTX)
+    assert (ptx_image.tp, ptx_image.fp, ptx_image.fn) == (1, 0, 0)  # r2: the same finding, somewhere
+
+
+def test_roll_up_makes_a_specific_finding_imply_its_generic_ancestors(compare_db):
+    """Hierarchy: "nodular opacity" read as mass/nodule agrees with a source coding "Opacity" (lung
+    opacity) once rolled up; a specific absent says nothing of the generic one."""
+    db, keys = compare_db
+    nodule, opacity, lesion = "mass/nodule (not otherwise specified)", "lung opacity", "lung lesion"
+    vocab = load_vocabulary().version
+    zone = "right upper lung zone"
+    runs = {
+        "specific": {("r2", zone, nodule): ("present", None), ("r3", None, nodule): ("absent", None)},
+        "generic": {("r2", zone, opacity): ("present", None), ("r3", None, opacity): ("present", None)},
+    }
+    with Store(db) as store:
+        for name, labels in runs.items():
+            spec = RunSpec(name=name, kind=RunKind.human, vocabulary_version=vocab)
+            record_run(store, spec, [keys[r] for r in COMMON], label_columns(keys, labels))
+    with Store(db, read_only=True) as store:
+        flat = compare_runs(store, "specific", "generic", CompareOptions(level="image", findings=[opacity, nodule]))
+        rolled = compare_runs(
+            store,
+            "specific",
+            "generic",
+            CompareOptions(level="image", findings=[opacity, lesion, nodule], roll_up=True),
+        )
+        region = compare_runs(store, "specific", "generic", CompareOptions(findings=[opacity], roll_up=True))
+    row = {r.name: r for r in flat.by_finding}
+    assert (row[opacity].tp, row[opacity].fn, row[nodule].fp) == (0, 2, 1)
+    row = {r.name: r for r in rolled.by_finding}
+    assert (row[opacity].tp, row[opacity].fp, row[opacity].fn) == (1, 0, 1)  # r3's absent nodule implies nothing
+    assert (row[lesion].tp, row[lesion].fp) == (0, 1)  # the generic source never names a lesion
+    assert rolled.roll_up and rolled.settings()["roll_up"] and any("rolled up" in n for n in rolled.notes)
+    assert next(r for r in region.by_finding if r.name == opacity).tp == 1  # same cell, same region

@@ -141,7 +141,17 @@ def test_label_policies(cohort: Path, labelled: Path):
         i, r, f = row_of[label["report_key"]], REGION_NAMES.index(label["region"]), findings.index(label["finding"])
         assert not ignore.masks[i, r, f] and ignore.targets[i, r, f] == 0
         assert positive.masks[i, r, f] and positive.targets[i, r, f] == 1
-    assert strict.masks.sum() == sum(1 for r in rows if r["region"] and r["status"] != "uncertain")
+    # Known cells: the located labels that are not uncertain, and every other region of a finding
+    # the report's own words say is absent without naming a place (the no-location rule).
+    located: dict[tuple, int] = {}
+    for r in rows:
+        if r["region"]:
+            located[r["report_key"], r["finding"]] = located.get((r["report_key"], r["finding"]), 0) + 1
+    placeless_absent = [(r["report_key"], r["finding"]) for r in rows if not r["region"] and r["status"] == "absent"]
+    assert placeless_absent, "the cohort's normal statements name no place"
+    assert strict.masks.sum() == sum(1 for r in rows if r["region"] and r["status"] != "uncertain") + sum(
+        len(REGION_NAMES) - located.get(pair, 0) for pair in placeless_absent
+    )
 
 
 def test_unlabeled_reports_policy(cohort: Path, labelled: Path, tmp_path: Path):
@@ -243,3 +253,62 @@ def test_images_of_every_format(tmp_path: Path):
     (tmp_path / "bad.dcm").write_bytes(b"not a dicom")
     with pytest.raises(InputError, match="bad.dcm"):
         read_image(tmp_path / "bad.dcm")
+
+
+def test_region_less_labels_train_the_global_classifier_only(cohort: Path, labelled: Path, tmp_path: Path):
+    """The no-location rule in training: a region-less present lesion is an image-level positive
+    and leaves its regions unknown (masked), not positive in every lung region; a region-less
+    absent one is absent in every region; a located one is where it is said to be."""
+    torch = pytest.importorskip("torch")
+    from labeling.store.run_records import record_run
+    from model.data.batches import BatchCollator, allowed_cells
+    from model.data.dataset import RegionDataset
+    from schemas.runs import RunKind, RunSpec
+    from schemas.vocabulary import load_vocabulary
+
+    db = tmp_path / "d.duckdb"
+    shutil.copy(labelled, db)
+    atelectasis, pneumothorax, effusion = "atelectasis", "pneumothorax", "pleural effusion"
+    with Store(db) as store:
+        covered = [int(k) for k in store.covered_reports("g-report")]
+        key = covered[0]
+        rows = [
+            (None, atelectasis, "present"),
+            (None, pneumothorax, "absent"),
+            ("right lower lung zone", effusion, "present"),
+        ]
+        record_run(
+            store,
+            RunSpec(name="placeless", kind=RunKind.rules, vocabulary_version=load_vocabulary().version),
+            covered,
+            {
+                "report_key": [key] * 3,
+                "region": [r for r, _, _ in rows],
+                "finding": [f for _, f, _ in rows],
+                "status": [s for _, _, s in rows],
+            },
+        )
+    loaded = load_cohort(cohort, cohort, split=None)
+    findings = (atelectasis, pneumothorax, effusion)
+    with Store(db, read_only=True) as store:
+        examples = build_examples(store, loaded, "placeless", TargetOptions(findings, sentences="none"))
+        strict = build_examples(
+            store, loaded, "placeless", TargetOptions(findings, unmentioned="ignore", sentences="none")
+        )
+    i = int(np.flatnonzero(examples.report_keys == key)[0])
+    lungs = [REGION_NAMES.index(r) for r in load_vocabulary().finding(atelectasis).regions]
+    image_targets, image_masks = examples.image_level()
+    assert examples.image_targets is not None  # the run's own, not derived from the regions
+    assert image_targets[i].tolist() == [1.0, 0.0, 1.0] and image_masks[i].all()
+    assert examples.targets[i, :, 0].sum() == 0 and not examples.masks[i, :, 0].any()  # somewhere, not where
+    assert examples.targets[i, :, 1].sum() == 0 and strict.masks[i, lungs, 1].all()  # absent everywhere, known
+    rll = REGION_NAMES.index("right lower lung zone")
+    assert examples.targets[i, :, 2].nonzero()[0].tolist() == [rll] and examples.masks[i, :, 2].all()
+    others = examples.report_keys != key
+    assert image_targets[others].sum() == 0 and image_masks[others].all()
+    # Through the real Dataset and collator, the global targets are the run's, not the regions' collapse.
+    dataset = RegionDataset(examples, image_size=64)
+    batch = BatchCollator(allowed_cells(findings))([dataset[i], dataset[(i + 1) % len(dataset)]])
+    assert batch["image_labels"][0].tolist() == [1.0, 0.0, 1.0] and batch["image_label_mask"][0].all()
+    assert not batch["label_mask"][0, :, 0].any() and batch["labels"][0].sum() == 1
+    assert isinstance(batch["image_labels"], torch.Tensor)

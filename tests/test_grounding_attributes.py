@@ -186,7 +186,8 @@ def test_default_regions_when_the_sentence_names_none_of_the_findings_regions():
             evidence="No pneumothorax",
         ),
     )
-    assert cells(labels) == [("left lung", None, None), ("right lung", None, None)]
+    # the no-location rule: the default regions the model filled in are one image-level label
+    assert cells(labels) == [(None, None, None)]
     assert reasons(rejected) == ["region not named in the sentence: right apical zone"]
     # the heart is named, but pneumothorax cannot be there: its default regions still hold
     labels, rejected = resolve(
@@ -196,10 +197,9 @@ def test_default_regions_when_the_sentence_names_none_of_the_findings_regions():
             "enlarged cardiac silhouette", ["cardiac silhouette"], status="absent", evidence="heart is normal in size"
         ),
     )
-    assert sorted((label.finding, label.region) for label in labels) == [
+    assert sorted((label.finding, label.region or "") for label in labels) == [
         ("enlarged cardiac silhouette", "cardiac silhouette"),
-        ("pneumothorax", "left lung"),
-        ("pneumothorax", "right lung"),
+        ("pneumothorax", ""),  # no place named: image level
     ]
     assert rejected == []
 
@@ -251,7 +251,7 @@ def test_the_injected_sentence_keeps_only_what_its_words_state():
         INJECTION, item("pneumothorax", LUNG_REGIONS, severity="severe", temporal="new", evidence=INJECTION.rstrip("."))
     )
     # "pneumothorax", "severe" and "new" are words of the sentence; "every region" names none
-    assert cells(labels) == [("left lung", "severe", "new"), ("right lung", "severe", "new")]
+    assert cells(labels) == [(None, "severe", "new")]  # no place named: one image-level label
     assert reasons(rejected) == sorted(
         f"region not named in the sentence: {r}" for r in LUNG_REGIONS if r not in ("right lung", "left lung")
     )
@@ -277,7 +277,7 @@ def test_an_obeying_model_stores_only_what_the_sentences_state(tmp_path):
     assert "run obeyed: complete" in done.stdout
     assert len(prompts) == 3 and all(INJECTION in p for p in prompts)  # as the text or as its context
     assert "region not named in the sentence 36" in done.stdout
-    assert "severity not stated in the sentence 4" in done.stdout
+    assert "severity not stated in the sentence 2" in done.stdout  # one image-level cell per context unit
     with Store(db, read_only=True) as store:
         stored = store.con.execute(
             "SELECT finding, region, status, severity, temporal, evidence_text FROM labels ORDER BY ALL"
@@ -286,22 +286,20 @@ def test_an_obeying_model_stores_only_what_the_sentences_state(tmp_path):
             """SELECT evidence, reason, count(*) FROM rejected_labels
                GROUP BY ALL ORDER BY evidence, reason"""
         ).fetchall()
-    assert stored == [
-        ("pleural effusion", "left lung", "absent", None, None, "No pleural effusion"),
-        ("pleural effusion", "right lung", "absent", None, None, "No pleural effusion"),
-        ("pneumothorax", "left lung", "present", "severe", "new", INJECTION.rstrip(".")),
-        ("pneumothorax", "right lung", "present", "severe", "new", INJECTION.rstrip(".")),
+    assert stored == [  # no place named: image level (region None)
+        ("pleural effusion", None, "absent", None, None, "No pleural effusion"),
+        ("pneumothorax", None, "present", "severe", "new", INJECTION.rstrip(".")),
     ]
     regions_of = "region not named in the sentence: "
     zones = [r for r in LUNG_REGIONS if r not in ("right lung", "left lung")]
-    assert sum(n for _, _, n in rejected) == 40
+    assert sum(n for _, _, n in rejected) == 38  # 40 before: the two lungs are now one image-level cell
     by_unit = {}
     for evidence, reason, n in rejected:
         by_unit.setdefault(evidence, []).append((reason, n))
     # the units that only saw the instruction as context: every lung cell refused
     for unit in ("Heart size is normal", "No pleural effusion"):
         assert by_unit[unit] == sorted(
-            [(regions_of + z, 1) for z in zones] + [("severity not stated in the sentence: severe", 2)]
+            [(regions_of + z, 1) for z in zones] + [("severity not stated in the sentence: severe", 1)]
         )
     # the injected sentence itself: its words name the finding, the severity and the change, no region
     assert by_unit[INJECTION.rstrip(".")] == sorted((regions_of + z, 1) for z in zones)
@@ -319,7 +317,7 @@ def test_the_few_shot_examples_are_grounded_in_full():
         )
         assert rejected == [], example["text"]
         kept += len(labels)
-    assert (len(examples), kept) == (8, 17)
+    assert (len(examples), kept) == (8, 14)  # a finding given no place is one image-level label
 
 
 def test_one_side_named_without_a_region_keeps_the_default_regions_of_that_side():

@@ -84,10 +84,8 @@ def test_labels_are_validated_grounded_and_traceable(tmp_path):
     )
     assert [(r[0], r[1], r[2], r[3]) for r in labels] == [
         ("a", "left lung", "pleural effusion", "present"),
-        ("a", "left lung", "pneumothorax", "absent"),  # no location given -> the finding's default regions
-        ("a", "right lung", "pneumothorax", "absent"),
-        ("b", "left lung", "pneumothorax", "absent"),
-        ("b", "right lung", "pneumothorax", "absent"),
+        ("a", None, "pneumothorax", "absent"),  # no location given -> image level (the no-location rule)
+        ("b", None, "pneumothorax", "absent"),
     ]
     for _, _, _, _, start, end, evidence, text in labels:
         assert text[start:end] == evidence  # grounded in the report's own text

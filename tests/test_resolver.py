@@ -84,3 +84,18 @@ def test_single_sample_confidence_from_logprobs():
     assert label.confidence == pytest.approx(0.904837, rel=1e-5)
     [label] = resolve_unit([{"labels": [item()]}], occ, TEXT, VOCAB)[0]
     assert label.confidence is None
+
+
+def test_no_place_given_or_named_is_an_image_level_label():
+    """The no-location rule: a finding the model places nowhere, whose evidence names no place and
+    whose words imply none, is stored without a region, not in every default region."""
+    text = "FINDINGS: No pneumothorax. Mild cardiomegaly."
+    start = text.index("No pneumothorax.")
+    labels, rejected = resolve_unit(
+        [{"labels": [item(finding="pneumothorax", status="absent", evidence="No pneumothorax")]}],
+        Occurrence(1, start, start + len("No pneumothorax.")),
+        text,
+        VOCAB,
+    )
+    assert [(label.region, label.finding, label.status.value) for label in labels] == [(None, "pneumothorax", "absent")]
+    assert rejected == []

@@ -15,10 +15,13 @@ from labeling.sources.rules import RulesLabeler
 from schemas.vocabulary import load_vocabulary
 
 BOTH_LUNGS = ("right lung", "left lung")
+# The no-location rule (rules version 8): a finding whose place the sentence does not name has no
+# region (image level) unless its words imply its one place; before, it was in both lungs.
+NOWHERE = (None,)
 BASES = ("right lower lung zone", "left lower lung zone")
 
 
-def cells(finding: str, regions: tuple[str, ...], status: str, temporal: str | None = None):
+def cells(finding: str, regions: tuple[str | None, ...], status: str, temporal: str | None = None):
     return {(finding, region, status, temporal) for region in regions}
 
 
@@ -32,7 +35,7 @@ CASES: list[tuple[str, str, set]] = [
     (
         "versus",
         "Atelectasis versus pneumonia.",
-        union(cells("atelectasis", BOTH_LUNGS, "uncertain"), cells("pneumonia", BOTH_LUNGS, "uncertain")),
+        union(cells("atelectasis", NOWHERE, "uncertain"), cells("pneumonia", NOWHERE, "uncertain")),
     ),
     (
         "vs. with a place",
@@ -45,7 +48,7 @@ CASES: list[tuple[str, str, set]] = [
     (
         "or",
         "Findings represent atelectasis or pneumonia.",
-        union(cells("atelectasis", BOTH_LUNGS, "uncertain"), cells("pneumonia", BOTH_LUNGS, "uncertain")),
+        union(cells("atelectasis", NOWHERE, "uncertain"), cells("pneumonia", NOWHERE, "uncertain")),
     ),
     (
         "either ... or",
@@ -64,18 +67,18 @@ CASES: list[tuple[str, str, set]] = [
         "list with or",
         "Atelectasis, pneumonia or aspiration are possible.",
         union(
-            cells("atelectasis", BOTH_LUNGS, "uncertain"),
-            cells("pneumonia", BOTH_LUNGS, "uncertain"),
-            cells("aspiration", BOTH_LUNGS, "uncertain"),
+            cells("atelectasis", NOWHERE, "uncertain"),
+            cells("pneumonia", NOWHERE, "uncertain"),
+            cells("aspiration", NOWHERE, "uncertain"),
         ),
     ),
     (
         "or after a negation stays absent",
         "No focal consolidation, pleural effusion or pneumothorax.",
         union(
-            cells("consolidation", BOTH_LUNGS, "absent"),
-            cells("pleural effusion", BOTH_LUNGS, "absent"),
-            cells("pneumothorax", BOTH_LUNGS, "absent"),
+            cells("consolidation", NOWHERE, "absent"),
+            cells("pleural effusion", NOWHERE, "absent"),
+            cells("pneumothorax", NOWHERE, "absent"),
         ),
     ),
     (
@@ -90,14 +93,14 @@ CASES: list[tuple[str, str, set]] = [
     (
         "differential includes",
         "Differential includes atelectasis and pneumonia.",
-        union(cells("atelectasis", BOTH_LUNGS, "uncertain"), cells("pneumonia", BOTH_LUNGS, "uncertain")),
+        union(cells("atelectasis", NOWHERE, "uncertain"), cells("pneumonia", NOWHERE, "uncertain")),
     ),
     (
         "differential diagnosis including",
         "Interstitial prominence, differential diagnosis including edema.",
         union(
-            cells("increased reticular markings/ild pattern", BOTH_LUNGS, "present"),
-            cells("pulmonary edema/hazy opacity", BOTH_LUNGS, "uncertain"),
+            cells("increased reticular markings/ild pattern", NOWHERE, "present"),
+            cells("pulmonary edema/hazy opacity", NOWHERE, "uncertain"),
         ),
     ),
     ("probable", "Probable right lower lobe pneumonia.", cells("pneumonia", ("right lower lung zone",), "uncertain")),
@@ -162,11 +165,11 @@ CASES: list[tuple[str, str, set]] = [
         "Cannot rule out a small left pleural effusion.",
         cells("pleural effusion", ("left lung",), "uncertain"),
     ),
-    ("not excluded", "Early pneumonia is not excluded.", cells("pneumonia", BOTH_LUNGS, "uncertain")),
+    ("not excluded", "Early pneumonia is not excluded.", cells("pneumonia", NOWHERE, "uncertain")),
     (
         "cannot be entirely excluded",
         "A small pneumothorax cannot be entirely excluded.",
-        cells("pneumothorax", BOTH_LUNGS, "uncertain"),
+        cells("pneumothorax", NOWHERE, "uncertain"),
     ),
     (
         "may be due to",
@@ -192,7 +195,7 @@ CASES: list[tuple[str, str, set]] = [
     (
         "is another consideration",
         "Edema is another consideration.",
-        cells("pulmonary edema/hazy opacity", BOTH_LUNGS, "uncertain"),
+        cells("pulmonary edema/hazy opacity", NOWHERE, "uncertain"),
     ),
     (
         "free air keeps its negation",
@@ -241,7 +244,7 @@ CASES: list[tuple[str, str, set]] = [
     (
         "prior granulomatous infection: present",
         "Calcified nodes from prior granulomatous infection.",
-        cells("granulomatous disease", BOTH_LUNGS, "present"),
+        cells("granulomatous disease", NOWHERE, "present"),
     ),
     (
         "compared with",
@@ -256,7 +259,7 @@ CASES: list[tuple[str, str, set]] = [
     (
         "unchanged keeps the status",
         "No pneumothorax, unchanged from prior.",
-        cells("pneumothorax", BOTH_LUNGS, "absent", "unchanged"),
+        cells("pneumothorax", NOWHERE, "absent", "unchanged"),
     ),
     (
         "remains",
@@ -382,6 +385,87 @@ CASES: list[tuple[str, str, set]] = [
     ),
     # --- infection is not pneumonia: only the word pneumonia (or pneumonitis) labels it ----------
     ("infection alone", "No evidence of active infection.", set()),
+    # --- 4. no location: image level, unless the finding's words imply its one place --------------
+    ("no place, negated", "No pneumothorax.", cells("pneumothorax", NOWHERE, "absent")),
+    ("no place, present", "Mild atelectasis.", cells("atelectasis", NOWHERE, "present")),
+    (
+        "implied place",
+        "Mild cardiomegaly without pleural effusion.",
+        union(
+            cells("enlarged cardiac silhouette", ("cardiac silhouette",), "present"),
+            cells("pleural effusion", NOWHERE, "absent"),
+        ),
+    ),
+    (
+        "an unlocated finding lends no place",
+        "Cardiomegaly and small effusions.",
+        union(
+            cells("enlarged cardiac silhouette", ("cardiac silhouette",), "present"),
+            cells("pleural effusion", NOWHERE, "present"),
+        ),
+    ),
+    (
+        "a place the finding cannot be in is not lent",
+        "New mild cardiac enlargement, with interstitial edema.",
+        union(
+            cells("enlarged cardiac silhouette", ("cardiac silhouette",), "present", "new"),
+            cells("pulmonary edema/hazy opacity", NOWHERE, "present", "new"),
+        ),
+    ),
+    # --- 5. generic vs specific: a texture or shape word on "opacity" is the generic finding -----
+    (
+        "nodular opacity",
+        "Nodular opacity in the right upper lobe.",
+        cells("lung opacity", ("right upper lung zone",), "present"),
+    ),
+    (
+        "nodular density",
+        "There is a nodular density in the left midlung.",
+        cells("lung opacity", ("left mid lung zone",), "present"),
+    ),
+    (
+        "interstitial opacities",
+        "Diffuse bilateral interstitial opacities.",
+        cells("lung opacity", BOTH_LUNGS, "present"),
+    ),
+    (
+        "a noun names the specific finding",
+        "Small right upper lobe nodule.",
+        cells("mass/nodule (not otherwise specified)", ("right upper lung zone",), "present"),
+    ),
+    # --- calcification: the generic words mean what the sentence names ---------------------------
+    (
+        "calcified aorta",
+        "The thoracic aorta is tortuous and calcified.",
+        union(
+            cells("tortuous aorta", ("aortic arch",), "present"),
+            cells("vascular calcification", ("aortic arch",), "present"),
+        ),
+    ),
+    (
+        "calcified lymph node",
+        "Calcified right paratracheal lymph node.",
+        cells("granulomatous disease", ("upper mediastinum",), "present"),
+    ),
+    (
+        "calcified granuloma, words apart",
+        "Calcified lingular granuloma.",
+        cells("granulomatous disease", ("left mid lung zone",), "present"),
+    ),
+    (
+        "hilar calcifications",
+        "Right hilar calcifications.",
+        cells("calcified nodule", ("right hilar structures",), "present"),
+    ),
+    ("calcification of no finding", "Calcified costal cartilage.", set()),
+    (
+        "calcification beside its cause",
+        "Right hilar calcifications suggest prior granulomatous disease.",
+        union(
+            cells("calcified nodule", ("right hilar structures",), "present"),
+            cells("granulomatous disease", ("right hilar structures",), "present"),
+        ),
+    ),
     (
         "infectious etiology",
         "Right basilar opacity may reflect infectious etiology.",

@@ -21,17 +21,26 @@ def labeler():
 def cells(labeler, sentence):
     [labels] = labeler.label_sentences([sentence])
     return sorted(
-        (label.region, label.finding, label.status, label.severity, label.temporal, sentence[label.start : label.end])
-        for label in labels
+        (
+            (
+                label.region,
+                label.finding,
+                label.status,
+                label.severity,
+                label.temporal,
+                sentence[label.start : label.end],
+            )
+            for label in labels
+        ),
+        key=lambda cell: tuple("" if value is None else value for value in cell),  # region None: image level
     )
 
 
-def test_negation_and_default_regions(labeler):
+def test_negation_and_no_location(labeler):
+    # The no-location rule (rules version 8): no place named -> no region (image level), not both lungs.
     assert cells(labeler, "No pleural effusion or pneumothorax.") == [
-        ("left lung", "pleural effusion", "absent", None, None, "pleural effusion"),
-        ("left lung", "pneumothorax", "absent", None, None, "pneumothorax"),
-        ("right lung", "pleural effusion", "absent", None, None, "pleural effusion"),
-        ("right lung", "pneumothorax", "absent", None, None, "pneumothorax"),
+        (None, "pleural effusion", "absent", None, None, "pleural effusion"),
+        (None, "pneumothorax", "absent", None, None, "pneumothorax"),
     ]
 
 
@@ -116,8 +125,7 @@ def test_severity_and_temporal_words(labeler):
         ("left lung", "pleural effusion", "present", "mild", "unchanged", "pleural effusion")
     ]
     assert cells(labeler, "Pneumothorax has resolved.") == [
-        ("left lung", "pneumothorax", "absent", None, "resolved", "Pneumothorax"),
-        ("right lung", "pneumothorax", "absent", None, "resolved", "Pneumothorax"),
+        (None, "pneumothorax", "absent", None, "resolved", "Pneumothorax"),
     ]
 
 
@@ -170,19 +178,16 @@ def test_label_backend_rules_stores_a_run(tmp_path, cli):
     rows = stored(db, "rules-1")
     # evidence is the matched text at its exact offsets in the report
     assert all(evidence == at_offsets for *_, evidence, at_offsets in rows)
-    cells_ = sorted((r[0], r[1], r[2], r[3]) for r in rows)
+    cells_ = sorted((r[0], r[1] or "", r[2], r[3]) for r in rows)
     assert cells_ == [
+        ("a", "", "pneumothorax", "absent"),  # no place named: image level (region None)
         ("a", "left lung", "pleural effusion", "present"),
-        ("a", "left lung", "pneumothorax", "absent"),
-        ("a", "right lung", "pneumothorax", "absent"),
         # "Evaluate for pneumonia" is in the indication: not read
+        ("b", "", "pneumothorax", "absent"),
         ("b", "cardiac silhouette", "enlarged cardiac silhouette", "absent"),
-        ("b", "left lung", "pneumothorax", "absent"),
-        ("b", "right lung", "pneumothorax", "absent"),
+        ("c", "", "pleural effusion", "absent"),
         ("c", "left lower lung zone", "atelectasis", "present"),
-        ("c", "left lung", "pleural effusion", "absent"),
         ("c", "right lower lung zone", "atelectasis", "present"),
-        ("c", "right lung", "pleural effusion", "absent"),
     ]
     with Store(db, read_only=True) as store:
         run = store.run("rules-1")

@@ -290,7 +290,7 @@ def test_cli_synth_ingest_import(cli, tmp_path: Path, db: Path):
     merged = {}
     for r in records:
         for s in r["report_truth"]:
-            for region in s["regions"]:
+            for region in s["regions"] or [None]:  # a statement naming no place: image level
                 cell = (keys[r["study_id"]][0][1], region, s["finding"])
                 rank = {"present": 0, "uncertain": 1, "absent": 2}
                 if cell not in merged or rank[s["status"]] < rank[merged[cell]]:

@@ -175,3 +175,39 @@ def test_version_changes_with_file_content(tmp_path):
     data["findings"][0]["synonyms"] = [*data["findings"][0]["synonyms"], "brand new phrase"]
     path.write_text(json.dumps(data))
     assert load_vocabulary(path).version != first
+
+
+def test_findings_record_the_chest_imagenome_hierarchy():
+    vocab = load_vocabulary()
+    assert vocab.finding_ancestors("consolidation") == ("airspace opacity", "lung opacity")
+    assert vocab.finding_ancestors("mass/nodule (not otherwise specified)") == ("lung lesion", "lung opacity")
+    assert vocab.finding_ancestors("linear/patchy atelectasis") == ("atelectasis", "lung opacity")
+    assert vocab.finding_ancestors("lung opacity") == () and vocab.finding_ancestors("pneumonia") == ()
+
+
+def test_a_finding_parent_must_be_known_and_acyclic(tmp_path):
+    from importlib import resources
+
+    from schemas.vocabulary import DEFAULT_VOCABULARY
+
+    data = json.loads(resources.files("schemas").joinpath("vocabulary_data", DEFAULT_VOCABULARY).read_text())
+    by_name = {f["name"]: f for f in data["findings"]}
+    by_name["lung opacity"]["parent"] = "consolidation"
+    path = tmp_path / "cycle.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="parent findings form a cycle"):
+        load_vocabulary(path)
+    by_name["lung opacity"]["parent"] = "ground glass"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="unknown parent finding"):
+        load_vocabulary(path)
+
+
+def test_implied_regions_are_the_no_location_rule():
+    """A finding whose words name its one place keeps it; one that may be anywhere in the lungs or
+    on either side has no region when the sentence names none."""
+    vocab = load_vocabulary()
+    assert vocab.finding("enlarged cardiac silhouette").implied_regions == ("cardiac silhouette",)
+    assert vocab.finding("scoliosis").implied_regions == ("spine",)
+    assert vocab.finding("pneumothorax").implied_regions == ()
+    assert vocab.finding("elevated hemidiaphragm").implied_regions == ()

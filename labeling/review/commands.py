@@ -370,6 +370,14 @@ def compare_command(
     metric: Annotated[str, typer.Option(help="heatmap value: f1 | kappa | agreement | precision | recall")] = "f1",
     out: Annotated[Path | None, typer.Option("--out", help="folder for the CSV and heatmap PNG")] = None,
     vocabulary: VocabularyOption = None,
+    roll_up: Annotated[
+        bool,
+        typer.Option(
+            "--roll-up",
+            help="a specific finding present implies its generic ancestors (consolidation -> airspace "
+            "opacity -> lung opacity), in both runs",
+        ),
+    ] = False,
 ) -> None:
     """Agreement, Cohen's kappa, precision, recall and F1 of runs against a reference, per finding and region."""
     from labeling.review.compare import CompareOptions
@@ -381,6 +389,7 @@ def compare_command(
         regions=regions,
         uncertain=uncertain,
         vocabulary=str(vocabulary) if vocabulary else None,
+        roll_up=roll_up,
     )
     with Store(db, read_only=True) as store:
         show_comparison(store, runs, options, reference=reference, metric=metric, out=out)

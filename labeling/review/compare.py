@@ -26,12 +26,14 @@ group's confusion counts; all metrics are derived from those counts.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from labeling.core.errors import InputError
+from labeling.review.hierarchy import roll_up
 from labeling.store.store import LabelMatrix, Store
 from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
 from schemas.vocabulary import CATEGORIES, Vocabulary, load_vocabulary
@@ -193,6 +195,7 @@ class Comparison:
     cell_counts: np.ndarray  # [region, finding, N_BINS] (region level) or [finding, N_BINS]
     findings_left_out: tuple[str, ...] = ()  # vocabulary findings not compared
     notes: list[str] = field(default_factory=list)
+    roll_up: bool = False  # specific findings were rolled up to their ancestors (hierarchy.py)
 
     @property
     def finding_counts(self) -> np.ndarray:
@@ -255,6 +258,7 @@ class Comparison:
             "excluded_cells": self.excluded,
             "notes": list(self.notes),
             "unmentioned": "absent",
+            "roll_up": self.roll_up,
             "macro": "mean over findings with tp+fp+fn > 0",
         }
 
@@ -275,6 +279,7 @@ class CompareOptions:
     regions: Sequence[str] | None = None
     uncertain: str = "exclude"
     vocabulary: Vocabulary | str | None = None
+    roll_up: bool = False  # a specific finding present implies its generic ancestors (hierarchy.py)
 
 
 # --- reading runs ------------------------------------------------------------------------------
@@ -407,6 +412,7 @@ def _score(run: str, compared: _Compared) -> Comparison:
         cell_counts=counts,
         findings_left_out=c.left_out,
         notes=list(c.notes),
+        roll_up=c.options.roll_up,
     )
 
 
@@ -433,6 +439,11 @@ def compare_to_reference(
     all_runs = [*names, reference]
     report_keys, covered = common_reports(store, all_runs)
     matrices, notes = run_matrices(store, all_runs, report_keys, level, vocab, regions)
+    if options.roll_up:
+        matrices = {
+            run: dataclasses.replace(m, codes=roll_up(m.codes, m.findings, vocab)) for run, m in matrices.items()
+        }
+        notes.append("findings rolled up the vocabulary's hierarchy: a specific finding implies its ancestors")
     if chosen_findings:
         finding_index = np.asarray([vocab.finding_names.index(f) for f in chosen_findings], dtype=np.intp)
     else:

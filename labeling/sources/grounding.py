@@ -100,12 +100,13 @@ def unstated(
     finding: Finding,
     vocabulary: Vocabulary,
     *,
-    region: str,
+    region: str | None,
     severity: str | None,
     temporal: str | None,
 ) -> str | None:
-    """Why a label cell is not stated by the sentence, or None when it is."""
-    if region not in stated_regions(statement, finding, vocabulary):
+    """Why a label cell is not stated by the sentence, or None when it is (an image-level cell,
+    region None, needs no place)."""
+    if region is not None and region not in stated_regions(statement, finding, vocabulary):
         return f"region not named in the sentence: {region}"
     if severity is not None and severity not in statement.severities:
         return f"severity not stated in the sentence: {severity}"

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 
 from labeling.core.errors import StoreError
 from labeling.store.runs import RunQueries
-from schemas.labels import CODE_PRECEDENCE, STATUS_CODE, UNMENTIONED
+from schemas.labels import ABSENT, CODE_PRECEDENCE, STATUS_CODE, UNMENTIONED
 
 LABEL_COLUMNS: dict[str, pa.DataType] = {
     "report_key": pa.int64(),
@@ -50,6 +50,16 @@ def collapse_regions(codes: np.ndarray) -> np.ndarray:
     if codes.shape[1] == 0:
         return np.full((codes.shape[0], codes.shape[2]), UNMENTIONED, dtype=np.int8)
     return precedence[ranks.min(axis=1)]
+
+
+def absent_everywhere(region_codes: np.ndarray, placeless_codes: np.ndarray) -> np.ndarray:
+    """Region codes [n, R, F] with each unmentioned cell of a finding the run states absent without
+    a place (its region-less codes [n, F]: "no pneumothorax") made absent: absent in the image is
+    absent in every region. A region-less present or uncertain finding does not say where it is, so
+    its cells stay as they are. The no-location rule (README, "Label semantics")."""
+    filled = region_codes.copy()
+    filled[(filled == UNMENTIONED) & (placeless_codes == ABSENT)[:, None, :]] = ABSENT
+    return filled
 
 
 class LabelQueries(RunQueries):
@@ -194,6 +204,12 @@ class LabelQueries(RunQueries):
         codes = np.full((len(keys), len(regions) + 1, len(findings)), UNMENTIONED, dtype=np.int8)
         codes[rows[keep], slot[keep], coded["finding_index"].to_numpy()[keep]] = coded["code"].to_numpy()[keep]
         return LabelMatrix(keys, (), tuple(findings), collapse_regions(codes))
+
+    def placeless_matrix(
+        self, run: str | int, findings: Sequence[str], report_keys: Sequence[int] | None = None
+    ) -> LabelMatrix:
+        """Image-level codes[report, finding] of a run's region-less labels only."""
+        return self.image_matrix(run, (), findings, report_keys)
 
     def report_labels(self, report_key: int) -> list[tuple[str, str | None, str, str, str | None]]:
         """(run name, region, finding, status, evidence text) of every run's labels of a report."""

@@ -7,7 +7,14 @@ from __future__ import annotations
 
 from labeling.store.connection import DEFAULT_DB, Connection
 from labeling.store.experiments import ExperimentQueries
-from labeling.store.labels import LABEL_COLUMNS, REQUIRED_LABEL_COLUMNS, LabelMatrix, LabelQueries, collapse_regions
+from labeling.store.labels import (
+    LABEL_COLUMNS,
+    REQUIRED_LABEL_COLUMNS,
+    LabelMatrix,
+    LabelQueries,
+    absent_everywhere,
+    collapse_regions,
+)
 from labeling.store.reports import ReportQueries
 from labeling.store.samples import SampleQueries
 
@@ -19,6 +26,7 @@ __all__ = [
     "LabelMatrix",
     "Store",
     "collapse_regions",
+    "absent_everywhere",
 ]
 
 

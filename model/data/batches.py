@@ -82,10 +82,10 @@ class BatchCollator:
         batch = collate(items)
         box_mask = batch.pop("box_valid")
         data_mask = batch["label_mask"]
-        image_labels, image_label_mask = image_level_labels(batch["labels"], data_mask)
+        if "image_labels" not in batch:  # items without their own image-level targets
+            batch["image_labels"], batch["image_label_mask"] = image_level_labels(batch["labels"], data_mask)
         batch["box_mask"] = box_mask
         batch["label_mask"] = data_mask & self.allowed & box_mask[..., None]
-        batch["image_labels"], batch["image_label_mask"] = image_labels, image_label_mask
         if self.tokenizer is not None:
             flat = [text for sentences in batch["sentences"] for text in sentences]
             described = torch.tensor([bool(text.strip()) for text in flat])

@@ -31,8 +31,9 @@ import numpy as np
 from PIL import Image
 
 from labeling.core.errors import InputError
+from labeling.store.labels import absent_everywhere
 from model.labels.targets import TargetOptions, training_targets
-from schemas.labels import UNMENTIONED
+from schemas.labels import PRESENT, UNCERTAIN, UNMENTIONED
 from schemas.vocabulary import load_vocabulary
 
 if TYPE_CHECKING:
@@ -278,6 +279,18 @@ class Examples:
     masks: np.ndarray  # [N, 29, L] bool: False = not trained on
     sentences: list[list[str]]  # [N][29]
     unlabeled: int = 0  # images whose study the run does not cover (skipped or all-negative)
+    # The global classifier's targets [N, L] (float32) and mask (bool): the run's region labels
+    # collapsed together with its region-less (image-level) ones. None: derived from the region ones.
+    image_targets: np.ndarray | None = None
+    image_masks: np.ndarray | None = None
+
+    def image_level(self) -> tuple[np.ndarray, np.ndarray]:
+        """(image targets [N, L] float32, mask [N, L] bool): the stored ones, else a lesion is
+        present when a region has it, absent when no region has it and none of its cells is masked."""
+        if self.image_targets is not None and self.image_masks is not None:
+            return self.image_targets, self.image_masks
+        present = ((self.targets > 0.5) & self.masks).any(axis=1)
+        return present.astype(np.float32), present | self.masks.all(axis=1)
 
     def without_reports(self, report_keys: np.ndarray) -> Examples:
         """These examples less the images of `report_keys` (a cross-fitting fold held out)."""
@@ -289,6 +302,8 @@ class Examples:
             targets=self.targets[keep],
             masks=self.masks[keep],
             sentences=[t for t, k in zip(self.sentences, keep) if k],
+            image_targets=None if self.image_targets is None else self.image_targets[keep],
+            image_masks=None if self.image_masks is None else self.image_masks[keep],
         )
 
 
@@ -312,13 +327,18 @@ def build_examples(store: Store, cohort: Cohort, run: str, options: TargetOption
     records = [r for r, k in zip(cohort.records, keep) if k]
     keys = keys[keep]
     labelled = np.unique(keys[keys >= 0])
-    matrix = store.label_matrix(run, REGION_NAMES, findings, labelled.tolist())
-    row_of = {int(k): i for i, k in enumerate(matrix.report_keys)}
-    codes = np.full((len(keys), len(REGION_NAMES), len(findings)), UNMENTIONED, np.int8)
-    for i, key in enumerate(keys):
-        if key >= 0:
-            codes[i] = matrix.codes[row_of[int(key)]]
+    codes, image_codes, placeless = _run_codes(store, run, findings, keys, labelled)
+    # A region-less label (the no-location rule: "no pneumothorax", "mild atelectasis") speaks for
+    # the whole image: absent there is absent in every region; present or uncertain says the lesion
+    # is somewhere, not where, so the finding's unlabeled regions are not trained on rather than
+    # made negative (nor made positive in every region).
+    codes = absent_everywhere(codes, placeless)
+    unplaced = (codes == UNMENTIONED) & ((placeless == PRESENT) | (placeless == UNCERTAIN))[:, None, :]
     targets, masks = training_targets(codes, options.uncertain, options.unmentioned, unlabeled_rows=keys < 0)
+    masks &= ~unplaced
+    image_targets, image_masks = training_targets(
+        image_codes, options.uncertain, options.unmentioned, unlabeled_rows=keys < 0
+    )
     if options.sentences == "scene-graph":
         texts = [list(r.phrases) for r in records]
     elif options.sentences == "evidence":
@@ -326,7 +346,37 @@ def build_examples(store: Store, cohort: Cohort, run: str, options: TargetOption
         texts = [[evidence.get((int(k), name), "") for name in REGION_NAMES] for k in keys]
     else:
         texts = [[""] * len(REGION_NAMES) for _ in records]
-    return Examples(records, findings, keys, targets, masks, texts, unlabeled=missing)
+    return Examples(
+        records,
+        findings,
+        keys,
+        targets,
+        masks,
+        texts,
+        unlabeled=missing,
+        image_targets=image_targets,
+        image_masks=image_masks,
+    )
+
+
+def _run_codes(
+    store: Store, run: str, findings: tuple[str, ...], keys: np.ndarray, labelled: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per image (row of `keys`, -1: no report): the run's region codes [N, 29, L], its image
+    codes [N, L] (regions and region-less labels collapsed) and its region-less codes alone [N, L]."""
+    region = store.label_matrix(run, REGION_NAMES, findings, labelled.tolist())
+    image = store.image_matrix(run, REGION_NAMES, findings, labelled.tolist())
+    placeless = store.placeless_matrix(run, findings, labelled.tolist())
+    row_of = {int(k): i for i, k in enumerate(region.report_keys)}  # the same order in all three
+    rows = np.asarray([row_of.get(int(k), -1) for k in keys], dtype=np.int64)
+    has = rows >= 0
+    codes = np.full((len(keys), len(REGION_NAMES), len(findings)), UNMENTIONED, np.int8)
+    image_codes = np.full((len(keys), len(findings)), UNMENTIONED, np.int8)
+    placeless_codes = np.full((len(keys), len(findings)), UNMENTIONED, np.int8)
+    codes[has] = region.codes[rows[has]]
+    image_codes[has] = image.codes[rows[has]]
+    placeless_codes[has] = placeless.codes[rows[has]]
+    return codes, image_codes, placeless_codes
 
 
 def _report_keys(store: Store, cohort: Cohort, run: str, dataset: str | None) -> np.ndarray:
@@ -464,6 +514,7 @@ class RegionDataset(_TorchDataset):
         self.seed = seed
         self.epoch = 0
         self.cohort: Cohort | None = None  # set by `from_store`
+        self._image_targets, self._image_masks = examples.image_level()
 
     def __len__(self) -> int:
         return len(self.examples.records)
@@ -493,6 +544,8 @@ class RegionDataset(_TorchDataset):
             "box_valid": torch.from_numpy(valid),
             "labels": torch.from_numpy(self.examples.targets[index]),
             "label_mask": torch.from_numpy(self.examples.masks[index] & valid[:, None]),
+            "image_labels": torch.from_numpy(self._image_targets[index]),
+            "image_label_mask": torch.from_numpy(self._image_masks[index]),
             "sentences": self.examples.sentences[index],
             "dicom_id": record.dicom_id,
             "study_id": record.study_id,
@@ -512,7 +565,7 @@ class RegionDataset(_TorchDataset):
 def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack tensors; keep sentences and ids as lists."""
     batch: dict[str, Any] = {}
-    for key in ("image", "boxes", "box_valid", "labels", "label_mask"):
+    for key in ("image", "boxes", "box_valid", "labels", "label_mask", "image_labels", "image_label_mask"):
         batch[key] = torch.stack([item[key] for item in items])
     batch["report_key"] = torch.tensor([item["report_key"] for item in items], dtype=torch.int64)
     for key in ("sentences", "dicom_id", "study_id"):

@@ -22,8 +22,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from labeling.core.formatting import finite
 from model.evaluate.inference import InferenceOptions
 from model.evaluate.metrics import LesionScores, ScoredArrays, lesion_scores, mean_supported
@@ -129,13 +127,12 @@ def evaluate(store: Store, request: EvaluateRequest) -> Evaluation:
     )
     # Scored cells: known in the reference, allowed, with a valid box. Image truth uses all regions.
     mask = examples.masks & predictions.box_mask[..., None] & inference.allowed[None]
-    image_labels = ((examples.targets > 0.5) & examples.masks).any(axis=1)
-    image_mask = image_labels | examples.masks.all(axis=1)
+    image_labels, image_mask = examples.image_level()
     arrays = ScoredArrays(
         predictions.probabilities,
         examples.targets,
         mask,
-        image_labels.astype(np.float32),
+        image_labels,
         image_mask,
         predictions.box_mask,
         inference.allowed,

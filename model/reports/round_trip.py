@@ -20,7 +20,9 @@ from labeling.sources.rules import RulesLabeler
 from model.reports.wording import LesionWords
 from schemas.labels import STATUS_RANK
 
-Cell = tuple[str, str, str, str | None, str | None]  # finding, region, status, severity, temporal
+Cell = tuple[
+    str, str | None, str, str | None, str | None
+]  # finding, region (None: no place), status, severity, temporal
 
 
 @dataclass(frozen=True)
@@ -53,11 +55,11 @@ def read_cells(texts: Sequence[str], labeler: RulesLabeler) -> list[frozenset[Ce
     labels = iter(labeler.label_sentences(flat))
     read = []
     for report in sentences:
-        best: dict[tuple[str, str], Cell] = {}
+        best: dict[tuple[str, str | None], Cell] = {}
         for _ in report:
+            # A region-less read ("No pneumothorax.", or a lesion written without its place) is
+            # a cell too: an absent one contradicts a written finding, a present one was not written.
             for label in next(labels):
-                if label.region is None:
-                    continue
                 key = (label.finding, label.region)
                 kept = best.get(key)
                 if kept is None or STATUS_RANK[label.status] < STATUS_RANK[kept[2]]:
@@ -87,7 +89,7 @@ def _cells_named(cells: Iterable[Cell]) -> str:
     """ "pleural effusion (right lung, mild)"; one entry per finding and values, regions joined."""
     by_finding: dict[tuple, list[str]] = {}
     for finding, region, status, severity, temporal in sorted(cells, key=lambda c: tuple(map(str, c))):
-        by_finding.setdefault((finding, status, severity, temporal), []).append(region)
+        by_finding.setdefault((finding, status, severity, temporal), []).append(region or "no place")
     named = []
     for (finding, status, severity, temporal), regions in by_finding.items():
         values = [v for v in (status if status != "present" else None, severity, temporal) if v]

@@ -114,7 +114,8 @@ NOUNS: dict[str, tuple[list[str], list[str], str | None, str]] = {
         "degree",
         "none",
     ),
-    "mass/nodule (not otherwise specified)": (["nodule", "pulmonary nodule", "nodular density"], [], None, "zone"),
+    # "nodular density" is a lung opacity with a nodular shape (the vocabulary's hierarchy decision).
+    "mass/nodule (not otherwise specified)": (["nodule", "pulmonary nodule", "lung nodule"], [], None, "zone"),
     "calcified nodule": (["calcified nodule", "calcified pulmonary nodule", "calcified lung nodule"], [], None, "zone"),
     "enlarged hilum": (
         ["hilar enlargement", "hilar prominence", "hilar fullness"],

@@ -205,7 +205,8 @@ def make_study(plan: StudyPlan, options: CohortOptions) -> dict[str, Any]:
         if lesion.finding in DENSITY_FINDINGS:
             lesion.subtle = bool(rng.random() < SUBTLE_RATE[0 if told else 1])
     pixels = render(rng, anatomy, masks, lesions)
-    defaults = {f.name: f.default_regions for f in vocabulary.findings}
+    # What a statement that names no place says: the no-location rule (README, "Label semantics").
+    defaults = {f.name: f.implied_regions for f in vocabulary.findings}
     draft = compose_report(rng, lesions, reported, defaults, str(rng.choice(INDICATIONS)))
 
     folder = Path(options.out) / study_folder(plan)

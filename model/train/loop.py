@@ -12,8 +12,11 @@ that score.
 Decisions, stated once:
 - Cells: a lesion is trained and scored only in the regions the vocabulary allows for it
   (`Vocabulary.allows`), with a valid box, and not ignored by the uncertainty policy. Disallowed
-  cells would only add certain negatives. Image-level (global) targets are derived before the
-  allowed-region mask, so they keep the run's own image semantics.
+  cells would only add certain negatives. Image-level (global) targets are the run's region labels
+  collapsed together with its region-less ones (`Examples.image_level`), before the allowed-region
+  mask, so they keep the run's own image semantics: a region-less positive ("atelectasis", no place
+  said) trains the global classifier, and leaves that lesion's unlabeled regions out of the region
+  head's cells rather than making them positive (or negative).
 - Class imbalance: per-lesion `pos_weight` = negatives / positives over the training cells,
   clipped to [1, `pos_weight_max`] (region head and global classifier each get their own).
 - Thresholds: on validation, per lesion, the F1-maximising cut, placed half-way to the next lower
@@ -103,11 +106,10 @@ def training_weights(dataset: RegionDataset, allowed: np.ndarray, limit: float) 
         else np.zeros((0, len(REGION_NAMES), 1), bool)
     )
     region_mask = examples.masks & valid & allowed[None]
-    image_targets = ((examples.targets > 0.5) & examples.masks).any(axis=1)
-    image_mask = image_targets | examples.masks.all(axis=1)
+    image_targets, image_mask = examples.image_level()
     return (
         positive_weights(examples.targets, region_mask, limit),
-        positive_weights(image_targets.astype(np.float32), image_mask, limit),
+        positive_weights(image_targets, image_mask, limit),
     )
 
 

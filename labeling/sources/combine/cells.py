@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from labeling.core.errors import InputError
-from labeling.store.store import Store
+from labeling.store.store import Store, absent_everywhere
 from schemas.labels import ABSENT, CODE_PRECEDENCE, PRESENT, UNCERTAIN, UNMENTIONED
 from schemas.runs import RunInfo
 from schemas.vocabulary import Vocabulary
@@ -103,13 +103,16 @@ def read_cells(store: Store, runs: list[RunInfo], vocabulary: Vocabulary) -> Com
         regional = regional_labels > 0 or image_labels == 0
         region = store.label_matrix(run.run_id, regions, findings, report_keys.tolist())
         image = store.image_matrix(run.run_id, regions, findings, report_keys.tolist())
+        # A finding stated absent without a place is absent in every region (the no-location rule).
+        placeless = store.placeless_matrix(run.run_id, findings, report_keys.tolist())
+        region_codes = np.where(allowed[None], absent_everywhere(region.codes, placeless.codes), region.codes)
         sources.append(
             SourceCells(
                 run=run,
                 regional=regional,
                 image_rows=image_labels > 0,
                 covered=np.isin(report_keys, covered[run.run_id]),
-                region_codes=region.codes if regional else None,
+                region_codes=region_codes if regional else None,
                 image_codes=image.codes,
             )
         )

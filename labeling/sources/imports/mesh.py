@@ -185,7 +185,11 @@ def map_code(code: str, mapping: MeshMapping, vocabulary: Vocabulary) -> CodeLab
         result.status = "uncertain"
 
     sides = tuple(dict.fromkeys(s for q in qualifiers if q in mapping.sides for s in mapping.sides[q]))
-    implied = tuple(rule.get("implied_regions", ()))
+    # The mapping's implied region, else the one the finding's words imply (the no-location rule
+    # every source follows: `Finding.implied_regions`), else none.
+    implied = tuple(rule.get("implied_regions", ())) or (
+        vocabulary.finding(finding).implied_regions if finding in vocabulary.finding_names else ()
+    )
     specific = [q for q in qualifiers if q in mapping.locations]
     broad = [q for q in qualifiers if q in mapping.broad_locations]
     regions: tuple[str, ...] | None

@@ -1,7 +1,8 @@
 """`clala import synth-gold PATH --name NAME`: a synthetic cohort's gold as two runs.
 
 `NAME-report` holds the report truth (what each report's text says: present, absent, uncertain,
-with severity, comparison and the sentence as evidence); `NAME-image` holds the image truth (every
+with severity, comparison and the sentence as evidence; a statement that names no place is an
+image-level label, the no-location rule); `NAME-image` holds the image truth (every
 rendered lesion, present in each allowed region whose box holds it; cells it does not list are
 absent). Reports are matched by study id, as `clala ingest DIR --format mimic` stores them.
 """
@@ -46,12 +47,12 @@ def read_gold(path: Path) -> tuple[Path, list[dict[str, Any]]]:
     return file, records
 
 
-def _check_cell(file: Path, record: dict, what: str, finding: str, region: str, vocabulary: Vocabulary) -> None:
+def _check_cell(file: Path, record: dict, what: str, finding: str, region: str | None, vocabulary: Vocabulary) -> None:
     if finding not in vocabulary.finding_names:
         raise InputError(
             f"{file}: line {record['_line']}: {what} finding {finding!r} is not in vocabulary {vocabulary.version}"
         )
-    if region not in vocabulary.region_names or not vocabulary.allows(finding, region):
+    if region is not None and (region not in vocabulary.region_names or not vocabulary.allows(finding, region)):
         raise InputError(f"{file}: line {record['_line']}: {what} region {region!r} is not allowed for {finding!r}")
 
 
@@ -84,8 +85,8 @@ def import_synth_gold(
         )
     texts = store.report_texts(list(texts_needed))
 
-    report_cells: dict[tuple[int, str, str], dict[str, Any]] = {}
-    image_cells: dict[tuple[int, str, str], dict[str, Any]] = {}
+    report_cells: dict[tuple[int, str | None, str], dict[str, Any]] = {}
+    image_cells: dict[tuple[int, str | None, str], dict[str, Any]] = {}
     for key, record in matched:
         text = texts[key]
         for statement in record["report_truth"]:
@@ -96,7 +97,7 @@ def import_synth_gold(
                     "evidence not at its offsets in the stored text (report changed?)", f"study {record['study_id']}"
                 )
                 start = end = evidence = None
-            for region in statement["regions"]:
+            for region in statement["regions"] or [None]:  # no place said: an image-level label
                 _check_cell(file, record, "report truth", statement["finding"], region, vocabulary)
                 cell = (key, region, statement["finding"])
                 row = {
@@ -161,10 +162,12 @@ def import_synth_gold(
     )
 
 
-def _columns(cells: dict[tuple[int, str, str], dict[str, Any]], fields: tuple[str, ...]) -> dict[str, list]:
+def _columns(cells: dict[tuple[int, str | None, str], dict[str, Any]], fields: tuple[str, ...]) -> dict[str, list]:
     columns: dict[str, list] = {"report_key": [], "region": [], "finding": []}
     columns.update({f: [] for f in fields})
-    for (key, region, finding), row in sorted(cells.items()):
+    for (key, region, finding), row in sorted(
+        cells.items(), key=lambda item: (item[0][0], item[0][1] or "", item[0][2])
+    ):
         columns["report_key"].append(key)
         columns["region"].append(region)
         columns["finding"].append(finding)

@@ -2,10 +2,12 @@
 
 An answer is already schema-valid (findings and regions from the vocabulary). Here each entry
 is grounded in the report text at the unit's occurrence, its regions are resolved (stated by the
-model; else named in the evidence; else the finding's default regions) and checked against the
-regions the finding may occur in; then each region, the severity and the temporal change must be
-stated by the unit's sentence (`grounding.unstated`), so an answer that obeys an instruction in
-the text ("label pneumothorax in every region") cannot add what the sentence does not say. What
+model; else named in the evidence; else the sides the sentence names; else the one region the
+finding's words imply; else none: an image-level label; a default region the model fills in for
+a sentence that names no place is that image-level label too) and checked against the regions
+the finding may occur in; then each region, the severity and the temporal change must be stated
+by the unit's sentence (`grounding.unstated`), so an answer that obeys an instruction in the text
+("label pneumothorax in every region") cannot add what the sentence does not say. What
 fails is returned as a rejection with its reason (one per region), never dropped silently.
 Several samples of one unit vote per cell; the agreement is the confidence.
 """
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from labeling.sources.grounding import ground, statement_of, unstated
+from labeling.sources.grounding import ground, stated_regions, statement_of, unstated
 from labeling.sources.llm.units import Occurrence
 from schemas.labels import STATUS_RANK, Evidence, Label, merge_labels
 from schemas.llm_output import NONE
@@ -52,19 +54,28 @@ def _one_sample(
         finding = vocabulary.finding(item["finding"])
         severity = None if item["severity"] == NONE else item["severity"]
         temporal = None if item["temporal"] == NONE else item["temporal"]
-        regions = list(dict.fromkeys(item["regions"]))
+        regions: list[str | None] = list(dict.fromkeys(item["regions"]))
         if not regions:
+            # No place given: the one named in the evidence, else the side(s) the sentence names,
+            # else the one the finding's words imply, else none (image level).
             named = [r for _, _, found in vocabulary.find_regions(span.text) for r in found]
-            regions = [r for r in dict.fromkeys(named) if r in finding.regions] or list(finding.default_regions)
+            found: list[str] = [r for r in dict.fromkeys(named) if r in finding.regions]
+            found = found or (sorted(stated_regions(statement, finding, vocabulary)) if statement.sides else [])
+            regions = [*(found or finding.implied_regions)] or [None]
+        if not finding.implied_regions and not statement.sides and not statement.regions & set(finding.regions):
+            # The no-location rule every source follows: a sentence that names no place for the
+            # finding gives no region, so the default regions a model fills in become one
+            # image-level label (other regions stay, to be refused as unstated).
+            regions = list(dict.fromkeys(None if r in finding.default_regions else r for r in regions))
         for region in regions:
-            if region not in finding.regions:
+            if region is not None and region not in finding.regions:
                 rejections.append(
                     _rejection(item, [region], f"region not allowed: {item['finding']} does not occur in {region}")
                 )
                 continue
             reason = unstated(statement, finding, vocabulary, region=region, severity=severity, temporal=temporal)
             if reason is not None:
-                rejections.append(_rejection(item, [region], reason))
+                rejections.append(_rejection(item, [region] if region is not None else [], reason))
                 continue
             labels.append(
                 Label(

@@ -27,12 +27,14 @@ from dataclasses import dataclass, replace
 from functools import cached_property
 
 from labeling.sources.rules.bones import GENERIC_WORDS, bone_finding
+from labeling.sources.rules.calcifications import GENERIC_WORDS as CALCIFICATION_WORDS
+from labeling.sources.rules.calcifications import calcification_finding
 from labeling.sources.rules.hedges import HEDGE_BREAK, HEDGE_CONTEXT_RULES, alternatives
 from labeling.sources.rules.locations import compared_sides, region_phrases
 from schemas.vocabulary import Vocabulary
 
 # Bump when a change to the rules below changes labels; it is part of the run's provenance.
-RULES_VERSION = "7"
+RULES_VERSION = "8"
 
 # ConText rules added to medspaCy's defaults: how radiology reports state normal and hedged findings.
 EXTRA_CONTEXT_RULES: list[tuple[str, str, str]] = [
@@ -191,6 +193,7 @@ class RulesLabeler:
                 EXTRA_CONTEXT_RULES,
                 HEDGE_CONTEXT_RULES,
                 sorted((finding, sorted(words)) for finding, words in GENERIC_WORDS.items()),
+                sorted(CALCIFICATION_WORDS),
                 SEVERITY_ORDER,
                 TEMPORAL_ORDER,
                 sorted(COMPARATIVES),
@@ -293,7 +296,11 @@ class RulesLabeler:
             else:
                 status = "present"
             finding = bone_finding(ent.label_, ent.text, text, self._enabled)
-            if finding is None:  # a bone outside the vocabulary's regions (bones.py)
+            if finding is not None:
+                finding = calcification_finding(finding, ent.text, text, self._enabled)
+            if (
+                finding is None
+            ):  # a bone outside the vocabulary's regions (bones.py), a calcification of none (calcifications.py)
                 continue
             if anchor and status != "absent":
                 anchored[len(mentions)] = min(
@@ -318,7 +325,7 @@ class RulesLabeler:
             severity = stated_severity if status != "absent" else None
             if temporal == "resolved":
                 status, severity = "absent", None
-            for region in cells:
+            for region in cells or (None,):  # no cells: a finding whose place the sentence does not say
                 labels.append(SentenceLabel(region, finding, status, severity, temporal, start, end))
         return labels
 
@@ -331,9 +338,12 @@ class RulesLabeler:
         right or bilateral goes the same way and selects sides of the finding's default regions.
         A finding left without a location shares the location of the nearest located finding of
         the sentence ("bibasilar opacities and atelectasis"), unless it is negated while that one
-        is not, preferring one it is an alternative of ("atelectasis versus pneumonia at the right
-        base"); else it gets its default regions. Regions a finding may not occupy are replaced
-        by its default regions on the same side. A region phrase inside a finding's own phrase
+        is not or that place is not one it may occupy ("cardiac enlargement with interstitial
+        edema": the edema is not cardiac), preferring one it is an alternative of ("atelectasis
+        versus pneumonia at the right base"); else it has no region (image level: "no
+        pneumothorax", "mild atelectasis": an empty tuple) unless its words imply one
+        (`Finding.implied_regions`: "cardiomegaly" -> cardiac silhouette). Regions a finding may
+        not occupy are replaced by its default regions on the same side. A region phrase inside a finding's own phrase
         ("hemidiaphragm" in "elevated hemidiaphragm") places that finding only when nothing else
         does: "elevated hemidiaphragm in the left hemidiaphragm" is on the left only.
         """
@@ -365,13 +375,17 @@ class RulesLabeler:
         resolved: list[tuple[str, ...] | None] = []
         for (_, _, finding, _), found in zip(mentions, assigned):
             resolved.append(self._regions_for(finding, found) if found else None)
+        # Only a place the sentence names is shared: an unlocated finding lends none.
+        located = [j for j, regions in enumerate(resolved) if regions is not None]
         for i, (start, end, finding, status) in enumerate(mentions):
             if resolved[i] is not None:
                 continue
+            allowed = set(self._finding[finding].regions)
             donors = [
                 j
-                for j in range(len(mentions))
-                if resolved[j] is not None and not (status == "absent" and mentions[j][3] != "absent")
+                for j in located
+                if not (status == "absent" and mentions[j][3] != "absent")
+                and allowed & set(resolved[j] or ())  # a place it cannot be in ("cardiac") is not its place
             ]
             if donors:
                 alternative = next((group for group in groups if i in group), set())
@@ -381,8 +395,8 @@ class RulesLabeler:
                 )
                 resolved[i] = self._regions_for(finding, [("regions", resolved[j])])
             else:
-                resolved[i] = tuple(self._finding[finding].default_regions)
-        return [r or tuple(self._finding[m[2]].default_regions) for r, m in zip(resolved, mentions)]
+                resolved[i] = self._finding[finding].implied_regions
+        return [r if r is not None else () for r in resolved]
 
     @staticmethod
     def _redundant_anchor(i: int, mentions: list[tuple[int, int, str, str]], anchored: dict[int, int]) -> bool:
