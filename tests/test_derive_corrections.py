@@ -141,6 +141,25 @@ def test_a_corrected_run_is_never_reused_as_a_plain_derivation(db: Path):
         assert name != "corrected" and "corrections" not in store.run(name).params
 
 
+def test_a_run_derived_before_region_less_labels_were_carried_is_not_reused(db: Path):
+    """Derived runs stored before DERIVATION_VERSION 2 lack the source's region-less labels: the
+    same spec gets a new run (with another name) that has them."""
+    with Store(db) as store:
+        spec = LabelSpec(source="rules")
+        old = ensure_derived_run(store, spec, "gold-report")
+        params = dict(store.run(old).params)
+        del params["derivation"]  # as stored by the earlier version
+        store.set_run_params(store.run(old).run_id, params)
+        assert find_derived_run(store, spec) is None
+        new = ensure_derived_run(store, spec, "gold-report")
+        assert new != old and store.run(new).params["derivation"] == 2
+        assert find_derived_run(store, spec) == new
+        placeless = store.con.execute(
+            "SELECT count(*) FROM labels JOIN runs USING (run_id) WHERE name = ? AND region IS NULL", [new]
+        ).fetchall()[0][0]
+        assert placeless > 0
+
+
 def test_combined_corrected_and_reviewed_runs_are_sensitivity_sources(db: Path):
     """What `clala sensitivity --sources` does with each source: a clean derived run of it, whose
     cells are the source's region cells."""
@@ -213,3 +232,52 @@ def test_bad_corrections_are_one_line_and_write_nothing(db: Path, cli, correctio
     assert message in err and len(err.strip().splitlines()) == 1
     with Store(db, read_only=True) as store:
         assert [run.name for run in store.runs()] == before
+
+
+def placeless(store: Store, run: str, keys: set[int] | None = None) -> dict[tuple[int, str], str]:
+    """A run's region-less labels (the no-location rule: "no pneumothorax") by (report, finding)."""
+    return {
+        (r["report_key"], r["finding"]): r["status"]
+        for r in store.labels(run).to_pylist()
+        if r["region"] is None and (keys is None or r["report_key"] in keys)
+    }
+
+
+def test_a_reviewed_report_replaces_the_region_less_labels_too(db: Path):
+    """The reviewed report wins wholesale: its region-less labels replace the source's (a source's
+    "no X" the reviewer left out is gone, one the reviewer turned present is present, with the
+    reviewer's evidence); the other reports keep the source's region-less labels."""
+    with Store(db) as store:
+        rules_placeless = placeless(store, "rules")
+        keys = sorted({k for k, _ in rules_placeless})[:6]
+        reviewed_set = set(keys)
+        first, flipped = keys[0], next(f for (k, f), s in sorted(rules_placeless.items()) if k == keys[0])
+        assert rules_placeless[(first, flipped)] == "absent"
+        region_rows = [
+            r for r in store.labels("gold-report").to_pylist() if r["report_key"] in reviewed_set and r["region"]
+        ]
+        table = pa.table(
+            {
+                "report_key": [r["report_key"] for r in region_rows] + [first],
+                "region": pa.array([r["region"] for r in region_rows] + [None], pa.string()),
+                "finding": [r["finding"] for r in region_rows] + [flipped],
+                "status": [r["status"] for r in region_rows] + ["present"],
+                "evidence_text": [None] * len(region_rows) + ["the reviewer's word"],
+            }
+        )
+        spec = RunSpec(name="reviewed", kind=RunKind.human, vocabulary_version=load_vocabulary().version)
+        record_run(store, spec, keys, table)
+        derive_run(store, DeriveRequest("corrected", LabelSpec(source="rules"), corrections="reviewed"))
+        others = set(store.covered_reports("rules").tolist()) - reviewed_set
+        assert placeless(store, "corrected", reviewed_set) == {(first, flipped): "present"}
+        assert placeless(store, "corrected", others) == placeless(store, "rules", others)
+        assert len(placeless(store, "rules", others)) > 0
+        row = next(r for r in store.labels("corrected").to_pylist() if r["region"] is None and r["report_key"] == first)
+        assert row["evidence_text"] == "the reviewer's word"
+        fixed = store.run("corrected").params["corrections"]
+        rules_cells, gold_cells = cells(store, "rules", reviewed_set), cells(store, "gold-report", reviewed_set)
+        region_changed = sum(1 for c in set(rules_cells) | set(gold_cells) if rules_cells.get(c) != gold_cells.get(c))
+        region_less_changed = len(placeless(store, "rules", reviewed_set))  # each one is gone or flipped
+        assert fixed["cells_changed"] == region_changed + region_less_changed
+        region_added = sum(1 for c, s in gold_cells.items() if s == "present" and rules_cells.get(c) != "present")
+        assert fixed["present_added"] == region_added + 1  # the flipped region-less label

@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from conftest import ingest_file
 
@@ -337,3 +338,159 @@ def test_derive_command(base_db, cli):
     assert code == 1 and "no run named 'nope'" in err
     with Store(base_db, read_only=True) as store:
         assert len(store.runs()) == runs_before  # nothing half-written
+
+
+# --- region-less labels (the no-location rule) through a spec ----------------------------------------
+PLACELESS_FINDINGS = ("atelectasis", "pneumothorax", "pleural effusion", "lung opacity")
+RLL = "right lower lung zone"
+
+
+@pytest.fixture(scope="module")
+def placeless_db(tmp_path_factory):
+    """A 12-study synthetic cohort (real images and scene graphs), ingested; run "src" labels every
+    report "no pneumothorax" (region-less absent) and "mild atelectasis" (region-less present),
+    and its first report also a region-less uncertain lung opacity and a right lower zone effusion;
+    run "src-located" is "src" without its region-less labels."""
+    from labeling.ingest import IngestOptions, ingest
+    from model.synth.writer import generate_cohort
+
+    folder = tmp_path_factory.mktemp("placeless")
+    cohort = generate_cohort(folder / "cohort", 12, seed=3, size=64)
+    db = folder / "p.duckdb"
+    with Store(db) as store:
+        ingest(store, cohort / "files", IngestOptions(format="mimic"))
+        keys = [int(r[0]) for r in store.con.execute("SELECT report_key FROM reports ORDER BY report_key").fetchall()]
+        rows = []
+        for key in keys:
+            rows += [
+                (key, None, "pneumothorax", "absent", "No pneumothorax."),
+                (key, None, "atelectasis", "present", "Mild atelectasis."),
+            ]
+        rows += [
+            (keys[0], None, "lung opacity", "uncertain", "Possible opacity."),
+            (keys[0], RLL, "pleural effusion", "present", "Small right effusion."),
+        ]
+        columns = {
+            "report_key": [r[0] for r in rows],
+            "region": pa.array([r[1] for r in rows], pa.string()),
+            "finding": [r[2] for r in rows],
+            "status": [r[3] for r in rows],
+            "evidence_text": [r[4] for r in rows],
+            "severity": ["mild" if r[2] == "atelectasis" else None for r in rows],
+        }
+        for name, table in (
+            ("src", pa.table(columns)),
+            ("src-located", pa.table(columns).filter(pa.array([r[1] is not None for r in rows]))),
+        ):
+            record_run(store, RunSpec(name=name, kind=RunKind.rules, vocabulary_version=VOCAB.version), keys, table)
+    return db, cohort
+
+
+def region_less_rows(store, run):
+    return {
+        (r["report_key"], r["finding"]): (r["status"], r["evidence_text"], r["severity"])
+        for r in store.labels(run).to_pylist()
+        if r["region"] is None
+    }
+
+
+def examples_of(store, cohort, run, **options):
+    from model.data.dataset import build_examples, load_cohort
+    from model.labels.targets import TargetOptions
+
+    return build_examples(
+        store,
+        load_cohort(cohort, cohort, split=None),
+        run,
+        TargetOptions(PLACELESS_FINDINGS, sentences="none", **options),
+    )
+
+
+def test_a_clean_derived_run_keeps_the_region_less_labels_and_trains_as_its_source(placeless_db):
+    """drop=0, keep=1: the derived run stores the source's region-less rows (region empty, with
+    their evidence), counts them, scores them at image level, and training on it (or on the spec's
+    matrix in memory) gives the source's targets and masks, region and image level."""
+    db, cohort = placeless_db
+    with Store(db) as store:
+        result = derive_run(store, DeriveRequest("src-clean", LabelSpec(source="src"), reference="src"))
+    with Store(db, read_only=True) as store:
+        keys = store.covered_reports("src")
+        assert region_less_rows(store, "src-clean") == region_less_rows(store, "src")
+        assert len(region_less_rows(store, "src")) == 2 * 12 + 1
+        assert store.label_level_counts("src-clean") == store.label_level_counts("src") == (1, 25)
+        assert result.labels == 26 and result.statuses == {"absent": 12, "present": 13, "uncertain": 1}
+        assert result.counts["region_less_present"] == 12 and result.counts["present"] == 13
+        assert result.counts["uncertain_masked"] == 1 and result.counts["shift_eligible"] == 1
+        assert store.run("src-clean").params["notes"] == []
+        quality = result.details["quality"]
+        # Image level: 12 atelectasis (region-less) + 1 effusion, all found; region level: the effusion.
+        assert (quality.image["tp"], quality.image["fn"], quality.image["fp"]) == (13, 0, 0)
+        assert (quality.region["tp"], quality.region["fn"]) == (1, 0)
+        assert spec_quality(store, LabelSpec(source="src"), "src").image["tp"] == 13
+        source = examples_of(store, cohort, "src")
+        derived = examples_of(store, cohort, "src-clean")
+        spec_matrix = derive_matrix(store, LabelSpec(source="src"), REGIONS, PLACELESS_FINDINGS)
+    for name in ("targets", "masks", "image_targets", "image_masks", "report_keys"):
+        assert np.array_equal(getattr(derived, name), getattr(source, name)), name
+    # The values themselves: the first report's image targets, its unplaced atelectasis, its absent pneumothorax.
+    i = int(np.flatnonzero(source.report_keys == keys[0])[0])
+    assert source.image_targets is not None and source.image_masks is not None
+    assert source.image_targets[i].tolist() == [1.0, 0.0, 1.0, 0.0]
+    assert source.image_masks[i].tolist() == [True, True, True, False]  # the uncertain opacity is left out
+    assert not source.masks[i, :, 0].any() and source.masks[i, :, 1].all() and source.targets[i, :, 1].sum() == 0
+    assert source.targets[i, :, 2].nonzero()[0].tolist() == [REGIONS.index(RLL)]
+    # Training on the spec's matrix in memory reads the same targets as training on the stored run.
+    rows = [list(spec_matrix.matrix.report_keys).index(k) for k in source.report_keys]
+    in_memory = spec_matrix.training_targets()
+    stored = (source.targets, source.masks, source.image_targets, source.image_masks)
+    for ours, theirs in zip(in_memory, stored):
+        assert np.array_equal(ours[rows], theirs)
+
+
+def test_drop_removes_region_less_present_labels_on_their_own_draw(placeless_db):
+    db, cohort = placeless_db
+    with Store(db) as store:
+        result = derive_run(store, DeriveRequest("src-drop1", LabelSpec(source="src", drop=1.0), reference="src"))
+    with Store(db, read_only=True) as store:
+        rows = region_less_rows(store, "src-drop1")
+        assert {s for s, _, _ in rows.values()} == {"absent", "uncertain"}  # no region-less present is left
+        assert len(rows) == 13 and result.counts["region_less_dropped"] == 12 and result.counts["dropped"] == 13
+        assert result.details["quality"].image["fn"] == 13
+        derived = examples_of(store, cohort, "src-drop1")
+        source = examples_of(store, cohort, "src")
+    assert derived.image_targets is not None and derived.image_masks is not None
+    assert derived.image_targets[:, 0].sum() == 0 and derived.image_masks[:, 0].all()  # atelectasis: now negative
+    assert source.image_targets is not None and source.image_targets[:, 0].all()
+    assert np.array_equal(derived.masks[..., 1], source.masks[..., 1])  # "no pneumothorax" still absent everywhere
+    # Rates in between: nested, and the region cells decide exactly as without region-less labels.
+    with Store(db, read_only=True) as store:
+        low = derive_matrix(store, LabelSpec(source="src", drop=0.3, seed=2), REGIONS, PLACELESS_FINDINGS)
+        high = derive_matrix(store, LabelSpec(source="src", drop=0.6, seed=2), REGIONS, PLACELESS_FINDINGS)
+        located = derive_matrix(store, LabelSpec(source="src-located", drop=0.6, seed=2), REGIONS, PLACELESS_FINDINGS)
+    assert low.placeless is not None and high.placeless is not None
+    assert ((low.placeless == PRESENT) >= (high.placeless == PRESENT)).all()
+    assert 0 < high.counts.region_less_dropped < 12
+    assert np.array_equal(high.matrix.codes, located.matrix.codes)
+
+
+def test_uncertainty_policy_and_keep_apply_to_region_less_labels(placeless_db):
+    db, _ = placeless_db
+    with Store(db, read_only=True) as store:
+        keys = store.covered_reports("src")
+        positive = derive_matrix(store, LabelSpec(source="src", uncertain="positive"), REGIONS, PLACELESS_FINDINGS)
+        negative = derive_matrix(store, LabelSpec(source="src", uncertain="negative"), REGIONS, PLACELESS_FINDINGS)
+        ignored = derive_matrix(store, LabelSpec(source="src"), REGIONS, PLACELESS_FINDINGS)
+        half = derive_matrix(store, LabelSpec(source="src", keep=0.5, seed=1), REGIONS, PLACELESS_FINDINGS)
+        shifted = derive_matrix(store, LabelSpec(source="src", shift=1.0, add=1.0), REGIONS, PLACELESS_FINDINGS)
+    first = list(keys).index(keys[0])
+    opacity = PLACELESS_FINDINGS.index("lung opacity")
+    assert positive.placeless is not None and negative.placeless is not None and ignored.placeless is not None
+    assert positive.placeless[first, opacity] == PRESENT and negative.placeless[first, opacity] == ABSENT
+    assert ignored.placeless[first, opacity] == UNCERTAIN
+    assert ignored.placeless_mask is not None and not ignored.placeless_mask[first, opacity]
+    assert ignored.placeless_mask.sum() == ignored.placeless_mask.size - 1
+    assert half.placeless is not None and half.placeless.shape == (6, 4)
+    assert (half.placeless[:, 0] == PRESENT).all() and (half.placeless[:, 1] == ABSENT).all()
+    # Shift has nothing to move and add makes no region-less label: those stay the source's.
+    assert shifted.placeless is not None and np.array_equal(shifted.placeless, ignored.placeless)
+    assert shifted.counts.shift_eligible == 1 and shifted.counts.shifted == 1

@@ -31,9 +31,8 @@ import numpy as np
 from PIL import Image
 
 from labeling.core.errors import InputError
-from labeling.store.labels import absent_everywhere
-from model.labels.targets import TargetOptions, training_targets
-from schemas.labels import PRESENT, UNCERTAIN, UNMENTIONED
+from model.labels.targets import TargetOptions, label_targets
+from schemas.labels import UNMENTIONED
 from schemas.vocabulary import load_vocabulary
 
 if TYPE_CHECKING:
@@ -327,17 +326,12 @@ def build_examples(store: Store, cohort: Cohort, run: str, options: TargetOption
     records = [r for r, k in zip(cohort.records, keep) if k]
     keys = keys[keep]
     labelled = np.unique(keys[keys >= 0])
-    codes, image_codes, placeless = _run_codes(store, run, findings, keys, labelled)
-    # A region-less label (the no-location rule: "no pneumothorax", "mild atelectasis") speaks for
-    # the whole image: absent there is absent in every region; present or uncertain says the lesion
-    # is somewhere, not where, so the finding's unlabeled regions are not trained on rather than
-    # made negative (nor made positive in every region).
-    codes = absent_everywhere(codes, placeless)
-    unplaced = (codes == UNMENTIONED) & ((placeless == PRESENT) | (placeless == UNCERTAIN))[:, None, :]
-    targets, masks = training_targets(codes, options.uncertain, options.unmentioned, unlabeled_rows=keys < 0)
-    masks &= ~unplaced
-    image_targets, image_masks = training_targets(
-        image_codes, options.uncertain, options.unmentioned, unlabeled_rows=keys < 0
+    codes, placeless = _run_codes(store, run, findings, keys, labelled)
+    # The no-location rule (`model.labels.targets.label_targets`): a region-less label ("no
+    # pneumothorax", "mild atelectasis") trains the global classifier, and its absent / somewhere
+    # says what it can of the regions.
+    targets, masks, image_targets, image_masks = label_targets(
+        codes, placeless, options.uncertain, options.unmentioned, unlabeled_rows=keys < 0
     )
     if options.sentences == "scene-graph":
         texts = [list(r.phrases) for r in records]
@@ -361,22 +355,19 @@ def build_examples(store: Store, cohort: Cohort, run: str, options: TargetOption
 
 def _run_codes(
     store: Store, run: str, findings: tuple[str, ...], keys: np.ndarray, labelled: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per image (row of `keys`, -1: no report): the run's region codes [N, 29, L], its image
-    codes [N, L] (regions and region-less labels collapsed) and its region-less codes alone [N, L]."""
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per image (row of `keys`, -1: no report): the run's region codes [N, 29, L] and its
+    region-less codes [N, L]."""
     region = store.label_matrix(run, REGION_NAMES, findings, labelled.tolist())
-    image = store.image_matrix(run, REGION_NAMES, findings, labelled.tolist())
     placeless = store.placeless_matrix(run, findings, labelled.tolist())
-    row_of = {int(k): i for i, k in enumerate(region.report_keys)}  # the same order in all three
+    row_of = {int(k): i for i, k in enumerate(region.report_keys)}  # the same order in both
     rows = np.asarray([row_of.get(int(k), -1) for k in keys], dtype=np.int64)
     has = rows >= 0
     codes = np.full((len(keys), len(REGION_NAMES), len(findings)), UNMENTIONED, np.int8)
-    image_codes = np.full((len(keys), len(findings)), UNMENTIONED, np.int8)
     placeless_codes = np.full((len(keys), len(findings)), UNMENTIONED, np.int8)
     codes[has] = region.codes[rows[has]]
-    image_codes[has] = image.codes[rows[has]]
     placeless_codes[has] = placeless.codes[rows[has]]
-    return codes, image_codes, placeless_codes
+    return codes, placeless_codes
 
 
 def _report_keys(store: Store, cohort: Cohort, run: str, dataset: str | None) -> np.ndarray:

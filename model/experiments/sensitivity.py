@@ -54,7 +54,7 @@ from labeling.core.formatting import finite
 from labeling.store.store import Store
 from model.evaluate.evaluate import csv_value
 from model.evaluate.metrics import mean_supported
-from model.labels.label_specs import DeriveRequest, LabelSpec, derive_run, spec_quality
+from model.labels.label_specs import DERIVATION_VERSION, DeriveRequest, LabelSpec, derive_run, spec_quality
 from schemas.runs import RunKind
 
 if TYPE_CHECKING:
@@ -290,6 +290,7 @@ def cell_key(
     settings = {k: v for k, v in template.to_dict().items() if k not in _KEY_EXCLUDED}
     payload = {
         "spec": cell.spec.model_dump(),
+        "derivation": DERIVATION_VERSION,  # a cell trained on labels derived otherwise is another cell
         "source_run_id": source_run_id,
         "seed": cell.seed,
         "train": settings,
@@ -308,18 +309,22 @@ def derived_run_name(spec: LabelSpec) -> str:
         parts.append(f"uncertain-{spec.uncertain}")
     if not spec.is_clean:
         parts.append(f"s{spec.seed}")
-    digest = hashlib.sha256(json.dumps(spec.model_dump(), sort_keys=True).encode()).hexdigest()[:8]
+    # the derivation's version in the digest: a run derived under an earlier one keeps its name
+    identity = {**spec.model_dump(), "derivation": DERIVATION_VERSION}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:8]
     return ":".join([*parts, digest])
 
 
 def find_derived_run(store: Store, spec: LabelSpec) -> str | None:
-    """The name of a complete derived run that holds exactly `spec`, if one exists."""
+    """The name of a complete derived run that holds exactly `spec`, derived as this version derives
+    it (DERIVATION_VERSION: a run derived before region-less labels were carried is not reused)."""
     wanted = spec.model_dump()
     for run in store.runs():
         if (
             run.kind is RunKind.derived
             and run.status.value == "complete"
             and run.params.get("spec") == wanted
+            and run.params.get("derivation") == DERIVATION_VERSION
             and not run.params.get("corrections")  # a corrected run holds more than its spec says
         ):
             return run.name
@@ -331,7 +336,10 @@ def ensure_derived_run(store: Store, spec: LabelSpec, reference: str) -> str:
     existing = find_derived_run(store, spec)
     if existing:
         return existing
-    return derive_run(store, DeriveRequest(derived_run_name(spec), spec, reference)).name
+    name, taken, n = derived_run_name(spec), {run.name for run in store.runs()}, 2
+    while name in taken:  # a run of the same spec that cannot be reused (derived otherwise, incomplete)
+        name, n = f"{derived_run_name(spec)}:{n}", n + 1
+    return derive_run(store, DeriveRequest(name, spec, reference)).name
 
 
 # --- the experiments rows ------------------------------------------------------------------------------

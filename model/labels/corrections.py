@@ -5,8 +5,9 @@ The unit of a correction is the reviewed report. A reviewer in Label Studio sees
 the source's labels pre-filled and leaves the annotation as the report's labels should be, so
 the reviewed run's labels are the reviewer's last word on every cell of that report: for every
 report the reviewed run covers and the derived matrix holds, its cells (all regions x all
-findings of the layout) are the reviewed run's, after the same uncertainty policy. A reviewed
-cell with no label is unmentioned there, whatever the source said. Reviewed reports the matrix
+findings of the layout) and its region-less labels (one per finding) are the reviewed run's,
+after the same uncertainty policy. A reviewed cell with no label is unmentioned there, whatever
+the source said (a source's "no pneumothorax" goes when the reviewer left no such label). Reviewed reports the matrix
 does not hold (the source never finished them, or `keep` left them out) are counted and left out:
 a correction corrects, it does not add reports.
 
@@ -27,12 +28,13 @@ from schemas.labels import PRESENT
 
 @dataclass
 class CorrectionCounts:
-    """What the reviewed run changed in the matrix (codes after the uncertainty policy)."""
+    """What the reviewed run changed in the matrix (codes after the uncertainty policy); a
+    region-less label counts as one cell."""
 
     reviewed_reports: int = 0  # reports the reviewed run covers
     applied_reports: int = 0  # of those, reports the matrix holds: their cells were replaced
     outside_reports: int = 0  # reviewed reports the matrix does not hold (left out)
-    cells_changed: int = 0  # cells of the applied reports whose code changed
+    cells_changed: int = 0  # cells (region cells and region-less labels) of the applied reports whose code changed
     present_added: int = 0  # not present before, present after review
     present_removed: int = 0  # present before, not present after review
 
@@ -40,36 +42,52 @@ class CorrectionCounts:
         return asdict(self)
 
 
+@dataclass
+class Corrected:
+    """A matrix after corrections: region codes and mask [n, R, F], region-less codes and mask
+    [n, F], which reports were corrected [n], and what changed."""
+
+    codes: np.ndarray
+    mask: np.ndarray
+    placeless: np.ndarray
+    placeless_mask: np.ndarray
+    corrected: np.ndarray
+    counts: CorrectionCounts
+
+
 def correct_matrix(
     store: Store,
-    codes: np.ndarray,
-    mask: np.ndarray,
+    cells: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     layout: tuple[tuple[str, ...], tuple[str, ...], np.ndarray],
     *,
     reviewed: str,
     uncertain: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, CorrectionCounts]:
-    """The matrix (`codes`, `mask` over `layout` = (regions, findings, report keys)) with the
-    reviewed run's cells in every report it covers: (codes, mask, corrected bool[report], counts).
-    The inputs are not changed."""
+) -> Corrected:
+    """The matrix `cells` = (region codes, region mask, region-less codes, region-less mask) over
+    `layout` = (regions, findings, report keys) with the reviewed run's cells and region-less
+    labels in every report it covers. The inputs are not changed."""
     regions, findings, report_keys = layout
     reviewed_keys = store.covered_reports(reviewed)
     counts = CorrectionCounts(reviewed_reports=len(reviewed_keys))
     corrected = np.isin(report_keys, reviewed_keys)
     counts.applied_reports = int(corrected.sum())
     counts.outside_reports = counts.reviewed_reports - counts.applied_reports
-    codes, mask = codes.copy(), mask.copy()
+    codes, mask, placeless, placeless_mask = (array.copy() for array in cells)
     if not counts.applied_reports:
-        return codes, mask, corrected, counts
+        return Corrected(codes, mask, placeless, placeless_mask, corrected, counts)
     rows = np.flatnonzero(corrected)
-    matrix = store.label_matrix(reviewed, regions, findings, report_keys=report_keys[rows].tolist())
-    new_codes, new_mask = apply_uncertainty(matrix.codes, uncertain)
-    before = codes[rows]
-    counts.cells_changed = int((before != new_codes).sum())
-    counts.present_added = int(((before != PRESENT) & (new_codes == PRESENT)).sum())
-    counts.present_removed = int(((before == PRESENT) & (new_codes != PRESENT)).sum())
+    keys = report_keys[rows].tolist()
+    new_codes, new_mask = apply_uncertainty(store.label_matrix(reviewed, regions, findings, keys).codes, uncertain)
+    new_placeless, new_placeless_mask = apply_uncertainty(
+        store.placeless_matrix(reviewed, findings, keys).codes, uncertain
+    )
+    for before, after in ((codes[rows], new_codes), (placeless[rows], new_placeless)):
+        counts.cells_changed += int((before != after).sum())
+        counts.present_added += int(((before != PRESENT) & (after == PRESENT)).sum())
+        counts.present_removed += int(((before == PRESENT) & (after != PRESENT)).sum())
     codes[rows], mask[rows] = new_codes, new_mask
-    return codes, mask, corrected, counts
+    placeless[rows], placeless_mask[rows] = new_placeless, new_placeless_mask
+    return Corrected(codes, mask, placeless, placeless_mask, corrected, counts)
 
 
 def check_corrections(store: Store, reviewed: str, source: str) -> str:
@@ -87,4 +105,4 @@ def check_corrections(store: Store, reviewed: str, source: str) -> str:
     return run.name
 
 
-__all__ = ["CorrectionCounts", "check_corrections", "correct_matrix"]
+__all__ = ["CorrectionCounts", "Corrected", "check_corrections", "correct_matrix"]

@@ -1,32 +1,41 @@
 """Label specs: a training label matrix defined as a source run + an uncertainty policy + seeded
 corruptions, so that label quality becomes an experimental knob (see docs/architecture.md).
 
-A `LabelSpec` is applied to the source run's region-level code matrix in this order:
+A `LabelSpec` is applied to the source run's labels: its region-level code matrix and its
+region-less labels (the no-location rule, README "Label semantics": "no pneumothorax", "mild
+atelectasis" have no region, one image-level code per finding), in this order:
 
 1. keep: a fraction `keep` of the reports stays labeled (exactly round(keep * n), at least one);
    the others leave the matrix.
 2. uncertainty policy (`model.labels.targets.apply_uncertainty`, the one definition): uncertain
-   cells become present (`positive`) or absent (`negative`), or stay uncertain and are masked out
-   of training (`ignore`).
+   cells and region-less labels become present (`positive`) or absent (`negative`), or stay
+   uncertain and are masked out of training (`ignore`).
 3. corruptions, all decided on the matrix of step 2 (so they never act on each other's output):
-   - drop: each present cell becomes unmentioned with probability `drop` (omissions);
+   - drop: each present cell, and each present region-less label, becomes unmentioned with
+     probability `drop` (omissions);
    - shift: each present cell that was not dropped moves, with probability `shift`, to a
      neighbouring region (see `SAME_SIDE_NEIGHBOURS` and `--shift-side`) that the vocabulary
      allows for its finding, chosen uniformly among those; the cell it leaves becomes
-     unmentioned. A label whose region has no allowed neighbour stays (counted in `counts`);
-   - add: each absent or unmentioned cell that the vocabulary allows becomes present with
-     probability `add` (false positives).
+     unmentioned. A label whose region has no allowed neighbour stays (counted in `counts`), and
+     so does a region-less label: it has no region to move from (it is not `shift_eligible`);
+   - add: each absent or unmentioned region cell that the vocabulary allows becomes present with
+     probability `add` (false positives). Additions are region cells only: a false positive is
+     placed, and a region-less label is never made up.
 
 Every random decision is a hash of (seed, decision kind, report key, region name, finding name),
-not a draw from a stream, so a cell's fate does not depend on which other findings are in the
-matrix or how its rows are ordered: over the same reports, the matrix built for a trainer's lesion
-subset agrees cell for cell with the derived run saved for all the source's findings; and a grid
-is nested (the labels dropped at p = 0.1 are among those dropped at p = 0.2 with the same seed).
+with region name "" for a region-less label, not a draw from a stream, so a cell's fate does not
+depend on which other findings are in the matrix or how its rows are ordered: over the same
+reports, the matrix built for a trainer's lesion subset agrees cell for cell with the derived run
+saved for all the source's findings; and a grid is nested (the labels dropped at p = 0.1 are among
+those dropped at p = 0.2 with the same seed).
 
 The training mask is False exactly where a cell is still uncertain (policy `ignore`); unmentioned
 cells count as negative, as `model.data.dataset.build_examples` reads them by default. A derived run
-stores the matrix after the policy, so training on it with `uncertain="ignore"` reproduces the
-same targets and mask.
+stores the matrix after the policy, region-less labels as region-less rows, so training on it with
+`uncertain="ignore"` reproduces the same targets and masks, region and image level
+(`DerivedMatrix.training_targets`: both through `model.labels.targets.label_targets`). Quality
+against a reference (`matrix_quality`) counts the region-less labels at image level, collapsed
+with the region cells, as `Store.image_matrix` reads a stored run.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ from labeling.review import bin_counts, cell_bins, comparison_vocabulary, metric
 from labeling.store.run_records import RunHooks, RunResult, check_new_run_name, record_run, status_counts
 from labeling.store.store import LABEL_COLUMNS, LabelMatrix, Store, collapse_regions
 from model.labels.corrections import CorrectionCounts, check_corrections, correct_matrix
-from model.labels.targets import UNCERTAIN_POLICIES, apply_uncertainty
+from model.labels.targets import UNCERTAIN_POLICIES, apply_uncertainty, label_targets
 from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
 from schemas.runs import RunKind, RunSpec
 from schemas.vocabulary import Vocabulary
@@ -58,6 +67,10 @@ SHIFT_SIDES = ("same", "other")
 # How the reference's uncertain cells are read when a spec's quality is measured: the way the
 # spec reads its own (compare.py's policy names).
 QUALITY_POLICY = {"positive": "positive", "negative": "negative", "ignore": "exclude"}
+# What a spec derives from its source, stored with every derived run (`derivation`): bump when the
+# same spec comes to mean other labels, so that runs derived before are not reused for it
+# (2: the source's region-less labels are carried through the spec; 1, unmarked: they were dropped).
+DERIVATION_VERSION = 2
 
 # Regions next to each region on the same side of a frontal film (midline structures: the
 # adjacent midline structures). Listed one way; the table is made symmetric below. The whole
@@ -170,17 +183,22 @@ class LabelSpec(BaseModel):
 
 @dataclass
 class CorruptionCounts:
-    """What a spec did to the source matrix (rates here are the realized ones)."""
+    """What a spec did to the source matrix (rates here are the realized ones). `present`,
+    `dropped` and `uncertain_masked` count region cells and region-less labels together (the
+    `region_less_` fields say how many of them are region-less); shift and add act on region cells
+    only."""
 
     reports_source: int = 0
     reports_kept: int = 0
-    present: int = 0  # present cells after the policy, before corruption
+    present: int = 0  # present cells and region-less labels after the policy, before corruption
     dropped: int = 0
-    shift_eligible: int = 0  # present, not dropped, with an allowed neighbour
+    shift_eligible: int = 0  # present region cells, not dropped, with an allowed neighbour
     shifted: int = 0
-    add_candidates: int = 0  # allowed absent/unmentioned cells
+    add_candidates: int = 0  # allowed absent/unmentioned region cells
     added: int = 0
-    uncertain_masked: int = 0  # cells left out of training by policy `ignore`
+    uncertain_masked: int = 0  # cells and region-less labels left out of training by policy `ignore`
+    region_less_present: int = 0  # of `present`
+    region_less_dropped: int = 0  # of `dropped`
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -188,13 +206,31 @@ class CorruptionCounts:
 
 @dataclass
 class DerivedMatrix:
-    """The matrix a spec defines, with where each cell came from (for provenance)."""
+    """The matrix a spec defines, with where each cell came from (for provenance): region cells
+    (`matrix`, `mask`) and, over the same reports and findings, the region-less labels
+    (`placeless`, `placeless_mask`: codes [n, F] after the policy and the drop)."""
 
     matrix: LabelMatrix
     mask: np.ndarray  # [n, R, F] bool: True = trained on
     counts: CorruptionCounts
     origin_region: np.ndarray  # [n, R, F] int16: source region of the cell's label; -1 = none (added or empty)
     corrected: np.ndarray | None = None  # [n] bool: the report's cells come from a reviewed run (corrections)
+    placeless: np.ndarray | None = None  # [n, F] int8: region-less codes; None = all unmentioned
+    placeless_mask: np.ndarray | None = None  # [n, F] bool: True = trained on
+
+    def placeless_codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """(region-less codes [n, F], mask [n, F]); all unmentioned (and trained on) when none."""
+        shape = (len(self.matrix.report_keys), len(self.matrix.findings))
+        codes = self.placeless if self.placeless is not None else np.full(shape, UNMENTIONED, dtype=np.int8)
+        mask = self.placeless_mask if self.placeless_mask is not None else np.ones(shape, dtype=bool)
+        return codes, mask
+
+    def training_targets(self, unmentioned: str = "negative") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(region targets, region mask, image targets, image mask) under the no-location rule
+        (`model.labels.targets.label_targets`): what training on the derived run stored from this
+        matrix reads (the policy is already applied; uncertain codes left are masked)."""
+        placeless, _ = self.placeless_codes()
+        return label_targets(self.matrix.codes, placeless, "ignore", unmentioned)
 
 
 # --- seeded per-cell decisions -------------------------------------------------------------------
@@ -254,10 +290,11 @@ def check_regional(store: Store, run: str | int, purpose: str = "a label spec co
 
 
 def run_findings(store: Store, run: str, vocabulary: Vocabulary) -> tuple[str, ...]:
-    """The vocabulary findings a run has any region-level label for, in vocabulary order (a
-    derived matrix is laid out over the vocabulary, so another vocabulary's findings are left out)."""
+    """The vocabulary findings a run has any label for, in a region or region-less, in vocabulary
+    order (a derived matrix is laid out over the vocabulary, so another vocabulary's findings are
+    left out)."""
     names = set(vocabulary.finding_names)
-    found = store.run_findings(run, vocabulary.finding_names, region_level=True)
+    found = store.run_findings(run, vocabulary.finding_names)
     return tuple(f for f in found if f in names)
 
 
@@ -297,6 +334,8 @@ def derive_matrix(
     counts.reports_kept = len(keys)
     matrix = store.label_matrix(source, regions, findings, report_keys=keys.tolist())
     codes, mask = apply_uncertainty(matrix.codes, spec.uncertain)
+    placeless_source = store.placeless_matrix(source, findings, report_keys=keys.tolist())
+    placeless, placeless_mask = apply_uncertainty(placeless_source.codes, spec.uncertain)
 
     region_codes = np.asarray([_name_code(r) for r in regions], dtype=np.uint64)
     finding_codes = np.asarray([_name_code(f) for f in findings], dtype=np.uint64)
@@ -348,9 +387,37 @@ def derive_matrix(
     origin[moved_to] = regs[shifted]
     counts.dropped, counts.shifted, counts.added = int(dropped.sum()), int(shifted.sum()), int(added.sum())
 
+    # Region-less labels: dropped like a region cell, on their own draw (region name "" in the
+    # hash, so the region cells' draws above are untouched). They have no region to shift from,
+    # and additions stay region cells.
+    placeless_cells = np.nonzero(placeless == PRESENT)
+    no_region = np.asarray([_name_code("")], dtype=np.uint64)
+    placeless_dropped = (
+        _uniform(
+            spec.seed,
+            "drop",
+            keys[placeless_cells[0]].astype(np.uint64),
+            np.broadcast_to(no_region, placeless_cells[0].shape),
+            finding_codes[placeless_cells[1]],
+        )
+        < spec.drop
+    )
+    placeless[tuple(axis[placeless_dropped] for axis in placeless_cells)] = UNMENTIONED
+    counts.region_less_present = len(placeless_cells[0])
+    counts.region_less_dropped = int(placeless_dropped.sum())
+    counts.present += counts.region_less_present
+    counts.dropped += counts.region_less_dropped
+
     # The corruptions neither make nor move uncertain cells: the policy's mask still holds.
-    counts.uncertain_masked = int((~mask).sum())
-    return DerivedMatrix(LabelMatrix(keys, tuple(regions), tuple(findings), codes), mask, counts, origin)
+    counts.uncertain_masked = int((~mask).sum()) + int((~placeless_mask).sum())
+    return DerivedMatrix(
+        LabelMatrix(keys, tuple(regions), tuple(findings), codes),
+        mask,
+        counts,
+        origin,
+        placeless=placeless,
+        placeless_mask=placeless_mask,
+    )
 
 
 def build_matrix(
@@ -361,10 +428,13 @@ def build_matrix(
     report_keys: Sequence[int] | None = None,
     vocabulary: Vocabulary | str | None = None,
 ) -> tuple[LabelMatrix, np.ndarray]:
-    """The training matrix a spec defines, and its mask (True = a cell to train on).
+    """The region cells of the training matrix a spec defines, and their mask (True = a cell to
+    train on).
 
     Codes are PRESENT / ABSENT / UNMENTIONED (read as negative) and, under policy `ignore`,
-    UNCERTAIN where the mask is False. Rows are the kept reports, in the order given.
+    UNCERTAIN where the mask is False. Rows are the kept reports, in the order given. The spec's
+    region-less labels are `derive_matrix(...).placeless`; training targets with both, under the
+    no-location rule: `derive_matrix(...).training_targets()`.
     """
     derived = derive_matrix(store, spec, regions, findings, report_keys, vocabulary)
     return derived.matrix, derived.mask
@@ -402,11 +472,18 @@ def _summary(counts: np.ndarray) -> dict[str, float]:
 
 
 def matrix_quality(
-    store: Store, matrix: LabelMatrix, reference: str, policy: str = "exclude", findings: Sequence[str] | None = None
+    store: Store,
+    matrix: LabelMatrix,
+    reference: str,
+    policy: str = "exclude",
+    findings: Sequence[str] | None = None,
+    placeless: np.ndarray | None = None,
 ) -> LabelQuality:
     """Micro precision, recall, F1, kappa and agreement of `matrix` against run `reference`, at
-    region level and image level, over the matrix's reports the reference covers. `findings`
-    (default: those present or uncertain on either side) must be among the matrix's."""
+    region level and image level, over the matrix's reports the reference covers. `placeless`
+    ([n, F] codes, rows and findings as `matrix`'s): the matrix's region-less labels, which count at
+    image level (collapsed with its region cells, as the reference's are), not at region level.
+    `findings` (default: those present or uncertain on either side) must be among the matrix's."""
     reference = store.run(reference).name
     common = np.intersect1d(matrix.report_keys, store.covered_reports(reference))
     if len(common) == 0:
@@ -414,7 +491,14 @@ def matrix_quality(
             f"reference run {reference!r} covers none of the derived matrix's {len(matrix.report_keys):,} reports"
         )
     row_of = {int(k): i for i, k in enumerate(matrix.report_keys)}
-    ours = matrix.codes[[row_of[int(k)] for k in common]]
+    rows = [row_of[int(k)] for k in common]
+    ours = matrix.codes[rows]
+    ours_placeless = (
+        placeless[rows]
+        if placeless is not None
+        else np.full((len(rows), len(matrix.findings)), UNMENTIONED, dtype=np.int8)
+    )
+    ours_image = collapse_regions(np.concatenate([ours, ours_placeless[:, None, :]], axis=1))
     keys = common.tolist()
     theirs = store.label_matrix(reference, matrix.regions, matrix.findings, report_keys=keys).codes
     theirs_image = store.image_matrix(reference, matrix.regions, matrix.findings, report_keys=keys).codes
@@ -423,6 +507,7 @@ def matrix_quality(
             axis=(0, 1)
         )
         occurs |= ((theirs_image == PRESENT) | (theirs_image == UNCERTAIN)).any(axis=0)
+        occurs |= ((ours_image == PRESENT) | (ours_image == UNCERTAIN)).any(axis=0)
         chosen = np.flatnonzero(occurs)
     else:
         missing = [f for f in findings if f not in matrix.findings]
@@ -430,7 +515,7 @@ def matrix_quality(
             raise InputError(f"finding {missing[0]!r} is not in the derived matrix")
         chosen = np.asarray([matrix.findings.index(f) for f in findings], dtype=np.intp)
     region_counts = bin_counts(cell_bins(ours[..., chosen], theirs[..., chosen], policy))
-    image_counts = bin_counts(cell_bins(collapse_regions(ours)[..., chosen], theirs_image[..., chosen], policy))
+    image_counts = bin_counts(cell_bins(ours_image[..., chosen], theirs_image[..., chosen], policy))
     return LabelQuality(
         reference=reference,
         policy=policy,
@@ -461,8 +546,10 @@ def spec_quality(
         # The reference's image-level labels count too: they take part in the image-level scores.
         labelled = set(run_findings(store, spec.source, vocab)) | set(store.run_findings(reference))
         layout = tuple(f for f in vocab.finding_names if f in labelled)
-    matrix, _ = build_matrix(store, spec, regions, layout, report_keys, vocab)
-    return matrix_quality(store, matrix, reference, QUALITY_POLICY[spec.uncertain], findings)
+    derived = derive_matrix(store, spec, regions, layout, report_keys, vocab)
+    return matrix_quality(
+        store, derived.matrix, reference, QUALITY_POLICY[spec.uncertain], findings, placeless=derived.placeless
+    )
 
 
 # --- derived runs ----------------------------------------------------------------------------------
@@ -481,21 +568,26 @@ class DeriveRequest:
 _STATUS_OF_CODE = {PRESENT: "present", ABSENT: "absent", UNCERTAIN: "uncertain"}
 
 
-def _source_rows(store: Store, source: str, keys: np.ndarray) -> dict[tuple[int, str, str], dict[str, Any]]:
+def _source_rows(store: Store, source: str, keys: np.ndarray) -> dict[tuple[int, str | None, str], dict[str, Any]]:
+    """A run's label rows of `keys` by (report key, region, finding); region None: region-less."""
     labels = store.labels(source)
     wanted = set(int(k) for k in keys)
-    rows = {}
-    for row in labels.to_pylist():
-        if row["region"] is not None and row["report_key"] in wanted:
-            rows[(row["report_key"], row["region"], row["finding"])] = row
-    return rows
+    return {
+        (row["report_key"], row["region"], row["finding"]): row
+        for row in labels.to_pylist()
+        if row["report_key"] in wanted
+    }
+
+
+_CARRIED = ("severity", "temporal", "evidence_start", "evidence_end", "evidence_text", "confidence")
 
 
 def derived_label_table(store: Store, derived: DerivedMatrix, source: str, reviewed: str | None = None) -> pa.Table:
-    """The derived matrix as label rows. A label that keeps its source cell keeps that cell's
-    evidence, severity, temporal change and confidence; a shifted label keeps those of the label
-    it moved from (its evidence still quotes the statement it came from); an added one has none.
-    In a corrected report every label carries the reviewed run's row."""
+    """The derived matrix as label rows: its region cells, then its region-less labels (region
+    empty, as in the source). A label that keeps its source cell keeps that cell's evidence,
+    severity, temporal change and confidence; a shifted label keeps those of the label it moved
+    from (its evidence still quotes the statement it came from); an added one has none. In a
+    corrected report every label carries the reviewed run's row."""
     matrix = derived.matrix
     origin_rows = _source_rows(store, source, matrix.report_keys)
     if reviewed is not None and derived.corrected is not None:
@@ -503,33 +595,28 @@ def derived_label_table(store: Store, derived: DerivedMatrix, source: str, revie
         replaced = set(corrected_keys.tolist())
         origin_rows = {k: v for k, v in origin_rows.items() if k[0] not in replaced}
         origin_rows.update(_source_rows(store, reviewed, corrected_keys))
-    rows, regs, finds = np.nonzero(matrix.codes != UNMENTIONED)
     columns: dict[str, list[Any]] = {name: [] for name in LABEL_COLUMNS}
+
+    def add_row(key: int, region: str | None, finding: str, code: int, carried: dict[str, Any] | None) -> None:
+        columns["report_key"].append(key)
+        columns["region"].append(region)
+        columns["finding"].append(finding)
+        columns["status"].append(_STATUS_OF_CODE[code])
+        for name in _CARRIED:
+            columns[name].append(carried[name] if carried else None)
+
+    rows, regs, finds = np.nonzero(matrix.codes != UNMENTIONED)
     for row, reg, fin in zip(rows.tolist(), regs.tolist(), finds.tolist()):
         key = int(matrix.report_keys[row])
         finding = matrix.findings[fin]
         from_region = int(derived.origin_region[row, reg, fin])
         carried = origin_rows.get((key, matrix.regions[from_region], finding)) if from_region >= 0 else None
-        columns["report_key"].append(key)
-        columns["region"].append(matrix.regions[reg])
-        columns["finding"].append(finding)
-        columns["status"].append(_STATUS_OF_CODE[int(matrix.codes[row, reg, fin])])
-        for name in ("severity", "temporal", "evidence_start", "evidence_end", "evidence_text", "confidence"):
-            columns[name].append(carried[name] if carried else None)
-    return pa.table(
-        {
-            "report_key": pa.array(columns["report_key"], pa.int64()),
-            "region": pa.array(columns["region"], pa.string()),
-            "finding": pa.array(columns["finding"], pa.string()),
-            "status": pa.array(columns["status"], pa.string()),
-            "severity": pa.array(columns["severity"], pa.string()),
-            "temporal": pa.array(columns["temporal"], pa.string()),
-            "evidence_start": pa.array(columns["evidence_start"], pa.int32()),
-            "evidence_end": pa.array(columns["evidence_end"], pa.int32()),
-            "evidence_text": pa.array(columns["evidence_text"], pa.string()),
-            "confidence": pa.array(columns["confidence"], pa.float32()),
-        }
-    )
+        add_row(key, matrix.regions[reg], finding, int(matrix.codes[row, reg, fin]), carried)
+    placeless, _ = derived.placeless_codes()
+    for row, fin in zip(*(axis.tolist() for axis in np.nonzero(placeless != UNMENTIONED))):
+        key, finding = int(matrix.report_keys[row]), matrix.findings[fin]
+        add_row(key, None, finding, int(placeless[row, fin]), origin_rows.get((key, None, finding)))
+    return pa.table({name: pa.array(columns[name], dtype) for name, dtype in LABEL_COLUMNS.items()})
 
 
 def _corrected(
@@ -537,25 +624,37 @@ def _corrected(
 ) -> tuple[DerivedMatrix, CorrectionCounts]:
     matrix = derived.matrix
     layout = (matrix.regions, matrix.findings, matrix.report_keys)
-    codes, mask, corrected, counts = correct_matrix(
-        store, matrix.codes, derived.mask, layout, reviewed=reviewed, uncertain=uncertain
+    placeless, placeless_mask = derived.placeless_codes()
+    fixed = correct_matrix(
+        store, (matrix.codes, derived.mask, placeless, placeless_mask), layout, reviewed=reviewed, uncertain=uncertain
     )
+    codes, corrected = fixed.codes, fixed.corrected
     # A reviewed report's labels are its own: each comes from its own cell of the reviewed run.
     origin = derived.origin_region.copy()
     own = np.arange(len(matrix.regions), dtype=np.int16)[None, :, None]
     origin[corrected] = np.where(codes[corrected] != UNMENTIONED, own, -1)
     new_matrix = LabelMatrix(matrix.report_keys, matrix.regions, matrix.findings, codes)
-    return DerivedMatrix(new_matrix, mask, derived.counts, origin, corrected), counts
+    result = DerivedMatrix(
+        new_matrix,
+        fixed.mask,
+        derived.counts,
+        origin,
+        corrected,
+        placeless=fixed.placeless,
+        placeless_mask=fixed.placeless_mask,
+    )
+    return result, fixed.counts
 
 
 def derive_run(store: Store, request: DeriveRequest, *, hooks: RunHooks | None = None) -> RunResult:
     """Store the matrix `request.spec` defines as a new run of kind `derived` (source = the source
     run; params = the spec, the corruption counts, the findings and, given a reference run, the
     quality against it), in one transaction. Its layout: every vocabulary region x the findings
-    the source run labels at region level; it covers the kept reports. Image-level labels of the
-    source are not carried over (noted in params). With `request.corrections`, the reviewed run's
-    reports replace the source's cells after the spec (model/labels/corrections.py; params:
-    `corrections` with what changed). The result's `counts` are the corruption
+    the source run labels (in a region or region-less); it covers the kept reports. Region-less
+    labels of the source go through the spec too and are stored region-less (region empty), as in
+    the source. With `request.corrections`, the reviewed run's reports replace the source's cells
+    and region-less labels after the spec (model/labels/corrections.py; params: `corrections`
+    with what changed). The result's `counts` are the corruption
     counts; `details` hold the spec, the quality (or None) and the notes."""
     spec, reference = request.spec, request.reference
     vocab = comparison_vocabulary(request.vocabulary)
@@ -574,17 +673,15 @@ def derive_run(store: Store, request: DeriveRequest, *, hooks: RunHooks | None =
     if reviewed is not None:
         derived, correction_counts = _corrected(store, derived, reviewed, spec.uncertain)
     quality = (
-        matrix_quality(store, derived.matrix, reference, QUALITY_POLICY[spec.uncertain])
+        matrix_quality(store, derived.matrix, reference, QUALITY_POLICY[spec.uncertain], placeless=derived.placeless)
         if reference is not None
         else None
     )
     table = derived_label_table(store, derived, source.name, reviewed)
     notes = []
-    image_level = store.label_level_counts(source.run_id)[1]
-    if image_level:
-        notes.append(f"{image_level:,} image-level labels of {source.name!r} are not carried over")
     params = {
         "spec": spec.model_dump(),
+        "derivation": DERIVATION_VERSION,
         "counts": derived.counts.as_dict(),
         "findings": list(findings),
         "quality": quality.as_dict() if quality else None,

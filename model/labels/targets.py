@@ -7,6 +7,11 @@ The one statement of the uncertainty policy (`apply_uncertainty`), used both by 
 - `negative`: an uncertain cell is an absent one;
 - `ignore`: an uncertain cell stays uncertain and is masked out of training.
 Unmentioned cells are negatives, or masked out with `unmentioned="ignore"`.
+
+`label_targets` states the no-location rule for training once: how a run's region codes and its
+region-less (image-level) codes become the region head's and the global classifier's targets,
+whether they come from a stored run (`build_examples`) or from a label spec's matrix
+(`model.labels.label_specs.DerivedMatrix.training_targets`).
 """
 
 from __future__ import annotations
@@ -53,6 +58,33 @@ def training_targets(
             known |= unlabeled_rows.reshape((-1,) + (1,) * (codes.ndim - 1))
         mask &= known
     return (codes == PRESENT).astype(np.float32), mask
+
+
+def label_targets(
+    codes: np.ndarray,
+    placeless: np.ndarray,
+    uncertain: str = "ignore",
+    unmentioned: str = "negative",
+    unlabeled_rows: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(region targets [N, R, L], region mask, image targets [N, L], image mask) from region codes
+    [N, R, L] and region-less codes [N, L] (the no-location rule, README "Label semantics").
+
+    A region-less label speaks for the whole image: absent there is absent in every region;
+    present or uncertain says the lesion is somewhere, not where, so the finding's unlabeled regions
+    are not trained on rather than made negative (nor made positive in every region). The image
+    targets are the region codes and the region-less ones collapsed together."""
+    # Here, not at the top: the store's module opens DuckDB, which the command line loads only
+    # when a command runs (tests/test_architecture.py).
+    from labeling.store.labels import absent_everywhere, collapse_regions
+
+    image_codes = collapse_regions(np.concatenate([codes, placeless[:, None, :]], axis=1))
+    filled = absent_everywhere(codes, placeless)
+    unplaced = (filled == UNMENTIONED) & ((placeless == PRESENT) | (placeless == UNCERTAIN))[:, None, :]
+    targets, masks = training_targets(filled, uncertain, unmentioned, unlabeled_rows)
+    masks &= ~unplaced
+    image_targets, image_masks = training_targets(image_codes, uncertain, unmentioned, unlabeled_rows)
+    return targets, masks, image_targets, image_masks
 
 
 @dataclass(frozen=True)
