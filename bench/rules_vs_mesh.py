@@ -12,7 +12,9 @@ MeSH run over the reports both cover and over the findings the MeSH mapping can 
 their ratio to the baseline, and the findings with the most disagreement (rolled up).
 
 Region level scores located labels only: a label without a region (the no-location rule) is no
-region's cell, on either side; image level collapses both.
+region's cell, on either side; image level collapses both. The other no-location choice is
+measured in the same run (`--no-location default-regions` of `clala compare`: every run's
+region-less labels read in their finding's default regions, both lungs for most).
 
     python bench/rules_vs_mesh.py [--csv ../shared/data/iu_xray/indiana_reports.csv] [--uncertain exclude] [--keep DIR]
 """
@@ -83,6 +85,7 @@ def main() -> int:
         keyword_baseline(db, "keywords")
         findings = mesh_findings()
         results = {}
+        other_choice = {}  # rolled up? -> rules at region level, region-less labels in default regions
         with Store(db, read_only=True) as store:
             for roll_up in (False, True):
                 for level in ("image", "region"):
@@ -93,6 +96,10 @@ def main() -> int:
                         )
                         results[run, level, roll_up] = compare_runs(store, run, "mesh", options)
                         results[run, level, roll_up].seconds = time.perf_counter() - started
+                choice = CompareOptions(
+                    findings=findings, uncertain=args.uncertain, roll_up=roll_up, no_location="default-regions"
+                )
+                other_choice[roll_up] = compare_runs(store, "rules", "mesh", choice)
     finally:
         if cleanup:
             cleanup.cleanup()
@@ -132,6 +139,30 @@ def main() -> int:
                 f"{level} level{' (rolled up)' if roll_up else ''}: rules micro-F1 / keyword baseline "
                 f"micro-F1 = {ratio:.2f}x"
             )
+    choices = Table(
+        "no-location choice",
+        "roll-up",
+        "micro P",
+        "micro R",
+        "micro F1",
+        "macro F1",
+        "tp",
+        "fp",
+        "fn",
+        title="Rules at region level under both no-location choices (both runs alike)",
+        title_justify="left",
+    )
+    for roll_up in (False, True):
+        for name, c in (
+            ("region-less (clala's)", results["rules", "region", roll_up]),
+            ("default regions", other_choice[roll_up]),
+        ):
+            m = c.micro
+            choices.add_row(
+                name, "yes" if roll_up else "no", f"{m.precision:.3f}", f"{m.recall:.3f}", f"{m.f1:.3f}",
+                f"{c.macro.f1:.3f}", f"{m.tp:,}", f"{m.fp:,}", f"{m.fn:,}",
+            )  # fmt: skip
+    console.print(choices)
     top = Table(
         "finding",
         "MeSH positives",

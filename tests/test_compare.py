@@ -412,6 +412,36 @@ def test_region_less_labels_count_at_image_level_only(compare_db):
     assert (ptx_image.tp, ptx_image.fp, ptx_image.fn) == (1, 0, 0)  # r2: the same finding, somewhere
 
 
+def test_the_other_no_location_choice_reads_region_less_labels_in_default_regions(compare_db, cli):
+    """`--no-location default-regions` measures the alternative to the no-location rule: a
+    region-less pneumothorax counts in both lungs (right: the gold's, left: a false positive)."""
+    db, keys = compare_db
+    with Store(db) as store:
+        record_run(
+            store,
+            RunSpec(name="placeless", kind=RunKind.rules, vocabulary_version=load_vocabulary().version),
+            [keys[r] for r in COMMON],
+            label_columns(keys, {("r2", None, PTX): ("present", None), ("r3", RCP, EFF): ("present", None)}),
+        )
+    with Store(db, read_only=True) as store:
+        options = CompareOptions(findings=[PTX, EFF], no_location="default-regions")
+        region = compare_runs(store, "placeless", "gold", options)
+        with pytest.raises(InputError, match="--no-location"):
+            compare_runs(store, "placeless", "gold", CompareOptions(no_location="both lungs"))
+    ptx = next(r for r in region.by_finding if r.name == PTX)
+    assert (ptx.tp, ptx.fp, ptx.fn) == (1, 1, 0)
+    eff = next(r for r in region.by_finding if r.name == EFF)
+    assert eff.tp == 1  # located labels are read as before
+    assert any("default regions" in note for note in region.notes)
+    code, stdout, stderr = cli(
+        "compare", "placeless", "gold", "--db", db, "--findings", PTX, "--no-location", "default-regions"
+    )
+    assert code == 0, stderr
+    assert "default regions" in stdout
+    code, _, stderr = cli("compare", "placeless", "gold", "--db", db, "--no-location", "somewhere")
+    assert code == 1 and len(stderr.strip().splitlines()) == 1 and "--no-location" in stderr
+
+
 def test_roll_up_makes_a_specific_finding_imply_its_generic_ancestors(compare_db):
     """Hierarchy: "nodular opacity" read as mass/nodule agrees with a source coding "Opacity" (lung
     opacity) once rolled up; a specific absent says nothing of the generic one."""

@@ -378,6 +378,14 @@ def compare_command(
             "opacity -> lung opacity), in both runs",
         ),
     ] = False,
+    no_location: Annotated[
+        str,
+        typer.Option(
+            "--no-location",
+            help="region level: region-less | default-regions (read labels that name no place in their "
+            "finding's default regions, as rules version 7 did, in every run alike)",
+        ),
+    ] = "region-less",
 ) -> None:
     """Agreement, Cohen's kappa, precision, recall and F1 of runs against a reference, per finding and region."""
     from labeling.review.compare import CompareOptions
@@ -390,6 +398,7 @@ def compare_command(
         uncertain=uncertain,
         vocabulary=str(vocabulary) if vocabulary else None,
         roll_up=roll_up,
+        no_location=no_location,
     )
     with Store(db, read_only=True) as store:
         show_comparison(store, runs, options, reference=reference, metric=metric, out=out)

@@ -34,6 +34,7 @@ import numpy as np
 
 from labeling.core.errors import InputError
 from labeling.review.hierarchy import roll_up
+from labeling.review.no_location import NO_LOCATION_CHOICES, in_default_regions
 from labeling.store.store import LabelMatrix, Store
 from schemas.labels import ABSENT, PRESENT, UNCERTAIN, UNMENTIONED
 from schemas.vocabulary import CATEGORIES, Vocabulary, load_vocabulary
@@ -280,6 +281,9 @@ class CompareOptions:
     uncertain: str = "exclude"
     vocabulary: Vocabulary | str | None = None
     roll_up: bool = False  # a specific finding present implies its generic ancestors (hierarchy.py)
+    # region level: region-less labels are left out (clala's rule) or read in their finding's default
+    # regions, the other choice, to measure it (no_location.py)
+    no_location: str = "region-less"
 
 
 # --- reading runs ------------------------------------------------------------------------------
@@ -424,6 +428,8 @@ def compare_to_reference(
     options = options or CompareOptions()
     level = options.level
     check_options(level, options.uncertain)
+    if options.no_location not in NO_LOCATION_CHOICES:
+        raise InputError(f"--no-location: {options.no_location!r} is not one of {', '.join(NO_LOCATION_CHOICES)}")
     names = [store.run(r).name for r in runs]
     reference = store.run(reference).name
     if reference in names:
@@ -439,6 +445,15 @@ def compare_to_reference(
     all_runs = [*names, reference]
     report_keys, covered = common_reports(store, all_runs)
     matrices, notes = run_matrices(store, all_runs, report_keys, level, vocab, regions)
+    if level == "region" and options.no_location == "default-regions":
+        for run, m in matrices.items():
+            read = store.placeless_matrix(run, m.findings, report_keys.tolist())
+            row_of = {int(k): i for i, k in enumerate(read.report_keys)}
+            placeless = read.codes[[row_of[int(k)] for k in m.report_keys]]
+            matrices[run] = dataclasses.replace(
+                m, codes=in_default_regions(m.codes, placeless, regions, m.findings, vocab)
+            )
+        notes.append("region-less labels read in their finding's default regions (--no-location default-regions)")
     if options.roll_up:
         matrices = {
             run: dataclasses.replace(m, codes=roll_up(m.codes, m.findings, vocab)) for run, m in matrices.items()
