@@ -44,6 +44,32 @@ def ingest_file(db: Path, path: Path, **options):
         return ingest(store, path, IngestOptions(**options))
 
 
+# A run's labels as rows, for comparing runs label by label (evidence included).
+RUN_LABELS = """SELECT r.report_id, l.region, l.finding, l.status, l.severity, l.temporal, l.evidence_start,
+                   l.evidence_end, l.evidence_text
+            FROM labels l JOIN runs USING (run_id) JOIN reports r USING (report_key) WHERE name = ? ORDER BY ALL"""
+
+
+def reports_db(folder: Path, texts: list[str], name: str = "reports.duckdb") -> Path:
+    """A database in `folder` holding one report per text (ids r0, r1, ...; dataset "t")."""
+    import json
+
+    path = folder / "reports.jsonl"
+    path.write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
+    db = folder / name
+    ingest_file(db, path, dataset="t")
+    return db
+
+
+def stored_run(db: Path, name: str):
+    """(run, its labels as RUN_LABELS rows, its work counts) of run `name`."""
+    from labeling.store.store import Store
+
+    with Store(db, read_only=True) as store:
+        run = store.run(name)
+        return run, store.con.execute(RUN_LABELS, [name]).fetchall(), store.work_counts(run.run_id)
+
+
 def clala_subprocess(*args: str, **kwargs):
     """The installed console script in a separate process (for locks and kills)."""
     import subprocess

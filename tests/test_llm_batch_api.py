@@ -11,9 +11,7 @@ import time
 
 import pytest
 from batch_server import BatchServer
-from conftest import ingest_file
-
-from labeling.store.store import Store
+from conftest import reports_db, stored_run
 
 TEXTS = [
     "FINDINGS: Small left effusion. No pneumothorax.",
@@ -22,23 +20,10 @@ TEXTS = [
     "FINDINGS: No effusion. Right pneumothorax.",
 ]
 BATCH = ["--backend", "openai-batch", "--model", "fake-model", "--poll-interval", "0.05"]
-LABELS = """SELECT r.report_id, l.region, l.finding, l.status, l.severity, l.temporal, l.evidence_start,
-                   l.evidence_end, l.evidence_text
-            FROM labels l JOIN runs USING (run_id) JOIN reports r USING (report_key) WHERE name = ? ORDER BY ALL"""
 
 
 def make_db(tmp_path, texts=TEXTS):
-    path = tmp_path / "reports.jsonl"
-    path.write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    db = tmp_path / "batch.duckdb"
-    ingest_file(db, path, dataset="t")
-    return db
-
-
-def stored(db, name):
-    with Store(db, read_only=True) as store:
-        run = store.run(name)
-        return run, store.con.execute(LABELS, [name]).fetchall(), store.work_counts(run.run_id)
+    return reports_db(tmp_path, texts, "batch.duckdb")
 
 
 def uploaded_lines(server: BatchServer, n: int = 0) -> list[dict]:
@@ -63,8 +48,8 @@ def test_a_batch_run_labels_as_an_online_run_does(tmp_path, cli, monkeypatch, un
         )  # fmt: skip
         assert code == 0, out + err
         online = [r["body"] for r in server.chat_requests()]
-    run, batch_labels, work = stored(db, "batch")
-    _, online_labels, _ = stored(db, "online")
+    run, batch_labels, work = stored_run(db, "batch")
+    _, online_labels, _ = stored_run(db, "online")
     assert batch_labels == online_labels and len(batch_labels) >= 8
     assert work == {"done": len(TEXTS)} and run.status.value == "complete"
     # one upload, one batch, polled, then its output file read
@@ -97,7 +82,7 @@ def test_an_invalid_answer_is_reasked_in_a_following_wave(tmp_path, cli):
         [reasked] = uploaded_lines(server, 1)
     assert reasked["body"]["messages"][-2] == {"role": "assistant", "content": "{not json"}
     assert "Correct your JSON answer" in reasked["body"]["messages"][-1]["content"]
-    run, labels, work = stored(db, "batch")
+    run, labels, work = stored_run(db, "batch")
     assert work == {"done": 2} and {row[2] for row in labels} == {"pleural effusion", "pneumothorax"}
 
 
@@ -144,7 +129,7 @@ def test_a_killed_run_collects_its_batch_on_resume_without_submitting_again(tmp_
         listed = [c for c in server.calls if c["path"].startswith("/v1/batches?")]
     assert creations == 1 and len(uploads) == 1  # paid once
     assert bool(listed) is (when == "creating")  # the batch id unknown: looked up by its input file
-    run, labels, work = stored(db, "killed")
+    run, labels, work = stored_run(db, "killed")
     assert run.status.value == "complete" and work == {"done": len(TEXTS)}
     with BatchServer() as fresh:
         whole = subprocess.run(
@@ -154,7 +139,7 @@ def test_a_killed_run_collects_its_batch_on_resume_without_submitting_again(tmp_
             timeout=120,
         )
     assert whole.returncode == 0, whole.stdout + whole.stderr
-    assert labels == stored(db, "whole")[1]
+    assert labels == stored_run(db, "whole")[1]
 
 
 @pytest.mark.parametrize("end_as", ["failed", "expired", "cancelled"])
@@ -163,7 +148,7 @@ def test_a_batch_that_ends_unanswered_leaves_the_run_incomplete(tmp_path, cli, e
     with BatchServer(end_as=end_as) as server:
         code, out, err = cli("label", "--db", db, "--base-url", server.base_url, *BATCH, "--name", "ended")
         assert code == 3, out + err
-        run, _, work = stored(db, "ended")
+        run, _, work = stored_run(db, "ended")
         assert run.status.value == "incomplete"
         answered = 0 if end_as == "failed" else 2
         assert work == ({"done": answered, "pending": 4 - answered} if answered else {"pending": 4})
@@ -176,7 +161,7 @@ def test_a_batch_that_ends_unanswered_leaves_the_run_incomplete(tmp_path, cli, e
         code, out, err = cli("label", "--db", db, "--resume", "ended", "--poll-interval", "0.05")
         assert code == 0, out + err
         assert len(server.creations) == 2 and len(uploaded_lines(server, 1)) == 4 - answered
-    assert stored(db, "ended")[2] == {"done": 4}
+    assert stored_run(db, "ended")[2] == {"done": 4}
 
 
 def test_a_line_error_leaves_its_report_pending_for_resume(tmp_path, cli):
@@ -187,12 +172,12 @@ def test_a_line_error_leaves_its_report_pending_for_resume(tmp_path, cli):
         code, out, err = cli("label", "--db", db, "--base-url", server.base_url, *BATCH, "--name", "lines")
         assert code == 3, out + err
         assert "finish it with: clala label --resume lines" in " ".join(out.split())
-        _, _, work = stored(db, "lines")
+        _, _, work = stored_run(db, "lines")
         assert work == {"done": 1, "pending": 1}
         code, out, err = cli("label", "--db", db, "--resume", "lines", "--poll-interval", "0.05")
         assert code == 0, out + err
         assert len(server.creations) == 2 and len(uploaded_lines(server, 1)) == 1
-    run, labels, work = stored(db, "lines")
+    run, labels, work = stored_run(db, "lines")
     assert work == {"done": 2} and {row[2] for row in labels} == {"pleural effusion", "pneumothorax"}
 
 
@@ -207,7 +192,7 @@ def test_patient_data_stays_here_and_no_redirect_is_followed(tmp_path, cli):
         assert code == 3, out + err
         assert "redirected to http://127.0.0.1:9/elsewhere (HTTP 307)" in " ".join(out.split())
         assert [c["path"] for c in server.calls] == ["/v1/files"]  # asked once, not followed
-    assert stored(db, "moved")[0].status.value == "incomplete"
+    assert stored_run(db, "moved")[0].status.value == "incomplete"
 
 
 @pytest.mark.parametrize("backend", ["openai-batch", "ray"])

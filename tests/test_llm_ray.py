@@ -7,7 +7,7 @@ run asking for them without vllm installed is refused with a clear error before 
 import json
 
 import pytest
-from conftest import ingest_file
+from conftest import reports_db, stored_run
 from fault_server import FaultServer
 
 from labeling.store.store import Store
@@ -20,9 +20,6 @@ TEXTS = [
     "FINDINGS: Cardiomegaly. Left consolidation.",
     "FINDINGS: No effusion. Right pneumothorax.",
 ]
-LABELS = """SELECT r.report_id, l.region, l.finding, l.status, l.severity, l.temporal, l.evidence_start,
-                   l.evidence_end, l.evidence_text
-            FROM labels l JOIN runs USING (run_id) JOIN reports r USING (report_key) WHERE name = ? ORDER BY ALL"""
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +33,7 @@ def local_ray():
 
 
 def make_db(tmp_path, texts=TEXTS):
-    path = tmp_path / "reports.jsonl"
-    path.write_text("".join(json.dumps({"id": f"r{i}", "text": t}) + "\n" for i, t in enumerate(texts)))
-    db = tmp_path / "ray.duckdb"
-    ingest_file(db, path, dataset="t")
-    return db
-
-
-def stored(db, name):
-    with Store(db, read_only=True) as store:
-        run = store.run(name)
-        return run, store.con.execute(LABELS, [name]).fetchall(), store.work_counts(run.run_id)
+    return reports_db(tmp_path, texts, "ray.duckdb")
 
 
 @pytest.mark.slow
@@ -74,8 +61,8 @@ def test_a_ray_run_over_two_servers_labels_as_an_online_run_does(tmp_path, cli, 
         )  # fmt: skip
         assert code == 0, out + err
         online = [r["body"] for r in first.chat_requests()[before:]]
-    run, ray_labels, work = stored(db, "ray")
-    assert ray_labels == stored(db, "online")[1] and len(ray_labels) >= 8
+    run, ray_labels, work = stored_run(db, "ray")
+    assert ray_labels == stored_run(db, "online")[1] and len(ray_labels) >= 8
     assert work == {"done": len(TEXTS)} and run.status.value == "complete" and run.backend == "ray"
     # the exact bodies of the online path (less logprobs), the invalid answer re-asked in a later wave
     # (each server counts a FIXONRETRY text's tries: a re-ask sent to the other server is invalid again)
@@ -96,7 +83,7 @@ def test_server_errors_leave_their_reports_pending(tmp_path, cli, local_ray):
         args += ["--concurrency", "1"]
         code, out, err = cli(*args, "--name", "errors")
         assert code == 3, out + err
-    run, labels, work = stored(db, "errors")
+    run, labels, work = stored_run(db, "errors")
     assert work == {"done": 1, "pending": 1} and run.status.value == "incomplete"
     assert {row[2] for row in labels} == {"pneumothorax"}
     with Store(db, read_only=True) as store:
@@ -181,7 +168,7 @@ def test_a_ray_run_against_the_local_llama_cpp_server(tmp_path, cli, local_ray):
         code, out, err = cli("label", "--db", db, "--backend", "ray", *same, "--name", "ray-llama")
         assert code == 0, out + err
         assert "calls 2 " in out  # 3 sentences, 2 distinct
-    run, labels, work = stored(db, "ray-llama")
+    run, labels, work = stored_run(db, "ray-llama")
     assert work == {"done": 2} and run.decoding["structured_output"] == "llama_cpp"
     assert labels and all(evidence in example for *_, evidence in labels)
     assert run.prompt_tokens > 1000 and run.completion_tokens > 0

@@ -27,6 +27,11 @@ for _rank, _code in enumerate(CODE_PRECEDENCE):
     _RANK[_code + 2] = _rank
 
 
+def precedence_rank(codes: np.ndarray) -> np.ndarray:
+    """Each code's rank when statements of one cell merge (present 0 < uncertain < absent < unmentioned)."""
+    return _RANK[codes + 2]
+
+
 def roll_up_pairs(findings: Sequence[str], vocabulary: Vocabulary) -> list[tuple[int, int]]:
     """(specific index, ancestor index) for every finding of `findings` with an ancestor among them."""
     index = {name: i for i, name in enumerate(findings)}
@@ -44,6 +49,6 @@ def roll_up(codes: np.ndarray, findings: Sequence[str], vocabulary: Vocabulary) 
     for child, ancestor in roll_up_pairs(findings, vocabulary):
         source = codes[..., child]
         stated = (source == PRESENT) | (source == UNCERTAIN)
-        better = stated & (_RANK[source + 2] < _RANK[rolled[..., ancestor] + 2])
+        better = stated & (precedence_rank(source) < precedence_rank(rolled[..., ancestor]))
         rolled[..., ancestor] = np.where(better, source, rolled[..., ancestor])
     return rolled

@@ -15,15 +15,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from schemas.labels import CODE_PRECEDENCE, UNMENTIONED
+from labeling.review.hierarchy import precedence_rank
+from schemas.labels import UNMENTIONED
 from schemas.vocabulary import Vocabulary
 
 NO_LOCATION_CHOICES = ("region-less", "default-regions")
-
-# code + 2 -> rank (lower wins); codes are -2..1.
-_RANK = np.empty(4, dtype=np.int8)
-for _rank, _code in enumerate(CODE_PRECEDENCE):
-    _RANK[_code + 2] = _rank
 
 
 def in_default_regions(
@@ -48,6 +44,6 @@ def in_default_regions(
             if r is None:
                 continue
             cell = merged[:, r, f]
-            better = (stated != UNMENTIONED) & (_RANK[stated + 2] < _RANK[cell + 2])
+            better = (stated != UNMENTIONED) & (precedence_rank(stated) < precedence_rank(cell))
             merged[:, r, f] = np.where(better, stated, cell)
     return merged

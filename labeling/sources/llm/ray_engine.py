@@ -40,7 +40,7 @@ from labeling.sources.llm.backends import (
     is_loopback,
     redirect_refused,
 )
-from labeling.sources.llm.waves import WaveBackend, request_id
+from labeling.sources.llm.waves import WaveBackend, request_id, settle
 
 if TYPE_CHECKING:
     from labeling.sources.llm.options import BackendOptions
@@ -282,12 +282,7 @@ class RayBackend(WaveBackend):
 
         def hand_over(rid: str, outcome: dict | BaseException) -> None:
             for future in waiting.pop(rid, []):
-                if future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
+                settle(future, outcome)
 
         def run() -> None:
             for row in self._pipeline(bodies).iter_rows():

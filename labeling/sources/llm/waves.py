@@ -31,6 +31,16 @@ def request_id(body: bytes) -> str:
     return "r-" + hashlib.sha256(body).hexdigest()[:32]
 
 
+def settle(future: asyncio.Future, outcome: Any) -> None:
+    """Hand a request its completion (or failure), unless it was already settled or cancelled."""
+    if future.done():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 class WaveBackend(OpenAICompatibleBackend):
     """An OpenAI-compatible backend whose completions come a wave at a time from `answer_wave`.
 
@@ -76,12 +86,7 @@ class WaveBackend(OpenAICompatibleBackend):
         except Exception as exc:  # the whole wave failed: every request gets the failure
             outcomes = [exc] * len(wave)
         for (_, future), outcome in zip(wave, outcomes, strict=True):
-            if future.done():
-                continue
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
+            settle(future, outcome)
 
     async def answer_wave(self, bodies: list[bytes]) -> list[dict | BaseException]:
         raise NotImplementedError
