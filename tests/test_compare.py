@@ -391,10 +391,9 @@ def test_cli_several_runs_against_a_reference(compare_db, cli, tmp_path):
     ]
 
 
-def test_region_less_labels_count_at_image_level_only(compare_db):
-    """The no-location rule at comparison: a region-less label is no region's cell (noted), and
-    counts at image level after the collapse."""
-    db, keys = compare_db
+def placeless_run(db, keys):
+    """Run "placeless" in the compare database: a pneumothorax with no region (r2), an effusion at
+    the right costophrenic angle (r3)."""
     with Store(db) as store:
         record_run(
             store,
@@ -402,6 +401,13 @@ def test_region_less_labels_count_at_image_level_only(compare_db):
             [keys[r] for r in COMMON],
             label_columns(keys, {("r2", None, PTX): ("present", None), ("r3", RCP, EFF): ("present", None)}),
         )
+    return db
+
+
+def test_region_less_labels_count_at_image_level_only(compare_db):
+    """The no-location rule at comparison: a region-less label is no region's cell (noted), and
+    counts at image level after the collapse."""
+    db = placeless_run(*compare_db)
     with Store(db, read_only=True) as store:
         region = compare_runs(store, "placeless", "gold", CompareOptions(findings=[PTX, EFF]))
         image = compare_runs(store, "placeless", "gold", CompareOptions(level="image", findings=[PTX, EFF]))
@@ -415,14 +421,7 @@ def test_region_less_labels_count_at_image_level_only(compare_db):
 def test_the_other_no_location_choice_reads_region_less_labels_in_default_regions(compare_db, cli):
     """`--no-location default-regions` measures the alternative to the no-location rule: a
     region-less pneumothorax counts in both lungs (right: the gold's, left: a false positive)."""
-    db, keys = compare_db
-    with Store(db) as store:
-        record_run(
-            store,
-            RunSpec(name="placeless", kind=RunKind.rules, vocabulary_version=load_vocabulary().version),
-            [keys[r] for r in COMMON],
-            label_columns(keys, {("r2", None, PTX): ("present", None), ("r3", RCP, EFF): ("present", None)}),
-        )
+    db = placeless_run(*compare_db)
     with Store(db, read_only=True) as store:
         options = CompareOptions(findings=[PTX, EFF], no_location="default-regions")
         region = compare_runs(store, "placeless", "gold", options)
