@@ -190,8 +190,8 @@ class VocabularyFile(BaseModel):
             for name in phrase.regions:
                 if name not in known:
                     raise ValueError(f"multi-region phrase {phrase.phrase!r}: unknown region {name!r}")
-        _check_parents(self.regions)
-        _check_finding_parents(self.findings)
+        _check_parents(self.regions, "region")
+        _check_parents(self.findings, "finding")
         seen_findings: set[str] = set()
         for finding in self.findings:
             if finding.name in seen_findings:
@@ -282,28 +282,16 @@ def _check_value_words(data: VocabularyFile) -> None:
         _check_unique_phrases(pairs, what)
 
 
-def _check_parents(regions: list[Region]) -> None:
-    parent = {r.name: r.parent for r in regions}
-    for region in regions:
-        if region.parent is not None and region.parent not in parent:
-            raise ValueError(f"region {region.name!r}: unknown parent region {region.parent!r}")
-        seen, current = {region.name}, region.parent
-        while current is not None:
-            if current in seen:
-                raise ValueError(f"region {region.name!r}: its parent regions form a cycle")
-            seen.add(current)
-            current = parent[current]
-
-
-def _check_finding_parents(findings: list[Finding]) -> None:
-    parent = {f.name: f.parent for f in findings}
-    for finding in findings:
-        seen, current = {finding.name}, finding.parent
+def _check_parents(items: list[Region] | list[Finding], what: str) -> None:
+    """Each parent (a region's, a finding's) is known, and no chain of parents is a cycle."""
+    parent = {item.name: item.parent for item in items}
+    for item in items:
+        seen, current = {item.name}, item.parent
         while current is not None:
             if current not in parent:
-                raise ValueError(f"finding {finding.name!r}: unknown parent finding {current!r}")
+                raise ValueError(f"{what} {item.name!r}: unknown parent {what} {current!r}")
             if current in seen:
-                raise ValueError(f"finding {finding.name!r}: its parent findings form a cycle")
+                raise ValueError(f"{what} {item.name!r}: its parent {what}s form a cycle")
             seen.add(current)
             current = parent[current]
 

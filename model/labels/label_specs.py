@@ -214,23 +214,15 @@ class DerivedMatrix:
     mask: np.ndarray  # [n, R, F] bool: True = trained on
     counts: CorruptionCounts
     origin_region: np.ndarray  # [n, R, F] int16: source region of the cell's label; -1 = none (added or empty)
+    placeless: np.ndarray  # [n, F] int8: region-less codes
+    placeless_mask: np.ndarray  # [n, F] bool: True = trained on
     corrected: np.ndarray | None = None  # [n] bool: the report's cells come from a reviewed run (corrections)
-    placeless: np.ndarray | None = None  # [n, F] int8: region-less codes; None = all unmentioned
-    placeless_mask: np.ndarray | None = None  # [n, F] bool: True = trained on
-
-    def placeless_codes(self) -> tuple[np.ndarray, np.ndarray]:
-        """(region-less codes [n, F], mask [n, F]); all unmentioned (and trained on) when none."""
-        shape = (len(self.matrix.report_keys), len(self.matrix.findings))
-        codes = self.placeless if self.placeless is not None else np.full(shape, UNMENTIONED, dtype=np.int8)
-        mask = self.placeless_mask if self.placeless_mask is not None else np.ones(shape, dtype=bool)
-        return codes, mask
 
     def training_targets(self, unmentioned: str = "negative") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(region targets, region mask, image targets, image mask) under the no-location rule
         (`model.labels.targets.label_targets`): what training on the derived run stored from this
         matrix reads (the policy is already applied; uncertain codes left are masked)."""
-        placeless, _ = self.placeless_codes()
-        return label_targets(self.matrix.codes, placeless, "ignore", unmentioned)
+        return label_targets(self.matrix.codes, self.placeless, "ignore", unmentioned)
 
 
 # --- seeded per-cell decisions -------------------------------------------------------------------
@@ -415,8 +407,8 @@ def derive_matrix(
         mask,
         counts,
         origin,
-        placeless=placeless,
-        placeless_mask=placeless_mask,
+        placeless,
+        placeless_mask,
     )
 
 
@@ -612,7 +604,7 @@ def derived_label_table(store: Store, derived: DerivedMatrix, source: str, revie
         from_region = int(derived.origin_region[row, reg, fin])
         carried = origin_rows.get((key, matrix.regions[from_region], finding)) if from_region >= 0 else None
         add_row(key, matrix.regions[reg], finding, int(matrix.codes[row, reg, fin]), carried)
-    placeless, _ = derived.placeless_codes()
+    placeless = derived.placeless
     for row, fin in zip(*(axis.tolist() for axis in np.nonzero(placeless != UNMENTIONED))):
         key, finding = int(matrix.report_keys[row]), matrix.findings[fin]
         add_row(key, None, finding, int(placeless[row, fin]), origin_rows.get((key, None, finding)))
@@ -624,10 +616,8 @@ def _corrected(
 ) -> tuple[DerivedMatrix, CorrectionCounts]:
     matrix = derived.matrix
     layout = (matrix.regions, matrix.findings, matrix.report_keys)
-    placeless, placeless_mask = derived.placeless_codes()
-    fixed = correct_matrix(
-        store, (matrix.codes, derived.mask, placeless, placeless_mask), layout, reviewed=reviewed, uncertain=uncertain
-    )
+    cells = (matrix.codes, derived.mask, derived.placeless, derived.placeless_mask)
+    fixed = correct_matrix(store, cells, layout, reviewed=reviewed, uncertain=uncertain)
     codes, corrected = fixed.codes, fixed.corrected
     # A reviewed report's labels are its own: each comes from its own cell of the reviewed run.
     origin = derived.origin_region.copy()
@@ -635,13 +625,7 @@ def _corrected(
     origin[corrected] = np.where(codes[corrected] != UNMENTIONED, own, -1)
     new_matrix = LabelMatrix(matrix.report_keys, matrix.regions, matrix.findings, codes)
     result = DerivedMatrix(
-        new_matrix,
-        fixed.mask,
-        derived.counts,
-        origin,
-        corrected,
-        placeless=fixed.placeless,
-        placeless_mask=fixed.placeless_mask,
+        new_matrix, fixed.mask, derived.counts, origin, fixed.placeless, fixed.placeless_mask, corrected
     )
     return result, fixed.counts
 

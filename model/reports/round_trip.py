@@ -20,9 +20,8 @@ from labeling.sources.rules import RulesLabeler
 from model.reports.wording import LesionWords
 from schemas.labels import STATUS_RANK
 
-Cell = tuple[
-    str, str | None, str, str | None, str | None
-]  # finding, region (None: no place), status, severity, temporal
+# finding, region (None: no place), status, severity, temporal
+Cell = tuple[str, str | None, str, str | None, str | None]
 
 
 @dataclass(frozen=True)

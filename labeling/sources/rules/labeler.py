@@ -298,9 +298,9 @@ class RulesLabeler:
             finding = bone_finding(ent.label_, ent.text, text, self._enabled)
             if finding is not None:
                 finding = calcification_finding(finding, ent.text, text, self._enabled)
-            if (
-                finding is None
-            ):  # a bone outside the vocabulary's regions (bones.py), a calcification of none (calcifications.py)
+            # None: a bone outside the vocabulary's regions (bones.py), a calcification of no finding
+            # of the vocabulary (calcifications.py)
+            if finding is None:
                 continue
             if anchor and status != "absent":
                 anchored[len(mentions)] = min(
