@@ -40,8 +40,11 @@ PACK_RULES = (
     '"labels": [...]}, ...]}, one entry per id, in the order given.'
 )
 PACKED_HEADER = "TEXTS TO LABEL, EACH AFTER ITS ID:"
-# About this many characters per token, for estimates made without a tokenizer.
+# About this many characters per token, for estimates made without a tokenizer (cost, dry runs).
 CHARS_PER_TOKEN = 4
+# At least this many: a bound on a prompt's tokens that a context budget can trust (medical words
+# split into more tokens than average English).
+CHARS_PER_TOKEN_AT_LEAST = 3
 
 
 def _templates() -> Path:

@@ -64,7 +64,7 @@ from labeling.sources.llm.waves import WaveBackend
 from labeling.sources.selection import select_reports
 from labeling.store.run_records import RunHooks, RunResult, check_new_run_name, resume_or_create
 from labeling.store.store import Store
-from prompts.render import CHARS_PER_TOKEN, load_prompt
+from prompts.render import CHARS_PER_TOKEN, CHARS_PER_TOKEN_AT_LEAST, load_prompt
 from schemas.labels import merge_labels
 from schemas.llm_output import (
     PackedEnvelope,
@@ -352,10 +352,10 @@ class LabelRun:
 
     def _pack_max_tokens(self, messages: list[dict[str, str]], units: int) -> int:
         """The per-sentence budget for each unit; on the embedded server, no more than its context
-        leaves beside the prompt (estimated generously: 3 characters a token)."""
+        leaves beside the prompt (estimated generously: CHARS_PER_TOKEN_AT_LEAST)."""
         budget = self.decoding["max_tokens"] * units
         if self.options.backend == "local":
-            prompt = sum(len(m["content"]) for m in messages) // 3
+            prompt = sum(len(m["content"]) for m in messages) // CHARS_PER_TOKEN_AT_LEAST
             budget = max(self.decoding["max_tokens"], min(budget, self.options.n_ctx - prompt))
         return budget
 

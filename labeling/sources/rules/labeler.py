@@ -18,16 +18,13 @@ square of a doc's length (a 99,000-character sentence took 99.5 s).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 
-from labeling.sources.rules.bones import GENERIC_WORDS, bone_finding
-from labeling.sources.rules.calcifications import GENERIC_WORDS as CALCIFICATION_WORDS
+from labeling.sources.rules.bones import bone_finding
 from labeling.sources.rules.calcifications import calcification_finding
 from labeling.sources.rules.hedges import HEDGE_BREAK, HEDGE_CONTEXT_RULES, alternatives
 from labeling.sources.rules.locations import compared_sides, region_phrases
@@ -184,25 +181,11 @@ class RulesLabeler:
 
     @cached_property
     def sha256(self) -> str:
-        """Identity of the rule set: rules version, vocabulary, target and ConText rules."""
-        payload = json.dumps(
-            [
-                RULES_VERSION,
-                self.vocabulary.version,
-                self.target_rules(),
-                EXTRA_CONTEXT_RULES,
-                HEDGE_CONTEXT_RULES,
-                sorted((finding, sorted(words)) for finding, words in GENERIC_WORDS.items()),
-                sorted(CALCIFICATION_WORDS),
-                SEVERITY_ORDER,
-                TEMPORAL_ORDER,
-                sorted(COMPARATIVES),
-                _EARLIER_STUDY.pattern,
-                _LIKELIHOOD.pattern,
-                self.max_piece_chars,
-            ]
-        )
-        return hashlib.sha256(payload.encode()).hexdigest()
+        """Identity of the rule set (rules/identity.py): every rule module's source and constants,
+        the vocabulary and the target rules built from it, the piece length."""
+        from labeling.sources.rules.identity import rules_identity
+
+        return rules_identity([RULES_VERSION, self.vocabulary.version, self.target_rules(), self.max_piece_chars])
 
     @cached_property
     def nlp(self):
