@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import re
 
+from labeling.sources.rules.mentions import Mention
+
 # Category of the words that end a forward hedge's scope (a clause break). Its rules modify no
 # target (they allow no target type) and end only the scopes of rules that name it in
 # terminated_by: a TERMINATE direction would also end every negation's scope ("no X and Y").
@@ -124,18 +126,18 @@ _JOINER = re.compile(
 )
 
 
-def alternatives(text: str, mentions: list[tuple[int, int, str, str]]) -> list[set[int]]:
+def alternatives(text: str, mentions: list[Mention]) -> list[set[int]]:
     """Groups of mentions named as alternatives of one another (each becomes uncertain unless
     it is absent): runs of adjacent mentions joined by commas, "or", "versus", "vs." or
     "and/or" in which at least one joiner is an alternative one. "and" ends a run: "effusion and
     atelectasis or pneumonia" hedges the last two only."""
-    order = sorted(range(len(mentions)), key=lambda i: mentions[i][0])
+    order = sorted(range(len(mentions)), key=lambda i: mentions[i].start)
     groups: list[set[int]] = []
     run: list[int] = order[:1]
     has_alternative = False
     for previous, current in zip(order, order[1:]):
-        gap = text[mentions[previous][1] : mentions[current][0]]
-        joined = _JOINER.match(gap) if mentions[current][0] >= mentions[previous][1] else None
+        gap = text[mentions[previous].end : mentions[current].start]
+        joined = _JOINER.match(gap) if mentions[current].start >= mentions[previous].end else None
         if joined is not None and gap.strip():
             run.append(current)
             has_alternative = has_alternative or joined.group("alt") is not None

@@ -28,6 +28,7 @@ from labeling.sources.rules.bones import bone_finding
 from labeling.sources.rules.calcifications import calcification_finding
 from labeling.sources.rules.hedges import HEDGE_BREAK, HEDGE_CONTEXT_RULES, alternatives
 from labeling.sources.rules.locations import compared_sides, region_phrases
+from labeling.sources.rules.mentions import Mention, PlaceWords, RegionWords, SideWord
 from schemas.vocabulary import Vocabulary
 
 # Bump when a change to the rules below changes labels; it is part of the run's provenance.
@@ -256,10 +257,10 @@ class RulesLabeler:
         mentions = self._mentions_of(doc, skipped)
         return self._labels_of_mentions(text, mentions) if mentions else []
 
-    def _mentions_of(self, doc, skipped: dict[str, int] | None) -> list[tuple[int, int, str, str]]:
-        """(start, end, finding, status) of each finding mention the sentence states."""
+    def _mentions_of(self, doc, skipped: dict[str, int] | None) -> list[Mention]:
+        """Each finding mention the sentence states."""
         text = doc.text
-        mentions: list[tuple[int, int, str, str]] = []
+        mentions: list[Mention] = []
         anchored: dict[int, int] = {}  # mention index of an organ phrase read as abnormal -> its gap to the word
         for ent in doc.ents:
             if ent._.is_historical or ent._.is_hypothetical or ent._.is_family:
@@ -290,15 +291,14 @@ class RulesLabeler:
                     _gap(ent.start_char, ent.end_char, m.start(), m.end())
                     for m in ANCHOR_ABNORMAL[ent.label_].finditer(text)
                 )
-            mentions.append((ent.start_char, ent.end_char, finding, status))
+            mentions.append(Mention(ent.start_char, ent.end_char, finding, status))
         return [m for i, m in enumerate(mentions) if not self._redundant_anchor(i, mentions, anchored)]
 
-    def _labels_of_mentions(self, text: str, mentions: list[tuple[int, int, str, str]]) -> list[SentenceLabel]:
+    def _labels_of_mentions(self, text: str, mentions: list[Mention]) -> list[SentenceLabel]:
         groups = alternatives(text, mentions)
         for i in (i for group in groups for i in group):
-            start, end, finding, status = mentions[i]
-            if status == "present":
-                mentions[i] = (start, end, finding, "uncertain")
+            if mentions[i].status == "present":
+                mentions[i] = mentions[i]._replace(status="uncertain")
         regions = self._assign_regions(text, mentions, groups)
         # Words of the whole sentence: searched once, not once per mention.
         stated_severity = _first_value(SEVERITY_ORDER, self.vocabulary.find_severities(text))
@@ -312,9 +312,7 @@ class RulesLabeler:
                 labels.append(SentenceLabel(region, finding, status, severity, temporal, start, end))
         return labels
 
-    def _assign_regions(
-        self, text: str, mentions: list[tuple[int, int, str, str]], groups: list[set[int]]
-    ) -> list[tuple[str, ...]]:
+    def _assign_regions(self, text: str, mentions: list[Mention], groups: list[set[int]]) -> list[tuple[str, ...]]:
         """The regions of each finding mention.
 
         Each region phrase of the sentence goes to its nearest finding mention; a bare left,
@@ -337,27 +335,27 @@ class RulesLabeler:
             for m in LATERALITY.finditer(text)
             if not any(s <= m.start() < e for s, e in taken)
         ]
-        assigned: list[list[tuple[str, object]]] = [[] for _ in mentions]
-        internal: list[list[tuple[str, object]]] = [[] for _ in mentions]
-        for start, end, payload in [(s, e, ("regions", r)) for s, e, r in phrases] + [
-            (s, e, ("side", side)) for s, e, side in sides
-        ]:
-            inside = [i for i, m in enumerate(mentions) if m[0] <= start and end <= m[1]]
+        assigned: list[list[PlaceWords]] = [[] for _ in mentions]
+        internal: list[list[PlaceWords]] = [[] for _ in mentions]
+        words: list[tuple[int, int, PlaceWords]] = [(s, e, RegionWords(tuple(r))) for s, e, r in phrases]
+        words += [(s, e, SideWord(side)) for s, e, side in sides if side]
+        for start, end, payload in words:
+            inside = [i for i, m in enumerate(mentions) if m.start <= start and end <= m.end]
             if inside:
                 internal[inside[0]].append(payload)
                 continue
-            nearest = min(range(len(mentions)), key=lambda i: _gap(mentions[i][0], mentions[i][1], start, end))
+            nearest = min(range(len(mentions)), key=lambda i: _gap(mentions[i].start, mentions[i].end, start, end))
             assigned[nearest].append(payload)
         for i, found in enumerate(internal):
             if not assigned[i]:
                 assigned[i] = found
         for i, found in enumerate(assigned):
-            specific = self._specific_finding(mentions[i][2], found)
-            if specific != mentions[i][2]:
-                mentions[i] = (mentions[i][0], mentions[i][1], specific, mentions[i][3])
+            specific = self._specific_finding(mentions[i].finding, found)
+            if specific != mentions[i].finding:
+                mentions[i] = mentions[i]._replace(finding=specific)
         resolved: list[tuple[str, ...] | None] = []
-        for (_, _, finding, _), found in zip(mentions, assigned):
-            resolved.append(self._regions_for(finding, found) if found else None)
+        for mention, found in zip(mentions, assigned):
+            resolved.append(self._regions_for(mention.finding, found) if found else None)
         # Only a place the sentence names is shared: an unlocated finding lends none.
         located = [j for j, regions in enumerate(resolved) if regions is not None]
         for i, (start, end, finding, status) in enumerate(mentions):
@@ -367,37 +365,39 @@ class RulesLabeler:
             donors = [
                 j
                 for j in located
-                if not (status == "absent" and mentions[j][3] != "absent")
+                if not (status == "absent" and mentions[j].status != "absent")
                 and allowed & set(resolved[j] or ())  # a place it cannot be in ("cardiac") is not its place
             ]
             if donors:
                 alternative = next((group for group in groups if i in group), set())
                 j = min(
                     donors,
-                    key=lambda j: (j not in alternative, _gap(mentions[j][0], mentions[j][1], start, end)),
+                    key=lambda j: (j not in alternative, _gap(mentions[j].start, mentions[j].end, start, end)),
                 )
-                resolved[i] = self._regions_for(finding, [("regions", resolved[j])])
+                resolved[i] = self._regions_for(finding, [RegionWords(resolved[j] or ())])
             else:
                 resolved[i] = self._finding[finding].implied_regions
         return [r if r is not None else () for r in resolved]
 
     @staticmethod
-    def _redundant_anchor(i: int, mentions: list[tuple[int, int, str, str]], anchored: dict[int, int]) -> bool:
+    def _redundant_anchor(i: int, mentions: list[Mention], anchored: dict[int, int]) -> bool:
         """An organ phrase read as abnormal says nothing when the sentence names its finding
         ("stable cardiomediastinal silhouette with borderline cardiomegaly") or when another organ
         phrase of the finding is nearer the abnormal word ("cardiomediastinal silhouette with
         borderline heart size")."""
         if i not in anchored:
             return False
-        finding = mentions[i][2]
-        if any(m[2] == finding and j not in anchored for j, m in enumerate(mentions)):
+        finding = mentions[i].finding
+        if any(m.finding == finding and j not in anchored for j, m in enumerate(mentions)):
             return True
-        return any(mentions[j][2] == finding and (gap, j) < (anchored[i], i) for j, gap in anchored.items() if j != i)
+        return any(
+            mentions[j].finding == finding and (gap, j) < (anchored[i], i) for j, gap in anchored.items() if j != i
+        )
 
-    def _specific_finding(self, finding: str, found: list[tuple[str, object]]) -> str:
+    def _specific_finding(self, finding: str, found: list[PlaceWords]) -> str:
         """A generic word ("fracture") located where its finding cannot be but a sibling finding
         can ("fracture of the right clavicle") means the sibling (clavicle fracture)."""
-        named = {r for kind, value in found if kind == "regions" for r in value}  # type: ignore[union-attr]
+        named = {r for words in found if isinstance(words, RegionWords) for r in words.regions}
         if not named or named & set(self._finding[finding].regions):
             return finding
         for sibling in SPECIFIC_FINDINGS.get(finding, ()):
@@ -405,14 +405,14 @@ class RulesLabeler:
                 return sibling
         return finding
 
-    def _regions_for(self, finding: str, found: list[tuple[str, object]]) -> tuple[str, ...]:
+    def _regions_for(self, finding: str, found: list[PlaceWords]) -> tuple[str, ...]:
         spec = self._finding[finding]
         allowed = set(spec.regions)
         defaults = list(spec.default_regions)
         chosen: list[str] = []
-        for kind, value in found:
-            if kind == "regions":
-                for region in value:  # type: ignore[union-attr]
+        for words in found:
+            if isinstance(words, RegionWords):
+                for region in words.regions:
                     if region in allowed:
                         chosen.append(region)
                     else:
@@ -426,9 +426,9 @@ class RulesLabeler:
                 sided = [
                     d
                     for d in defaults
-                    if value == "both"
+                    if words.side == "both"
                     and self._laterality.get(d) in ("left", "right")
-                    or self._laterality.get(d) == value
+                    or self._laterality.get(d) == words.side
                 ]
                 chosen.extend(sided or defaults)
         return tuple(dict.fromkeys(chosen)) or tuple(defaults)
