@@ -1,9 +1,9 @@
 from labeling.ingest.sections import detect_sections
-from labeling.ingest.sentences import normalize_sentence, sentence_hash, split_sentences, split_sentences_many
+from labeling.ingest.sentences import normalize_sentence, sentence_hash, split_sentences_many
 
 
 def sentences_of(text):
-    return split_sentences(text, detect_sections(text))
+    return split_sentences_many([text], [detect_sections(text)])[0]
 
 
 def test_offsets_are_exact_and_sections_recorded():

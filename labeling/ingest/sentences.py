@@ -106,7 +106,3 @@ def split_sentences_many(
                 )
             )
     return results
-
-
-def split_sentences(text: str, sections: Sequence[Section]) -> list[Sentence]:
-    return split_sentences_many([text], [sections])[0]
