@@ -17,7 +17,12 @@ Strategies (pi = a cell's inclusion probability):
   remainder to the other strata, where the misses hide (recall); within each group cells are
   allocated in proportion to the stratum sizes (largest remainder). A group with fewer cells
   than its share is sampled whole and the rest moves to the other group. Within a stratum, a
-  simple random sample; pi_h = n_h / N_h.
+  simple random sample; pi_h = n_h / N_h. With `suspect_run` (--suspect RUN), the predicted-negative
+  cells that another run marks present (or uncertain) get strata of their own ("finding | class |
+  suspect"), and a share (`suspect_share`, 0.5) of the predicted-negative cells' n goes to them:
+  the misses are most likely there, and their pi is recorded like any stratum's. The recommended
+  design when recall or F1 is the question and another run (the combined run, another labeler)
+  exists.
 - `suspicion`: Poisson sampling with probability proportional to a suspicion score from an
   audit queue (`clala audit --out`: a CSV, or JSONL, with at least report_key, region, finding,
   suspicion; higher is more likely wrong), mixed with a uniform floor so that every cell can be drawn:
@@ -35,6 +40,7 @@ import csv
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +55,7 @@ from schemas.vocabulary import Vocabulary
 STRATEGIES = ("uniform", "stratified", "suspicion")
 CLASS_OF_CODE = {PRESENT: "present", UNCERTAIN: "uncertain", ABSENT: "absent", UNMENTIONED: "unmentioned"}
 QUEUE_COLUMNS = ("report_key", "region", "finding", "suspicion")
+SUSPECT_MARK = " | suspect"
 
 
 @dataclass(kw_only=True)
@@ -63,6 +70,8 @@ class SampleRequest:
     present_share: float = 0.5  # stratified: share of n for the predicted-present strata
     suspicion: Path | None = None  # suspicion: the audit queue CSV
     floor: float = 0.2  # suspicion: share of the probability spread uniformly
+    suspect_run: str | None = None  # stratified: predicted-negative cells this run marks present are suspect
+    suspect_share: float = 0.5  # stratified: share of the predicted-negative cells' n for the suspect strata
 
     def check(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -75,6 +84,12 @@ class SampleRequest:
             raise InputError(f"--floor: must lie in (0, 1], so that every cell can be drawn; not {self.floor}")
         if self.strategy == "suspicion" and self.suspicion is None:
             raise InputError("--suspicion: the suspicion strategy needs an audit queue CSV (clala audit --out)")
+        if not 0 <= self.suspect_share <= 1:
+            raise InputError(f"--suspect-share: must lie in [0, 1], not {self.suspect_share}")
+        if self.suspect_run is not None and self.strategy != "stratified":
+            raise InputError(
+                f"--suspect: only the stratified strategy splits strata by a suspect run, not {self.strategy}"
+            )
         if self.strategy != "suspicion" and self.suspicion is not None:
             raise InputError(f"--suspicion: only the suspicion strategy reads a queue, not {self.strategy}")
 
@@ -90,10 +105,20 @@ class Population:
     predicted: np.ndarray  # object[N]: present | uncertain | absent | unmentioned
     finding_names: tuple[str, ...]
     reports: int
+    suspect: np.ndarray | None = None  # bool[N]: predicted negative here, present in the --suspect run
 
     @property
     def size(self) -> int:
         return len(self.report_keys)
+
+    @cached_property
+    def strata(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The finding x predicted class strata: names ("finding | class"), each cell's stratum, sizes.
+        Cached: a benchmark draws many samples of one population."""
+        labels = np.char.add(np.char.add(self.findings.astype(str), " | "), self.predicted.astype(str))
+        if self.suspect is not None:  # predicted-negative cells another run marks present: their own strata
+            labels = np.where(self.suspect, np.char.add(labels, SUSPECT_MARK), labels)
+        return np.unique(labels, return_inverse=True, return_counts=True)
 
 
 @dataclass
@@ -170,10 +195,26 @@ def read_population(store: Store, run: str, vocabulary: Vocabulary, *, all_findi
     )
 
 
+def suspect_cells(store: Store, population: Population, run: str) -> np.ndarray:
+    """The population's predicted-negative cells that run `run` marks present (or uncertain):
+    where this run's misses most likely are."""
+    info = store.run(run)
+    if info.run_id == population.run.run_id:
+        raise InputError(f"--suspect: run {info.name!r} is the run being sampled; give another run")
+    regions, region_index = np.unique(population.regions.astype(str), return_inverse=True)
+    findings, finding_index = np.unique(population.findings.astype(str), return_inverse=True)
+    keys, row = np.unique(population.report_keys, return_inverse=True)
+    codes = store.label_matrix(info.run_id, regions.tolist(), findings.tolist(), keys.tolist()).codes
+    marked = np.isin(codes[row, region_index, finding_index], [PRESENT, UNCERTAIN])
+    return marked & ~np.isin(population.predicted, ["present", "uncertain"])
+
+
 def sample_run(store: Store, request: SampleRequest, vocabulary: Vocabulary) -> Sample:
     """Draw a sample of a run's cells and store it (its id in `sample_id`)."""
     request.check()
     population = read_population(store, request.run, vocabulary, all_findings=request.all_findings)
+    if request.suspect_run is not None:
+        population.suspect = suspect_cells(store, population, request.suspect_run)
     sample = draw_sample(population, request)
     store_sample(store, sample)
     return sample
@@ -194,6 +235,8 @@ def draw_sample(population: Population, request: SampleRequest) -> Sample:
         "findings": list(population.finding_names),
         "all_findings": request.all_findings,
         "requested_n": request.n,
+        # the population's finding x predicted class sizes: the estimate post-stratifies on them
+        "population_strata": {str(k): int(v) for k, v in zip(population.strata[0], population.strata[2])},
     }
     if request.strategy == "uniform":
         index = np.sort(rng.choice(population.size, size=request.n, replace=False))
@@ -203,6 +246,8 @@ def draw_sample(population: Population, request: SampleRequest) -> Sample:
     elif request.strategy == "stratified":
         index, stratum, pi, strata = _stratified(population, request, rng)
         params["present_share"] = request.present_share
+        if request.suspect_run is not None:
+            params.update(suspect_run=request.suspect_run, suspect_share=request.suspect_share)
     else:
         assert request.suspicion is not None
         scores = read_suspicion(request.suspicion, population)
@@ -222,25 +267,20 @@ def draw_sample(population: Population, request: SampleRequest) -> Sample:
 def _stratified(
     population: Population, request: SampleRequest, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[dict]]:
-    labels = np.char.add(np.char.add(population.findings.astype(str), " | "), population.predicted.astype(str))
-    names, inverse, sizes = np.unique(labels, return_inverse=True, return_counts=True)
+    names, inverse, sizes = population.strata
     positive = np.array([name.endswith(" | present") for name in names])
     if len(names) > request.n:
         raise InputError(
             f"--n: {request.n:,} is fewer than the {len(names):,} strata (finding x predicted class) of run "
             f"{population.run.name!r}; stratified sampling takes one cell of each at least: raise --n, or use uniform"
         )
-    n_positive = min(max(round(request.n * request.present_share), int(positive.sum())), int(sizes[positive].sum()))
-    n_other = request.n - n_positive
-    if n_other > sizes[~positive].sum():
-        n_other = int(sizes[~positive].sum())
-        n_positive = request.n - n_other
-    if n_other < (~positive).sum():
-        n_other = int((~positive).sum())
-        n_positive = request.n - n_other
     allocation = np.zeros(len(names), dtype=np.int64)
+    suspect = np.array([name.endswith(SUSPECT_MARK) for name in names])
+    n_positive, n_other = _split(request.n, request.present_share, sizes[positive], sizes[~positive])
+    n_suspect, n_rest = _split(n_other, request.suspect_share, sizes[suspect], sizes[~positive & ~suspect])
     allocation[positive] = allocate(n_positive, sizes[positive])
-    allocation[~positive] = allocate(n_other, sizes[~positive])
+    allocation[suspect] = allocate(n_suspect, sizes[suspect])
+    allocation[~positive & ~suspect] = allocate(n_rest, sizes[~positive & ~suspect])
     chosen, strata_of, pi = [], [], []
     strata = []
     order = np.argsort(inverse, kind="stable")
@@ -262,6 +302,18 @@ def _stratified(
     index = np.concatenate(chosen)
     keep = np.argsort(index, kind="stable")
     return index[keep], np.concatenate(strata_of)[keep], np.concatenate(pi)[keep], strata
+
+
+def _split(total: int, share: float, first: np.ndarray, second: np.ndarray) -> tuple[int, int]:
+    """`total` cells between two groups of strata: `share` to the first, each group between one
+    cell a stratum and all its cells (the excess moves to the other group)."""
+    n_first = min(max(round(total * share), len(first)), int(first.sum()))
+    n_second = total - n_first
+    if n_second > second.sum():
+        n_second = int(second.sum())
+    if n_second < len(second):
+        n_second = len(second)
+    return total - n_second, n_second
 
 
 def allocate(total: int, sizes: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ def _vocabulary(path: Path | None):
 
 
 def _interval(metric: dict[str, Any], method: str) -> str:
-    low, high = metric[method]
+    low, high = metric.get(method) or metric["wilson"]  # estimates stored before the beta interval
     value = "-" if metric["estimate"] is None else f"{metric['estimate']:.3f}"
     return f"{value} [{low:.3f}, {high:.3f}]"
 
@@ -61,6 +61,17 @@ def sample_command(
     present_share: Annotated[
         float, typer.Option("--present-share", help="stratified: share of --n for predicted-present cells")
     ] = 0.5,
+    suspect: Annotated[
+        str | None,
+        typer.Option(
+            "--suspect",
+            help="stratified: another run; the predicted-negative cells it marks present get their own strata "
+            "(oversampled: --suspect-share), where the misses are likely",
+        ),
+    ] = None,
+    suspect_share: Annotated[
+        float, typer.Option("--suspect-share", help="stratified: share of the predicted-negative cells' n for suspects")
+    ] = 0.5,
     all_findings: Annotated[
         bool, typer.Option("--all-findings", help="every vocabulary finding, not only those the run labels")
     ] = False,
@@ -83,6 +94,8 @@ def sample_command(
         present_share=present_share,
         suspicion=suspicion,
         floor=floor,
+        suspect_run=suspect,
+        suspect_share=suspect_share,
     )
     request.check()
     if out is not None:
@@ -148,7 +161,12 @@ def estimate_command(
     reviewed: Annotated[str, typer.Option("--reviewed", help="the reviewed run (clala import labelstudio)")],
     sample: Annotated[int | None, typer.Option("--sample", help="sample id (default: the run's latest)")] = None,
     uncertain: Annotated[str, typer.Option(help="negative | positive: how uncertain counts")] = "negative",
-    interval: Annotated[str, typer.Option(help="interval shown: wilson | bootstrap (both are stored)")] = "wilson",
+    interval: Annotated[
+        str, typer.Option(help="interval shown: beta | jeffreys | wilson | bootstrap (all are stored)")
+    ] = "beta",
+    max_width: Annotated[
+        float, typer.Option("--max-width", help="an overall interval wider than this: say the sample cannot tell")
+    ] = 0.2,
     confidence: Annotated[float, typer.Option(help="interval level")] = 0.95,
     replicates: Annotated[int, typer.Option(help="bootstrap replicates")] = 1000,
     seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
@@ -156,6 +174,8 @@ def estimate_command(
 ) -> None:
     """Estimate a run's precision, recall and F1 (per finding and overall, with intervals) from a
     reviewed sample of its cells, and store the estimate with the run."""
+    from rich.text import Text
+
     from labeling.core.errors import InputError
     from labeling.review.estimate import INTERVALS, EstimateRequest, estimate_run
     from labeling.store.store import Store
@@ -170,11 +190,12 @@ def estimate_command(
         confidence=confidence,
         replicates=replicates,
         seed=seed,
+        max_width=max_width,
     )
     request.check()
     progress = error_console()
     with Store.open_existing(db) as store:
-        with progress.status("estimating (bootstrap replicates)"):
+        with progress.status("estimating (beta draws, bootstrap replicates)"):
             estimate = estimate_run(store, request)
     result = estimate.result
     title = (
@@ -182,7 +203,10 @@ def estimate_command(
         f"({result['strategy']}, {result['cells']:,} cells in {result['reports']:,} reports) reviewed as "
         f"{result['reviewed']}; uncertain {result['uncertain']}; {interval} {confidence:.0%} intervals"
     )
-    output_console().print(estimate_table(result, interval, title))
+    console = output_console()
+    console.print(estimate_table(result, interval, title))
+    for line in result["cannot_tell"]:  # the beta interval's verdict, whatever interval is shown
+        console.print(Text(visible(line["message"])))
 
 
 def estimates_table(estimates: list[dict[str, Any]]) -> Table:
@@ -199,8 +223,8 @@ def estimates_table(estimates: list[dict[str, Any]]) -> Table:
         "level",
         "precision",
         "recall",
+        "F1",
         "F1 (Wilson)",
-        "F1 (bootstrap)",
         title="Estimates from reviewed samples (overall, micro)",
         title_justify="left",
     )
@@ -213,9 +237,9 @@ def estimates_table(estimates: list[dict[str, Any]]) -> Table:
             Text(visible(row["reviewed_run"] or f"run {row['reviewed_run_id']} (gone)")),
             f"{result.get('cells', 0):,}",
             f"{result.get('confidence', 0.95):.0%}",
-            _interval(overall["precision"], "wilson"),
-            _interval(overall["recall"], "wilson"),
+            _interval(overall["precision"], "beta"),
+            _interval(overall["recall"], "beta"),
+            _interval(overall["f1"], "beta"),
             _interval(overall["f1"], "wilson"),
-            _interval(overall["f1"], "bootstrap"),
         )
     return table
