@@ -88,10 +88,11 @@ def reviewed_sample(
     """A drawn sample "reviewed" by the truth. Given the queue's `scores` (read once per run), a
     Poisson sample is drawn here as `draw_sample` draws it, without reading the queue each seed."""
     if request.strategy == "suspicion" and scores is not None:
-        pi = poisson_probabilities(scores, request.n, request.floor)
-        index = np.flatnonzero(np.random.default_rng(request.seed).random(len(scores)) < pi)
-        stratum, pi = np.full(len(index), "poisson", dtype=object), pi[index]
-        sizes = {str(k): int(v) for k, v in zip(population.strata[0], population.strata[2])}
+        every = poisson_probabilities(scores, request.n, request.floor)
+        index = np.flatnonzero(np.random.default_rng(request.seed).random(len(scores)) < every)
+        names, inverse, counts = population.level_strata(every)  # finding x class x pi level, as draw_sample
+        stratum, pi = names[inverse[index]].astype(object), every[index]
+        sizes = {str(k): int(v) for k, v in zip(names, counts)}
     else:
         sample = draw_sample(population, request)
         index, stratum, pi, sizes = sample.index, sample.stratum, sample.pi, sample.params["population_strata"]

@@ -81,9 +81,19 @@ def build_output_model(vocabulary: Vocabulary) -> type[BaseModel]:
     )
 
 
-def output_json_schema(vocabulary: Vocabulary) -> dict:
+# At most this many labels a sentence (`maxItems` of a sentence unit's labels, sent to the server;
+# not enforced on answers from servers that do not constrain). A real sentence states far fewer
+# (IU X-ray's 8,302 distinct sentences: at most 6 findings with a status, by the rules), and a
+# model that repeats itself is stopped by the grammar instead of running past max_tokens: 8
+# labels of about 60 tokens fit in a sentence's default 640 (options.py).
+MAX_LABELS_PER_SENTENCE = 8
+
+
+def output_json_schema(vocabulary: Vocabulary, *, max_labels: int | None = None) -> dict:
     schema = build_output_model(vocabulary).model_json_schema()
     schema["description"] = f"clala label output for one unit; vocabulary {vocabulary.version}"
+    if max_labels is not None:
+        schema["properties"]["labels"]["maxItems"] = max_labels
     return schema
 
 
@@ -121,7 +131,9 @@ def build_packed_model(vocabulary: Vocabulary) -> type[BaseModel]:
     )
 
 
-def packed_json_schema(vocabulary: Vocabulary) -> dict:
+def packed_json_schema(vocabulary: Vocabulary, *, max_labels: int | None = None) -> dict:
     schema = build_packed_model(vocabulary).model_json_schema()
     schema["description"] = f"clala label output for several units, by id; vocabulary {vocabulary.version}"
+    if max_labels is not None:
+        schema["$defs"]["PackedUnitLabels"]["properties"]["labels"]["maxItems"] = max_labels
     return schema

@@ -1,6 +1,7 @@
 """`clala generate` from a real tiny checkpoint trained with its sentence decoder: one report per
 test study stored as `generated:NAME` with FINDINGS, IMPRESSION and provenance; the predicted
-lesions are exactly those the checkpoint's probabilities and thresholds give; `--regions all`
+lesions are exactly those the checkpoint's probabilities and thresholds give (of the lesions it
+marks reportable); `--regions all`
 writes a sentence for more regions; a checkpoint without decoder falls back to template
 sentences; `clala score-reports` scores the generation; bad input is one line, exit 1."""
 
@@ -15,6 +16,7 @@ from test_trainer import make_cohort, tiny_config
 from labeling.core.files import file_sha256
 from labeling.store.store import Store
 from model.evaluate.inference import InferenceOptions, predict_split
+from model.reports.generation import report_lesions
 from model.reports.writer import generated_reports
 from model.train.loop import train
 
@@ -47,9 +49,12 @@ def test_generate_stores_one_report_per_test_study_with_provenance(checkpoints, 
         )
     assert len(rows) == 14
     sha = file_sha256(checkpoint)
-    # The lesions in the provenance are those the checkpoint's own probabilities and thresholds predict.
+    # The lesions in the provenance are those the checkpoint's own probabilities and thresholds
+    # predict, of the lesions it marks reportable.
     predicted = predict_split(InferenceOptions(checkpoint, cohort, split="test", device="cpu"))
     thresholds = np.asarray(predicted.checkpoint["thresholds"])
+    reportable = report_lesions(predicted.checkpoint)
+    assert predicted.checkpoint["report_lesions"] is not None and reportable.dtype == bool
     lesions = predicted.checkpoint["lesions"]
     by_study = {r.study_id: i for i, r in enumerate(predicted.dataset.examples.records)}
     for row in rows:
@@ -60,7 +65,8 @@ def test_generate_stores_one_report_per_test_study_with_provenance(checkpoints, 
         assert sources[row["source_report_key"]] == row["report_id"]
         i = by_study[row["report_id"]]
         usable = predicted.box_mask[i][:, None] & predicted.allowed
-        passes = (predicted.probabilities[i] >= thresholds) & usable
+        passes = (predicted.probabilities[i] >= thresholds) & usable & reportable
+        assert meta["generation"]["reported_lesions"] == [x for x, kept in zip(lesions, reportable) if kept]
         expected = {
             lesions[j]: float(predicted.probabilities[i][:, j][usable[:, j]].max())
             for j in range(len(lesions))

@@ -93,14 +93,36 @@ def test_second_run_redoes_nothing(quickstart, cli):
     assert {p: p.stat().st_mtime_ns for p in (workdir / "models").glob("*/*.pt")} == checkpoints
 
 
+def _summary_row(out: str, step: str) -> str:
+    """The summary table's row for `step`, its wrapped cells joined."""
+    lines = out.splitlines()
+    title = max(i for i, line in enumerate(lines) if "clala quickstart in" in line)
+    start = next(i for i, line in enumerate(lines) if i > title and line.startswith("│ " + step))
+    row = [lines[start]]
+    for line in lines[start + 1 :]:
+        if not line.startswith("│") or line.split("│")[1].strip():
+            break
+        row.append(line)
+    cells = [" ".join(part.split("│")[k].strip() for part in row).strip() for k in range(1, 5)]
+    return " | ".join(cells)
+
+
 @pytest.mark.slow
 def test_quickstart_with_the_embedded_local_llm(tmp_path, cli):
     code, out, err = cli("quickstart", "--workdir", tmp_path / "qs", "--small", "--llm-aggregator")
-    assert code == 0, err
+    assert code == 0, out + err
     assert "run llm-local: complete" in out  # labeled through the embedded llama.cpp server
     with Store(tmp_path / "qs" / "clala.duckdb", read_only=True) as store:
         assert len(store.covered_reports("llm-local")) == 2
+        run = store.run("llm-local")
+        labels = sum(store.label_status_counts(run.run_id).values())
+        rejected = store.rejection_counts(run.run_id)
         generated = generated_reports(store, "quickstart")
+    row = _summary_row(out, "llm-local")
+    assert row.startswith("llm-local (embedded LLM) | ok | complete: 2 of 2 reports done, ")
+    assert f"{labels} labels stored, {sum(rejected.values())} rejected" in row
+    assert all(f"{reason} {n}" in row for reason, n in rejected.items())
+    assert "quickstart not complete" not in out and "done in" in out
     # Every report went to the LLM aggregator (the tiny base model's answer may still fail
     # validation, and then that report falls back, with the error kept).
     assert len(generated) == 4
@@ -108,3 +130,62 @@ def test_quickstart_with_the_embedded_local_llm(tmp_path, cli):
         meta = row["metadata"]
         assert meta["prompt_name"] == "report_aggregator" and meta["prompt_sha256"]
         assert meta["aggregator"].startswith("llm:") or (meta["aggregator"] == "fallback" and meta["llm_error"])
+
+
+@pytest.mark.slow
+def test_quickstart_fails_loudly_when_its_llm_server_dies(tmp_path):
+    """Pulling the rug: the llama.cpp server the quickstart started is killed (SIGSEGV, as a CPU
+    the build cannot run does) during the LLM step. The other steps still run; the summary marks
+    the step FAILED with the crash and the command that finishes it; the exit code is 3, never 0.
+    That command then finishes the run, and the next quickstart passes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from test_local_backend import _server_child
+
+    pytest.importorskip("xllamacpp")
+    workdir = tmp_path / "qs"
+    quickstart = subprocess.Popen(
+        [sys.executable, "-c", "from cli import app; app()", "quickstart", "--workdir", str(workdir), "--small"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    server = _server_child(quickstart.pid, timeout=300)
+    time.sleep(2.0)  # started, answering its first calls
+    os.kill(server, signal.SIGSEGV)
+    out, err = quickstart.communicate(timeout=900)
+    assert quickstart.returncode == 3, out + err
+    row = _summary_row(out, "llm-local")
+    assert row.startswith("llm-local (embedded LLM) | FAILED | ")
+    assert f"the local llama.cpp server (pid {server}) was killed by signal 11 (SIGSEGV)" in row
+    finish_line = f"to finish llm-local (embedded LLM): clala label --resume llm-local --db {workdir / 'clala.duckdb'}"
+    assert finish_line in out.splitlines()
+    assert "".join(row.split()).endswith("".join(finish_line.split(": ", 1)[1].split()))
+    assert "quickstart not complete: 1 step(s) failed (llm-local (embedded LLM))" in " ".join(out.split())
+    assert "done in" not in out
+    assert "unreachable" not in row
+    # the rest of the mission ran all the same
+    assert _summary_row(out, "report scores").split(" | ")[1] == "ok"
+    assert (workdir / "results" / "quickstart.scores.json").is_file()
+
+    finish = subprocess.run(
+        [sys.executable, "-c", "from cli import app; app()", *finish_line.split(": ", 1)[1].split()[1:]],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert finish.returncode == 0, finish.stdout + finish.stderr
+    again = subprocess.run(
+        [sys.executable, "-c", "from cli import app; app()", "quickstart", "--workdir", str(workdir), "--small"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _summary_row(again.stdout, "llm-local").startswith("llm-local (embedded LLM) | ok | complete: 2 of 2")

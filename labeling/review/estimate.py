@@ -19,8 +19,15 @@ sample was drawn.
     lowers every metric (for the lower bound) or raises it (for the upper), the unsampled cells'
     events drawn from it (binomial), and precision, recall and F1 taken over the summed totals:
     a stratum with no event seen still carries its Clopper-Pearson upper bound, and a stratum
-    sampled whole is exact. Weights that differ within a stratum (Poisson samples) enter as
-    Kish's effective counts. The interval is widened to hold its own estimate.
+    sampled whole is exact. A Poisson (suspicion) sample's strata are also split by inclusion
+    probability (finding x class x pi level, pooled over findings overall), each level's
+    population cells recorded at sample time: within a level every cell has the same pi, so the
+    cells drawn from it, given how many, are a simple random sample of it, and the level is a
+    stratum of known size like a stratified sample's (estimating the levels' sizes from the
+    weights instead was tried and under-covered: BENCHMARKS.md). Only a Poisson sample stored
+    without that record (before issue 29) has weights that differ within a stratum; they enter
+    as Kish's effective counts, an approximation. The interval is widened to hold its own
+    estimate.
   - `jeffreys`: the same with each rate from its Jeffreys posterior (failed: too narrow where
     misses are rare, as they are in a good run's predicted-absent cells).
   - `wilson`: each metric is a weighted proportion over a domain of cells (precision:
@@ -93,7 +100,8 @@ class SampledCells:
     truth: np.ndarray  # bool[n]
     poisson: bool  # drawn by Poisson sampling (strategy suspicion)
     predicted_class: np.ndarray | None = None  # object[n]: present | uncertain | absent | unmentioned
-    population_strata: dict[str, int] | None = None  # "finding | class" -> cells in the population
+    # "finding | class" (stratified: "| suspect" too; Poisson: "| pi=<level>") -> cells in the population
+    population_strata: dict[str, int] | None = None
 
     def strata_keys(self) -> np.ndarray:
         """Each cell's finding x predicted class ("finding | class"), the strata of the beta interval."""
@@ -102,7 +110,7 @@ class SampledCells:
         else:
             classes = self.predicted_class
         keys = np.char.add(np.char.add(self.finding.astype(str), " | "), classes.astype(str)).astype(object)
-        if self.population_strata is not None:  # a stratified sample's own strata (finer with --suspect)
+        if self.population_strata is not None:  # the sample's own strata (finer with --suspect, or pi levels)
             own = np.isin(self.stratum, list(self.population_strata))
             keys[own] = self.stratum[own]
         return keys
@@ -174,7 +182,9 @@ def domain_strata(cells: SampledCells, rows: np.ndarray, *, by_class: bool) -> S
 
 
 def _finding(key: str) -> str:
-    return key.rsplit(" | ", 2)[0] if key.endswith(" | suspect") else key.rsplit(" | ", 1)[0]
+    """A stratum's finding: its name without the class and a " | suspect" or " | pi=..." mark."""
+    marked = key.endswith(" | suspect") or key.rsplit(" | ", 1)[-1].startswith("pi=")
+    return key.rsplit(" | ", 2)[0] if marked else key.rsplit(" | ", 1)[0]
 
 
 def _pool(key: str) -> str:
@@ -430,7 +440,8 @@ def estimate_cells(
 ) -> dict[str, Any]:
     """Overall (micro) and per-finding (`findings`, default every sampled one) estimates of a
     reviewed sample, and what the overall sample cannot tell. Overall, the beta interval pools
-    the strata of each predicted class (Kish's effective counts): per finding x class, the few
+    the strata of each predicted class (x pi level for a Poisson sample) over findings: per
+    finding x class, the few
     cells of each predicted-negative stratum leave its prior in charge, and summed over dozens
     of strata the priors alone push recall to near 0 (measured: BENCHMARKS.md)."""
     replicate = replicate_weights(cells, replicates, seed)

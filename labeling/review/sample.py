@@ -28,7 +28,11 @@ Strategies (pi = a cell's inclusion probability):
   suspicion; higher is more likely wrong), mixed with a uniform floor so that every cell can be drawn:
   pi_i = n * ((1 - floor) * s_i / sum(s) + floor / N), capped at 1 (the excess is spread over
   the others). Each cell is drawn independently with pi_i: the sample size is random, n on
-  average. Cells the queue does not list have suspicion 0 (the floor only).
+  average. Cells the queue does not list have suspicion 0 (the floor only). Each sampled cell's
+  stratum is its finding x predicted class x pi level ("finding | class | pi=0.0123"), and the
+  population's cells of each are recorded (`population_strata`): within one level every cell has
+  the same pi, so the cells drawn from it, given how many, are a simple random sample of it, and
+  the estimate treats each level as a stratum of known size.
 
 The same run, strategy, options and seed give the same sample (numpy's default_rng(seed), cells
 in report, region, finding order).
@@ -56,6 +60,7 @@ STRATEGIES = ("uniform", "stratified", "suspicion")
 CLASS_OF_CODE = {PRESENT: "present", UNCERTAIN: "uncertain", ABSENT: "absent", UNMENTIONED: "unmentioned"}
 QUEUE_COLUMNS = ("report_key", "region", "finding", "suspicion")
 SUSPECT_MARK = " | suspect"
+LEVEL_MARK = " | pi="  # a Poisson sample's strata: finding | class | pi=<the level's inclusion probability>
 
 
 @dataclass(kw_only=True)
@@ -110,6 +115,19 @@ class Population:
     @property
     def size(self) -> int:
         return len(self.report_keys)
+
+    def level_strata(self, pi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The finding x predicted class x pi level strata of a Poisson design with cells' `pi`:
+        names, each cell's stratum, sizes (as `strata`)."""
+        if self.suspect is not None:
+            raise ValueError("a Poisson design's strata are not split by a suspect run")
+        base, base_of, _ = self.strata
+        levels, level_of = np.unique(pi, return_inverse=True)
+        codes, inverse, sizes = np.unique(base_of * len(levels) + level_of, return_inverse=True, return_counts=True)
+        names = np.array(
+            [f"{base[c // len(levels)]}{LEVEL_MARK}{levels[c % len(levels)]:.12g}" for c in codes], dtype=object
+        )
+        return names, inverse, sizes  # names in code order: sorted by class stratum, then by pi
 
     @cached_property
     def strata(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -251,11 +269,20 @@ def draw_sample(population: Population, request: SampleRequest) -> Sample:
     else:
         assert request.suspicion is not None
         scores = read_suspicion(request.suspicion, population)
-        index, pi = _poisson(scores, request.n, request.floor, rng)
+        every = poisson_probabilities(scores, request.n, request.floor)
+        index = np.flatnonzero(rng.random(len(scores)) < every)
+        pi = every[index]
         if len(index) == 0:
             raise InputError(f"--n {request.n}: the Poisson draw with seed {request.seed} drew no cell; raise --n")
-        stratum = np.full(len(index), "poisson", dtype=object)
-        strata = [{"stratum": "poisson", "cells": population.size, "sampled": len(index), "pi": None}]
+        names, inverse, sizes = population.level_strata(every)
+        stratum = names[inverse[index]].astype(object)
+        params["population_strata"] = {str(k): int(v) for k, v in zip(names, sizes)}
+        drawn = np.bincount(inverse[index], minlength=len(names))
+        level = every[np.unique(inverse, return_index=True)[1]]
+        strata = [
+            {"stratum": str(name), "cells": int(sizes[h]), "sampled": int(drawn[h]), "pi": float(level[h])}
+            for h, name in enumerate(names)
+        ]
         params.update(
             floor=request.floor,
             suspicion_file=str(request.suspicion.resolve()),
@@ -355,13 +382,6 @@ def poisson_probabilities(scores: np.ndarray, n: int, floor: float) -> np.ndarra
         capped |= over
         pi[capped] = 1.0
     return pi
-
-
-def _poisson(scores: np.ndarray, n: int, floor: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Poisson sampling: each cell drawn independently with its pi."""
-    pi = poisson_probabilities(scores, n, floor)
-    index = np.flatnonzero(rng.random(len(scores)) < pi)
-    return index, pi[index]
 
 
 def _queue_rows(path: Path) -> list[tuple[int, dict]]:

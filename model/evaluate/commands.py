@@ -54,9 +54,15 @@ def show_evaluation(result: Evaluation, console: Console) -> None:
             number(row.image_auroc),
         )
     console.print(table)
+    if result.not_scored:
+        shown = ", ".join(f"{literal(name)} ({count:,})" for name, count in result.not_scored.items())
+        fewer = (
+            "no positive cell" if result.min_positives <= 1 else f"fewer than {result.min_positives:,} positive cells"
+        )
+        console.print(f"not scored ({fewer}; left out of the means): {shown}")
     console.print(
-        f"mean lesion F1 {number(result.mean_lesion_f1)} (constant-prediction baseline "
-        f"{number(result.baseline_mean_lesion_f1)}, ratio {number(result.ratio_to_baseline, 2)}); "
+        f"mean lesion F1 {number(result.mean_lesion_f1)} over {len(result.scored):,} lesions (constant-prediction "
+        f"baseline {number(result.baseline_mean_lesion_f1)}, ratio {number(result.ratio_to_baseline, 2)}); "
         f"image-level mean F1 {number(result.image_mean_f1)}; mean AUROC {number(result.mean_auroc)}"
     )
     console.print(f"wrote {literal(result.csv_path)}; experiment {result.experiment_id}")
@@ -84,6 +90,9 @@ def evaluate_command(
     out: Annotated[Path | None, typer.Option("--out", help="CSV file (default: beside the checkpoint)")] = None,
     batch_size: BatchSizeOption = 16,
     device: DeviceOption = "auto",
+    min_positives: Annotated[
+        int, typer.Option("--min-positives", help="positive cells a lesion needs to enter the means")
+    ] = 1,
 ) -> None:
     """Per-lesion precision, recall, F1 (region and image level) and AUROC; mean lesion F1 vs a constant baseline."""
     from labeling.core.terminal import output_console
@@ -93,7 +102,7 @@ def evaluate_command(
 
     options = InferenceOptions(checkpoint, data, imagenome, split, batch_size=batch_size, device=device)
     with Store.open_existing(db) as store:
-        result = evaluate(store, EvaluateRequest(options, reference, out))
+        result = evaluate(store, EvaluateRequest(options, reference, out, min_positives=min_positives))
     show_evaluation(result, output_console())
 
 

@@ -6,14 +6,16 @@ predicts every image of the split and scores the region lesion head against the 
   checkpoint's per-lesion thresholds, chosen on validation), over the cells the vocabulary allows
   for the lesion, with a valid box, whose reference label is known (uncertain reference cells are
   left out, unmentioned cells count as absent);
-- mean lesion F1: the mean F1 over the lesions with at least one positive reference cell (the
-  paper's headline measure), beside the same mean for the best constant prediction (every cell
-  positive), measured on the same cells;
+- mean lesion F1: the mean F1 over the scored lesions (the paper's headline measure), beside the
+  same mean for the best constant prediction (every cell positive), measured on the same cells.
+  A lesion is scored when it has at least `min_positives` positive reference cells (default 1:
+  every lesion with support); the others are listed as not scored, with their positive count, and
+  left out of every mean (F1, constant, image level, AUROC): on a few positives an F1 says nothing;
 - image level: a lesion is predicted in an image when any region's probability passes the
   threshold (max over regions), true when any region has it in the reference;
 - AUROC per lesion at region and image level (scikit-learn; NaN where one class is missing).
-Results go to the experiments table (a row per evaluation) and a CSV, one row per lesion plus
-the mean.
+Results go to the experiments table (a row per evaluation) and a CSV, one row per lesion (with
+whether it is scored) plus the mean.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from labeling.core.formatting import finite
 from model.evaluate.inference import InferenceOptions
-from model.evaluate.metrics import LesionScores, ScoredArrays, lesion_scores, mean_supported
+from model.evaluate.metrics import LesionScores, ScoredArrays, is_scored, lesion_scores, mean_supported
 
 if TYPE_CHECKING:
     from labeling.store.store import Store
@@ -44,18 +48,27 @@ CSV_COLUMNS = (
     "image_recall",
     "image_f1",
     "image_auroc",
+    "scored",
 )
 
 
 @dataclass
 class EvaluateRequest:
     """Score `inference.checkpoint` on `inference.split` against run `reference`; the CSV goes to
-    `out` (default: beside the checkpoint); `record`: add an experiments row."""
+    `out` (default: beside the checkpoint); `record`: add an experiments row; `min_positives`:
+    the positive reference cells a lesion needs to be scored (enter the means)."""
 
     inference: InferenceOptions
     reference: str
     out: str | Path | None = None
     record: bool = True
+    min_positives: int = field(default=1, kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.min_positives < 1:
+            from labeling.core.errors import InputError
+
+            raise InputError(f"--min-positives: {self.min_positives} is below 1")
 
     @property
     def csv_path(self) -> Path:
@@ -79,6 +92,7 @@ class Evaluation:
     image_mean_f1: float
     image_baseline_mean_f1: float
     mean_auroc: float
+    min_positives: int = 1  # positive reference cells a lesion needs to enter the means
     csv_path: str | None = None
     experiment_id: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -86,6 +100,16 @@ class Evaluation:
     @property
     def ratio_to_baseline(self) -> float:
         return self.mean_lesion_f1 / self.baseline_mean_lesion_f1 if self.baseline_mean_lesion_f1 else float("nan")
+
+    @property
+    def scored(self) -> list[LesionScores]:
+        """The lesions in the means: at least `min_positives` positive reference cells."""
+        return [row for row in self.lesions if is_scored(row, self.min_positives)]
+
+    @property
+    def not_scored(self) -> dict[str, int]:
+        """Lesion -> its positive reference cells, for the lesions left out of the means."""
+        return {row.lesion: row.support for row in self.lesions if not is_scored(row, self.min_positives)}
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -97,6 +121,9 @@ class Evaluation:
             "mean_auroc": self.mean_auroc,
             "images": self.images,
             "lesions_with_support": sum(1 for s in self.lesions if s.support),
+            "min_positives": self.min_positives,
+            "lesions_scored": [row.lesion for row in self.scored],
+            "lesions_not_scored": self.not_scored,
         }
 
 
@@ -139,20 +166,14 @@ def evaluate(store: Store, request: EvaluateRequest) -> Evaluation:
     )
     ckpt = inference.checkpoint
     rows = lesion_scores(lesions, list(ckpt["thresholds"]), arrays)
-    result = Evaluation(
+    result = evaluation_of(
+        rows,
+        image_mask,
+        request.min_positives,
         checkpoint=str(options.checkpoint),
         reference=reference,
         split=str(options.split),
         images=len(examples.records),
-        lesions=rows,
-        mean_lesion_f1=mean_supported(r.f1 for r in rows),
-        baseline_mean_lesion_f1=mean_supported(r.baseline_f1 for r in rows),
-        image_mean_f1=mean_supported(r.image_f1 for r in rows),
-        image_baseline_mean_f1=mean_supported(
-            2 * r.image_support / (r.image_support + int(image_mask[:, j].sum())) if r.image_support else float("nan")
-            for j, r in enumerate(rows)
-        ),
-        mean_auroc=mean_supported(r.auroc for r in rows),
     )
     out = request.csv_path
     with atomic_path(out) as tmp:
@@ -176,6 +197,28 @@ def evaluate(store: Store, request: EvaluateRequest) -> Evaluation:
     return result
 
 
+def evaluation_of(
+    rows: list[LesionScores], image_mask: np.ndarray, min_positives: int = 1, **identity: Any
+) -> Evaluation:
+    """The evaluation of per-lesion `rows` (`image_mask` [N, L]: the images whose truth is known per
+    lesion, for the constant image-level baseline): every mean over the lesions with at least
+    `min_positives` positive reference cells. `identity`: checkpoint, reference, split, images."""
+    kept = [(j, row) for j, row in enumerate(rows) if is_scored(row, min_positives)]
+    return Evaluation(
+        **identity,
+        lesions=rows,
+        mean_lesion_f1=mean_supported(r.f1 for _, r in kept),
+        baseline_mean_lesion_f1=mean_supported(r.baseline_f1 for _, r in kept),
+        image_mean_f1=mean_supported(r.image_f1 for _, r in kept),
+        image_baseline_mean_f1=mean_supported(
+            2 * r.image_support / (r.image_support + int(image_mask[:, j].sum())) if r.image_support else float("nan")
+            for j, r in kept
+        ),
+        mean_auroc=mean_supported(r.auroc for _, r in kept),
+        min_positives=min_positives,
+    )
+
+
 def csv_value(value: Any) -> Any:
     """A value as a CSV cell: undefined (None, NaN) empty, floats to 6 decimals."""
     value = finite(value)
@@ -192,11 +235,12 @@ def _write_csv(path: Path, result: Evaluation) -> None:
         writer = csv.writer(handle)
         writer.writerow(CSV_COLUMNS)
         for row in result.lesions:
-            values = asdict(row)
+            values = {**asdict(row), "scored": int(is_scored(row, result.min_positives))}
             writer.writerow([cell(values[c]) for c in CSV_COLUMNS])
+        over = "with support" if result.min_positives <= 1 else f"with >= {result.min_positives} positives"
         writer.writerow(
             [
-                "mean (lesions with support)",
+                f"mean (lesions {over})",
                 sum(r.support for r in result.lesions),
                 sum(r.cells for r in result.lesions),
                 "",
@@ -210,8 +254,9 @@ def _write_csv(path: Path, result: Evaluation) -> None:
                 "",
                 cell(result.image_mean_f1),
                 "",
+                len(result.scored),
             ]
         )
 
 
-__all__ = ["evaluate", "EvaluateRequest", "Evaluation", "LesionScores", "csv_value"]
+__all__ = ["evaluate", "evaluation_of", "EvaluateRequest", "Evaluation", "LesionScores", "csv_value"]

@@ -1,10 +1,11 @@
-"""Lesion metrics: the F1-maximising threshold per lesion, the constant-prediction baseline, the
-mean over supported lesions, AUROC, and the per-lesion scores of an evaluation."""
+"""Lesion metrics: the F1-maximising threshold per lesion, the lesions a report may state, the
+constant-prediction baseline, the mean over the scored lesions, AUROC, and the per-lesion scores of
+an evaluation."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -87,6 +88,41 @@ def choose_thresholds(predictions: Predictions) -> tuple[list[float], list[float
     return thresholds, scores
 
 
+def reportable_lesions(predictions: Predictions, thresholds: Sequence[float]) -> tuple[list[bool], float]:
+    """Which lesions a generated report may state, each at its own threshold: the set that
+    maximises the micro F1 over every lesion's validation cells pooled (what a report's label
+    consistency measures), and that F1 (nan without validation positives).
+
+    A lesion's own F1-maximising threshold serves that lesion's F1 alone: where the model can
+    barely tell a lesion, it is a low cut that flags many cells (a few true ones among them), and
+    in a report those are false statements that outweigh the rest. Pooled, a lesion raises the
+    micro F1 exactly when its precision exceeds half of it, so the best set is a prefix of the
+    lesions ordered by validation precision (Dinkelbach); this takes the best prefix. A lesion
+    with no true positive on validation is never in it."""
+    lesions = predictions.probabilities.shape[-1]
+    cuts = np.asarray(thresholds, dtype=np.float64)
+    predicted = (predictions.probabilities >= cuts) & predictions.mask
+    truth = (predictions.labels > 0.5) & predictions.mask
+    tp = (predicted & truth).reshape(-1, lesions).sum(axis=0)
+    flagged = predicted.reshape(-1, lesions).sum(axis=0)
+    positives = int(truth.sum())
+    keep = [False] * lesions
+    if not positives:
+        return keep, float("nan")
+    order = np.argsort(-(tp / np.maximum(flagged, 1)), kind="stable")
+    best, count = 0.0, 0
+    for k in range(1, lesions + 1):
+        if tp[order[k - 1]] == 0:
+            break
+        chosen = order[:k]
+        f1 = 2 * float(tp[chosen].sum()) / (float(flagged[chosen].sum()) + positives)
+        if f1 > best:
+            best, count = f1, k
+    for j in order[:count]:
+        keep[int(j)] = True
+    return keep, best
+
+
 def constant_baseline_f1(labels: np.ndarray, mask: np.ndarray) -> list[float]:
     """Per lesion, F1 of predicting every scored cell positive, the best constant prediction
     (all-negative scores 0): 2P / (P + N) with P positives among N cells; nan without positives."""
@@ -96,6 +132,17 @@ def constant_baseline_f1(labels: np.ndarray, mask: np.ndarray) -> list[float]:
         positives, total = float((labels[..., lesion][cells] > 0.5).sum()), float(cells.sum())
         scores.append(2 * positives / (positives + total) if positives else float("nan"))
     return scores
+
+
+def is_scored(row: LesionScores, min_positives: int = 1) -> bool:
+    """Whether a lesion enters an evaluation's means: at least `min_positives` positive reference
+    cells (and at least one: a lesion without support has no F1)."""
+    return row.support >= max(1, min_positives)
+
+
+def scored_lesions(rows: Iterable[LesionScores], min_positives: int = 1) -> list[LesionScores]:
+    """The rows of the lesions scored (`is_scored`), in their order."""
+    return [row for row in rows if is_scored(row, min_positives)]
 
 
 def mean_supported(values: Iterable[float]) -> float:

@@ -369,9 +369,14 @@ def quickstart_command(
     ] = False,
     small: Annotated[bool, typer.Option("--small", help="a tiny cohort and model: seconds, for tests")] = False,
 ) -> None:
-    """Synthesise, ingest, label (rules + local LLM), compare, train on two sources, evaluate, generate, score."""
-    from model.experiments.quickstart import QuickstartSettings, run_quickstart
+    """Synthesise, ingest, label (rules + local LLM), compare, train on two sources, evaluate, generate, score.
 
-    run_quickstart(
+    Exit code 0 when every step finished; 3 when one failed or did not finish (the summary marks it
+    FAILED with the reason and the command that finishes it; the other steps still ran)."""
+    from model.experiments.quickstart import FAILED_EXIT_CODE, QuickstartSettings, run_quickstart
+
+    result = run_quickstart(
         workdir, llm=not no_llm, llm_aggregator=llm_aggregator, settings=QuickstartSettings.small() if small else None
     )
+    if result.failed:  # a step that failed never reads as success; the summary said which and how to finish it
+        raise typer.Exit(FAILED_EXIT_CODE)

@@ -17,7 +17,11 @@ region sentences, and how the generation ran), ready for `clala score-reports NA
 Decisions:
 - Only the lesions the checkpoint's thresholds predict reach `write_reports` (with threshold 0 so
   it keeps them all): the per-lesion thresholds are the model's decision rule, a single global
-  cut would override them.
+  cut would override them. Of its lesions, only those the checkpoint marks as reportable
+  (`report_lesions`, chosen on validation: the lesions whose predictions at their thresholds
+  raise the micro F1 over all lesions, `model.evaluate.metrics.reportable_lesions`) are stated:
+  a lesion the model can barely tell has a low F1-maximising cut that flags many regions of most
+  images, each a false statement in a report. A checkpoint without the mark (older) states all.
 - A checkpoint trained with `--no-decoder` has no sentence decoder. Rather than refuse, its
   region sentences are templates, "<Finding> in the <region>.", one per lesion predicted in a
   selected region (a region with no predicted lesion gets none); the provenance records
@@ -99,6 +103,13 @@ class Generation:
     stored: StoredReports
     without_source: int = 0  # studies with no (or no unique) stored source report
     notes: list[str] = field(default_factory=list)
+
+
+def report_lesions(checkpoint: dict[str, Any]) -> np.ndarray:
+    """[L] bool: the checkpoint's lesions a generated report may state (every one for a checkpoint
+    saved before the trainer chose them)."""
+    marked = checkpoint.get("report_lesions")
+    return np.asarray(marked if marked is not None else [True] * len(checkpoint["lesions"]), bool)
 
 
 def template_sentence(finding: str, region: str) -> str:
@@ -258,6 +269,7 @@ def generate_reports(store: Store, request: GenerateRequest) -> Generation:
     ckpt = inference.checkpoint
     lesions = inference.lesions
     thresholds = np.asarray(ckpt["thresholds"], np.float32)
+    reportable = report_lesions(ckpt)
     train_config = ckpt["train_config"]
     has_decoder = bool(ckpt["model_config"].get("use_decoder"))
     tokenizer = load_tokenizer(ckpt) if has_decoder else None
@@ -267,7 +279,9 @@ def generate_reports(store: Store, request: GenerateRequest) -> Generation:
     loader = inference_loader(unlabeled_examples(records, lesions), inference, options)
     source_keys = _source_keys(store, [r.study_id for r in records], train_config.get("dataset"))
 
-    predictor = _ReportPredictor(inference.model, target, lesions, thresholds, tokenizer, request)
+    # A lesion not reportable is never predicted: its cut is above every probability.
+    cuts = np.where(reportable, thresholds, np.inf).astype(np.float32)
+    predictor = _ReportPredictor(inference.model, target, lesions, cuts, tokenizer, request)
     items: list[ReportInputs] = []
     with torch.no_grad(), torch.autocast(device_type=target.type, dtype=amp_dtype(), enabled=inference.amp):
         for batch in loader:
@@ -282,6 +296,7 @@ def generate_reports(store: Store, request: GenerateRequest) -> Generation:
         "max_new_tokens": request.max_new_tokens,
         "sentences": "decoder" if has_decoder else "template",
         "thresholds": dict(zip(lesions, thresholds.tolist())),
+        "reported_lesions": [lesion for lesion, kept in zip(lesions, reportable) if kept],
         "epoch": ckpt.get("epoch"),
         "label_spec": ckpt.get("label_spec"),
     }
@@ -308,4 +323,11 @@ def generate_reports(store: Store, request: GenerateRequest) -> Generation:
     )
 
 
-__all__ = ["generate_reports", "GenerateRequest", "Generation", "template_sentence", "REGION_SELECTIONS"]
+__all__ = [
+    "generate_reports",
+    "GenerateRequest",
+    "Generation",
+    "report_lesions",
+    "template_sentence",
+    "REGION_SELECTIONS",
+]

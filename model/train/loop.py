@@ -20,7 +20,9 @@ Decisions, stated once:
 - Class imbalance: per-lesion `pos_weight` = negatives / positives over the training cells,
   clipped to [1, `pos_weight_max`] (region head and global classifier each get their own).
 - Thresholds: on validation, per lesion, the F1-maximising cut, placed half-way to the next lower
-  score; 0.5 for a lesion without validation positives. Stored in every checkpoint.
+  score; 0.5 for a lesion without validation positives. Stored in every checkpoint, with the
+  lesions a generated report may state (`report_lesions`: those whose validation predictions at
+  their thresholds raise the micro F1 over all lesions, `metrics.reportable_lesions`).
 - Determinism: python, numpy and torch are seeded; the shuffle order of epoch e is a function of
   (seed, e) (`DistributedSampler`, also with one process), augmentation of (seed, e, index), and
   the RNG states are saved at the end of each epoch, so `--resume` continues exactly: training N
@@ -61,7 +63,7 @@ from labeling.core.errors import InputError
 from model.data.batches import BatchCollator, allowed_cells, model_inputs
 from model.data.dataset import REGION_NAMES, Augment, RegionDataset, load_cohort
 from model.evaluate.inference import amp_dtype, predict_probabilities
-from model.evaluate.metrics import choose_thresholds, constant_baseline_f1, mean_supported
+from model.evaluate.metrics import choose_thresholds, constant_baseline_f1, mean_supported, reportable_lesions
 from model.net.clala_net import CLALANet, CLALANetConfig
 from model.train.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -238,7 +240,9 @@ class _Training:
     def steps_per_epoch(self) -> int:
         return len(self.train_loader)
 
-    def checkpoint_payload(self, thresholds: list[float], lesion_f1: list[float]) -> dict[str, Any]:
+    def checkpoint_payload(
+        self, thresholds: list[float], lesion_f1: list[float], report_lesions: list[bool] | None = None
+    ) -> dict[str, Any]:
         state = self.state
         return {
             "format": CHECKPOINT_FORMAT,
@@ -260,6 +264,8 @@ class _Training:
             "lesions": list(self.model_config.lesions),
             "thresholds": [float(t) for t in thresholds],
             "valid_lesion_f1": [float(f) for f in lesion_f1],
+            # The lesions a generated report may state (metrics.reportable_lesions); None: every one.
+            "report_lesions": None if report_lesions is None else [bool(x) for x in report_lesions],
             "saved_at": datetime.now().isoformat(timespec="seconds"),
         }
 
@@ -484,6 +490,7 @@ def _validate_epoch(run: _Training, epoch: int, sums: dict[str, float], notify: 
     config, state, findings = run.config, run.state, run.findings
     predictions = predict_probabilities(run.model, run.valid_loader, run.device, run.use_amp)
     thresholds, lesion_f1 = choose_thresholds(predictions)
+    report_lesions, report_f1 = reportable_lesions(predictions, thresholds)
     valid_f1 = mean_supported(lesion_f1)
     baseline = mean_supported(constant_baseline_f1(predictions.labels, predictions.mask))
     score = valid_f1 if not math.isnan(valid_f1) else -math.inf
@@ -503,11 +510,13 @@ def _validate_epoch(run: _Training, epoch: int, sums: dict[str, float], notify: 
         "valid_baseline_f1": baseline,
         "valid_lesion_f1": dict(zip(findings, lesion_f1)),
         "thresholds": dict(zip(findings, thresholds)),
+        "report_lesions": [name for name, kept in zip(findings, report_lesions) if kept],
+        "valid_report_micro_f1": report_f1,
     }
     state["history"].append(record)
     state["epoch"] = epoch
     state["thresholds"] = thresholds
-    payload = run.checkpoint_payload(thresholds, lesion_f1)
+    payload = run.checkpoint_payload(thresholds, lesion_f1, report_lesions)
     save_checkpoint(run.last_path, payload)
     if improved:
         save_checkpoint(run.best_path, payload)

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from labeling.sources.selection import ReportSelection
 from prompts.render import DEFAULT_PROMPT
+from schemas.llm_output import MAX_LABELS_PER_SENTENCE
 
 
 class BackendOptions(BaseModel):
@@ -67,14 +68,20 @@ class LabelOptions(BackendOptions):
         """Whether several sentences go in one request."""
         return self.unit == "sentences" and self.per_call > 1
 
+    @property
+    def max_labels(self) -> int | None:
+        """The labels a unit may hold (the schema's maxItems): a sentence's, none for a report."""
+        return None if self.unit == "report" else MAX_LABELS_PER_SENTENCE
+
     def decoding(self, dialect: str) -> dict[str, Any]:
         """What changes an answer, in the cache key. A sentence's key is the same packed or alone
         (unit "sentence", max_tokens per sentence, no per_call): see prompts/render.py."""
         temperature = self.temperature if self.temperature is not None else (0.7 if self.samples > 1 else 0.0)
-        max_tokens = self.max_tokens or (2048 if self.unit == "report" else 384)
+        max_tokens = self.max_tokens or (2048 if self.unit == "report" else 640)
         return {
             "temperature": temperature,
             "max_tokens": max_tokens,
+            "max_labels": self.max_labels,
             "seed": self.seed,
             "samples": self.samples,
             "structured_output": dialect,

@@ -229,8 +229,8 @@ class LabelRun:
         self.vocabulary = load_vocabulary(options.vocabulary, enable=options.enable)
         self.prompt = load_prompt(options.prompt, self.vocabulary)
         self.answer_model = build_output_model(self.vocabulary)
-        self.schema = output_json_schema(self.vocabulary)
-        self.packed_schema = packed_json_schema(self.vocabulary)
+        self.schema = output_json_schema(self.vocabulary, max_labels=options.max_labels)
+        self.packed_schema = packed_json_schema(self.vocabulary, max_labels=options.max_labels)
         self.layout = {"static_chars": 0, "dynamic_chars": 0}  # message characters sent (prompts/render.py)
         self.decoding = options.decoding(backend.dialect)
         self.result = result
