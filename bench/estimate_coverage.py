@@ -137,8 +137,19 @@ def write_queue(path: Path, population: Population, rules: np.ndarray) -> None:
             handle.write(f'{population.report_keys[i]},"{population.regions[i]}","{population.findings[i]}",{score}\n')
 
 
-def measure(population, truth, exact, top, args, run: str, size: int, strategy: str, queue: Path) -> dict:
+@dataclasses.dataclass(frozen=True)
+class GridCell:
+    """One cell of the grid: which run, how many sampled cells, which strategy (and its queue)."""
+
+    run: str
+    size: int
+    strategy: str
+    queue: Path
+
+
+def measure(population, truth, exact, top, args, cell: GridCell) -> dict:
     """Coverage, width and "cannot tell" share of every method, scope and metric over the seeds."""
+    run, size, strategy, queue = cell.run, cell.size, cell.strategy, cell.queue
     held: dict = {}
     t0 = time.perf_counter()
     scores = read_suspicion(queue, population) if strategy == "suspicion" else None
@@ -235,7 +246,7 @@ def main() -> int:
             for size in sizes:
                 for strategy in strategies:
                     source = suspected if strategy == "suspect" else population
-                    found = measure(source, truth, exact, top, args, run, size, strategy, queue)
+                    found = measure(source, truth, exact, top, args, GridCell(run, size, strategy, queue))
                     grid.append({"run": run, "exact": exact, "size": size, "strategy": strategy, "cells": found})
                     report_cell(grid[-1], top)
             with Store(db) as store:

@@ -189,8 +189,7 @@ def _label_rules(db: Path, console: Console) -> None:
 def _label_llm(db: Path, settings: QuickstartSettings, console: Console) -> StepOutcome:
     """Run (or finish) `llm-local`; its row: reports done, labels stored, rejections, or the failure."""
     from labeling.sources.commands import run_label
-    from labeling.sources.llm import LabelOptions, LlmRequest
-    from labeling.sources.llm.local_server import local_backend_installed
+    from labeling.sources.llm import LabelOptions, LlmRequest, local_backend_installed
 
     step = "llm-local (embedded LLM)"
     finish = f"clala label --resume {LLM_RUN} --db {db}"
@@ -286,7 +285,7 @@ def _evaluate_models(
     least `settings.min_positives` positive test cells (the others listed as not scored); a table of
     the scored lesions, and where the rules model lands between the gold model and the constant
     beside the rules' own label F1. Returns ({run: Evaluation}, summary rows)."""
-    from labeling.review.compare import CompareOptions, compare_runs
+    from labeling.review import CompareOptions, compare_runs
     from model.evaluate.evaluate import EvaluateRequest, evaluate
     from model.evaluate.inference import InferenceOptions
 

@@ -10,6 +10,7 @@ from labeling.core.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from labeling.sources.llm.backends import BACKENDS, ServerRefused, TransportFailed, UnitFailed
+    from labeling.sources.llm.local_server import local_backend_installed
     from labeling.sources.llm.options import BackendOptions, LabelOptions, LlmRequest
     from labeling.sources.llm.run import DryRun, dry_run, label_with_llm, open_backend
 
@@ -25,6 +26,7 @@ _WHERE = {
     "ServerRefused": "labeling.sources.llm.backends",
     "TransportFailed": "labeling.sources.llm.backends",
     "UnitFailed": "labeling.sources.llm.backends",
+    "local_backend_installed": "labeling.sources.llm.local_server",
 }
 __all__ = [
     "BACKENDS",
@@ -37,6 +39,7 @@ __all__ = [
     "UnitFailed",
     "dry_run",
     "label_with_llm",
+    "local_backend_installed",
     "open_backend",
 ]
 
