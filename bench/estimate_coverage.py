@@ -41,6 +41,7 @@ from labeling.review.sample import (
     SampleRequest,
     draw_sample,
     poisson_probabilities,
+    population_codes,
     read_population,
     read_suspicion,
     sample_run,
@@ -62,11 +63,7 @@ RUNS = "f99:0.01:0.0001:0,f95:0.05:0.0003:0.02,f80:0.2:0.001:0,f60:0.3:0.003:0.0
 
 def population_truth(store: Store, population: Population, reviewed: str) -> np.ndarray:
     """Whether the reviewed run says present in each population cell."""
-    regions, region_index = np.unique(population.regions.astype(str), return_inverse=True)
-    findings, finding_index = np.unique(population.findings.astype(str), return_inverse=True)
-    keys, row = np.unique(population.report_keys, return_inverse=True)
-    codes = store.label_matrix(reviewed, regions.tolist(), findings.tolist(), keys.tolist()).codes
-    return codes[row, region_index, finding_index] == PRESENT
+    return population_codes(store, population, reviewed) == PRESENT
 
 
 def exact_f1(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:

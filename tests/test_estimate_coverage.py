@@ -16,7 +16,7 @@ from scipy.stats import binomtest
 from typer.testing import CliRunner
 
 from labeling.review.estimate import EstimateRequest, Strata, beta_intervals, estimate_run
-from labeling.review.sample import SampleRequest, read_population, sample_run
+from labeling.review.sample import SampleRequest, population_codes, read_population, sample_run
 from labeling.store.store import Store
 from schemas.labels import PRESENT
 from schemas.vocabulary import load_vocabulary
@@ -47,11 +47,7 @@ def db(noisy_db: Path, tmp_path: Path) -> Path:
 def exact(store: Store, run: str) -> dict[str, float]:
     """The run's exact precision, recall, F1 over its whole population against the gold."""
     population = read_population(store, run, VOCAB)
-    regions, r = np.unique(population.regions.astype(str), return_inverse=True)
-    findings, f = np.unique(population.findings.astype(str), return_inverse=True)
-    keys, k = np.unique(population.report_keys, return_inverse=True)
-    truth = store.label_matrix("gold-report", regions.tolist(), findings.tolist(), keys.tolist()).codes[k, r, f]
-    truth = truth == PRESENT
+    truth = population_codes(store, population, "gold-report") == PRESENT
     predicted = population.predicted == "present"
     tp, fp, fn = (predicted & truth).sum(), (predicted & ~truth).sum(), (~predicted & truth).sum()
     return {"precision": tp / (tp + fp), "recall": tp / (tp + fn), "f1": 2 * tp / (2 * tp + fp + fn), "fn": fn}
@@ -167,11 +163,7 @@ def test_a_small_grid_holds_or_cannot_tell(noisy_db: Path, strategy: str, size: 
     with Store(noisy_db, read_only=True) as store:
         truth_of = exact(store, "noisy")
         population = read_population(store, "noisy", VOCAB)
-        regions, r = np.unique(population.regions.astype(str), return_inverse=True)
-        findings, f = np.unique(population.findings.astype(str), return_inverse=True)
-        keys, k = np.unique(population.report_keys, return_inverse=True)
-        codes = store.label_matrix("gold-report", regions.tolist(), findings.tolist(), keys.tolist()).codes
-    truth = codes[k, r, f] == PRESENT
+        truth = population_codes(store, population, "gold-report") == PRESENT
     held = {m: 0 for m in ("precision", "recall", "f1")}
     wide = dict(held)
     for seed in range(20):
@@ -210,12 +202,8 @@ def test_a_suspicion_sample_holds_an_imperfect_runs_figures(db: Path, tmp_path: 
     with Store(db) as store:
         truth = exact(store, "noisy")
         population = read_population(store, "noisy", VOCAB)
-        regions, r = np.unique(population.regions.astype(str), return_inverse=True)
-        findings, f = np.unique(population.findings.astype(str), return_inverse=True)
-        keys, k = np.unique(population.report_keys, return_inverse=True)
-        codes = store.label_matrix("rules", regions.tolist(), findings.tolist(), keys.tolist()).codes
-        gold = store.label_matrix("gold-report", regions.tolist(), findings.tolist(), keys.tolist()).codes
-        rules, real = codes[k, r, f] == PRESENT, gold[k, r, f] == PRESENT
+        rules = population_codes(store, population, "rules") == PRESENT
+        real = population_codes(store, population, "gold-report") == PRESENT
         predicted = population.predicted == "present"
         names, counts = np.unique(population.findings[real].astype(str), return_counts=True)
         top = str(names[np.argmax(counts)])

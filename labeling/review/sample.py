@@ -213,17 +213,22 @@ def read_population(store: Store, run: str, vocabulary: Vocabulary, *, all_findi
     )
 
 
+def population_codes(store: Store, population: Population, run: str | int) -> np.ndarray:
+    """Run `run`'s label code (schemas.labels) at each of the population's cells."""
+    regions, region_index = np.unique(population.regions.astype(str), return_inverse=True)
+    findings, finding_index = np.unique(population.findings.astype(str), return_inverse=True)
+    keys, row = np.unique(population.report_keys, return_inverse=True)
+    codes = store.label_matrix(run, regions.tolist(), findings.tolist(), keys.tolist()).codes
+    return codes[row, region_index, finding_index]
+
+
 def suspect_cells(store: Store, population: Population, run: str) -> np.ndarray:
     """The population's predicted-negative cells that run `run` marks present (or uncertain):
     where this run's misses most likely are."""
     info = store.run(run)
     if info.run_id == population.run.run_id:
         raise InputError(f"--suspect: run {info.name!r} is the run being sampled; give another run")
-    regions, region_index = np.unique(population.regions.astype(str), return_inverse=True)
-    findings, finding_index = np.unique(population.findings.astype(str), return_inverse=True)
-    keys, row = np.unique(population.report_keys, return_inverse=True)
-    codes = store.label_matrix(info.run_id, regions.tolist(), findings.tolist(), keys.tolist()).codes
-    marked = np.isin(codes[row, region_index, finding_index], [PRESENT, UNCERTAIN])
+    marked = np.isin(population_codes(store, population, info.run_id), [PRESENT, UNCERTAIN])
     return marked & ~np.isin(population.predicted, ["present", "uncertain"])
 
 

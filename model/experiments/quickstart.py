@@ -40,6 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from labeling.core.errors import ClalaError, InputError
+from labeling.core.formatting import format_number
 from labeling.core.terminal import literal, output_console
 from labeling.store.store import Store
 
@@ -358,17 +359,21 @@ def _show_lesion_table(evaluations: dict[str, Any], settings: QuickstartSettings
         cells = []
         for run in evaluations:
             other = by_run[run].get(row.lesion)
-            cells += [_figure(other.f1), _figure(other.auroc), _figure(other.image_auroc)] if other else ["-"] * 3
-        table.add_row(literal(row.lesion), f"{row.support:,}", _figure(row.baseline_f1), *cells)
+            cells += (
+                [format_number(other.f1), format_number(other.auroc), format_number(other.image_auroc)]
+                if other
+                else ["-"] * 3
+            )
+        table.add_row(literal(row.lesion), f"{row.support:,}", format_number(row.baseline_f1), *cells)
     means = []
     for evaluation in evaluations.values():
         image_auroc = [row.image_auroc for row in evaluation.scored]
         means += [
-            _figure(evaluation.mean_lesion_f1),
-            _figure(evaluation.mean_auroc),
-            _figure(mean_supported(image_auroc)),
+            format_number(evaluation.mean_lesion_f1),
+            format_number(evaluation.mean_auroc),
+            format_number(mean_supported(image_auroc)),
         ]
-    table.add_row("mean", "", _figure(first.baseline_mean_lesion_f1), *means, style="bold")
+    table.add_row("mean", "", format_number(first.baseline_mean_lesion_f1), *means, style="bold")
     console.print(table)
     if first.not_scored:
         shown = ", ".join(f"{literal(name)} ({count})" for name, count in first.not_scored.items())
@@ -443,7 +448,7 @@ def _generate_and_score(
         for level in ("image", "region")
     }
     consistency = "; ".join(
-        f"{level} {_figure(f1['generated', level])} vs {_figure(f1['constant', level])}"
+        f"{level} {format_number(f1['generated', level])} vs {format_number(f1['constant', level])}"
         for level in ("image", "region")
     )
     rows = [
@@ -461,11 +466,6 @@ def _generate_and_score(
     return scores, rows
 
 
-def _figure(value: float | None, digits: int = 3) -> str:
-    """A figure for a table: "-" where it is undefined (None, NaN)."""
-    return "-" if value is None or value != value else f"{value:.{digits}f}"
-
-
 def _report_scores_table(generated: dict[str, Any], constant: dict[str, Any]) -> Table:
     """Label consistency (image and region level), BLEU-4 and ROUGE-L of the generated reports
     beside the constant report's, from their scores summaries."""
@@ -481,12 +481,12 @@ def _report_scores_table(generated: dict[str, Any], constant: dict[str, Any]) ->
         if ours is None or theirs is None:
             continue
         for key, label in (("f1", "F1"), ("precision", "precision"), ("recall", "recall")):
-            table.add_row(f"label consistency, {level} {label}", _figure(ours[key]), _figure(theirs[key]))
+            table.add_row(f"label consistency, {level} {label}", format_number(ours[key]), format_number(theirs[key]))
         table.add_row(
             f"label consistency, {level} tp / fp / fn", *(f"{s['tp']} / {s['fp']} / {s['fn']}" for s in (ours, theirs))
         )
-    table.add_row("BLEU-4", _figure(generated["bleu4"], 2), _figure(constant["bleu4"], 2))
-    table.add_row("ROUGE-L", _figure(generated["rouge_l"]), _figure(constant["rouge_l"]))
+    table.add_row("BLEU-4", format_number(generated["bleu4"], 2), format_number(constant["bleu4"], 2))
+    table.add_row("ROUGE-L", format_number(generated["rouge_l"]), format_number(constant["rouge_l"]))
     return table
 
 

@@ -108,9 +108,9 @@ class TransportWatch:
         if self.streak == 0:
             self.streak_started = now
         self.streak += 1
+        self.fault = self.fault or (self.diagnose() if self.diagnose else None)
         if self.reason is not None:
             return
-        self.fault = self.diagnose() if self.diagnose else None
         if self.fault or (self.streak >= self.limit and now - self.streak_started >= GIVE_UP_SECONDS):
             self.reason = self.fault or (
                 f"{why}; {self.streak} transport failures in a row over {now - self.streak_started:.1f} s"
@@ -229,8 +229,9 @@ class OpenAICompatibleBackend:
         self.model, self.dialect = model, dialect
         self.transport_retries = transport_retries
         self.timeout = timeout
-        self.diagnose = diagnose  # why the server is gone, where clala can tell (its own server's crash)
-        self.watch = TransportWatch(diagnose=diagnose)  # a run replaces it with its own (its limit, its stop)
+        # diagnose: why the server is gone, where clala can tell (its own server's crash); a run
+        # replaces the watch with its own (its limit, its stop) and keeps the diagnosis
+        self.watch = TransportWatch(diagnose=diagnose)
         self._urls = itertools.cycle([f"{url.rstrip('/')}/chat/completions" for url in base_urls])
         # A local server needs no key, but some insist on a header.
         self._headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_key or 'no-key'}"}
@@ -416,8 +417,7 @@ class VllmBackend:
         except ImportError:
             raise ClalaError("the vllm backend needs `pip install 'clala[vllm]'` on a machine with a GPU") from None
         self.model, self.dialect, self.logprobs = model, "vllm_structured_outputs", False
-        self.diagnose = None  # in process: nothing to die apart from clala
-        self.watch = TransportWatch()
+        self.watch = TransportWatch()  # in process: nothing to diagnose apart from clala
         self.engine = LLM(model=model, **engine_args)
         self._lock = asyncio.Lock()
 

@@ -245,7 +245,7 @@ class LabelRun:
         self.arrivals: deque[float] = deque(maxlen=FAST_WAVES * options.concurrency + 1)  # latest answers' times
         self.call_seconds: deque[float] = deque(maxlen=64)  # latest calls' durations
         self.flushed_at = 0.0  # time.monotonic() of the last flush
-        backend.watch = TransportWatch(options.give_up_after, on_trip=self._give_up, diagnose=backend.diagnose)
+        backend.watch = TransportWatch(options.give_up_after, on_trip=self._give_up, diagnose=backend.watch.diagnose)
 
     def _give_up(self, reason: str) -> None:
         """The server is gone: cancel every call in flight or waiting (their units stay pending)."""
@@ -664,9 +664,8 @@ class LabelRun:
         self.result.counts["unit_failures"] += len(collected.failures)
         if collected.refused:
             return f"the server refused the request ({collected.refused}); fix it and resume"
-        fault = self.backend.watch.fault or (self.backend.diagnose() if transport and self.backend.diagnose else None)
-        if fault:  # clala's own server died: say so, not that it went away
-            return fault
+        if self.backend.watch.fault:  # clala's own server died: say so, not that it went away
+            return self.backend.watch.fault
         if self.gave_up:
             return f"the server is unreachable ({self.gave_up}); resume when it is back"
         if prepared.todo and all(identity in transport for identity, _ in prepared.todo):
