@@ -396,7 +396,7 @@ def _generate_and_score(
     scores summary, "constant": scores summary, "constant_findings": [...]}, summary rows)."""
     import json
 
-    from model.reports.commands import run_generate, run_score_reports
+    from model.reports.commands import run_generate
     from model.reports.constant import constant_report, split_report_keys, write_constant_reports
     from model.reports.generation import GenerateRequest
     from model.reports.scoring import ScoreRequest, score_and_record
@@ -419,8 +419,13 @@ def _generate_and_score(
             run_generate(store, request, console=console)
     scores_file = results / f"{GENERATION}.scores.json"
     if not scores_file.exists():
+        # scored without `clala score-reports`' printout: the table below shows these figures beside
+        # the constant report's (and the opt-in LLM judge, which the quickstart does not ask for,
+        # is not reported as skipped)
         with Store(db) as store:
-            run_score_reports(store, ScoreRequest(name=GENERATION, reference=REFERENCE, out=results), console=console)
+            recorded = score_and_record(store, ScoreRequest(name=GENERATION, reference=REFERENCE, out=results))
+        for note in recorded.scores.notes:
+            console.print(f"note: {literal(note)}", emoji=False)
     else:
         console.print(f"already scored: {literal(scores_file)}")
 
